@@ -1,0 +1,33 @@
+# The two commands a fresh clone needs:  `make demo`  and  `make test`.
+# Both create the virtual environment (.venv) from requirements.txt when it is missing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+WORKDIR ?= workdir/demo
+CONFIG ?= configs/echovlm.py
+
+.PHONY: demo test test-fast install clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+# Builds the synthetic dataset on first use, trains, evaluates and writes a report.
+demo: $(VENV)/.installed
+	$(PY) -m echovlm_jax.main --config $(CONFIG) --workdir $(WORKDIR)
+
+# The whole suite, slow tests included (this is what CI runs).
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -ra
+
+# Local iteration: skip the slow end-to-end tests.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -ra -m "not slow"
+
+clean:
+	rm -rf $(VENV) workdir data/tfds_runlocal .pytest_cache

@@ -1,0 +1,133 @@
+r"""EchoVLM: a dual encoder trained with view-informed, negation-aware and
+measurement-grounded contrastive objectives on the `echoground` dataset.
+
+  python -m echovlm_jax.main --config configs/echovlm.py:size=ti,runlocal --workdir /tmp/w
+  python -m echovlm_jax.main --config configs/echovlm.py:objective=clip --config.total_steps=500 ...
+
+Arg string keys (see `ARG_SPEC`): size (ti|s|b|l), res, frames, objective
+(see `OBJECTIVES`), runlocal (tiny smoke run), seed.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+ARG_SPEC = dict(size="ti", res=112, frames=1, objective="echovlm", runlocal=False, seed=0)
+
+# Tower sizes. `ti` is the CPU demo; `b` is ViT-B/16 with a 12-layer text transformer.
+MODEL_SIZES = {
+    "ti": dict(image=dict(width=192, depth=4, heads=3), text=dict(width=192, depth=4, heads=3), embed_dim=192),
+    "s": dict(image=dict(width=384, depth=12, heads=6), text=dict(width=384, depth=12, heads=6), embed_dim=384),
+    "b": dict(image=dict(width=768, depth=12, heads=12), text=dict(width=512, depth=12, heads=8), embed_dim=512),
+    "l": dict(image=dict(width=1024, depth=24, heads=16), text=dict(width=768, depth=12, heads=12), embed_dim=768),
+}
+
+# One flag per paper ablation: the loss switches each objective sets.
+OBJECTIVES = {
+    "clip": dict(kind="clip", view_mode="none", negation=False, meas_weight=0.0),
+    "sigmoid": dict(kind="sigmoid", view_mode="none", negation=False, meas_weight=0.0),
+    "view_sv": dict(kind="clip", view_mode="same_view_negatives", negation=False, meas_weight=0.0),
+    "view_supcon": dict(kind="clip", view_mode="view_supcon", negation=False, meas_weight=0.0),
+    "neg": dict(kind="clip", view_mode="none", negation=True, meas_weight=0.0),
+    "view_neg": dict(kind="clip", view_mode="same_view_negatives", negation=True, meas_weight=0.0),
+    "meas": dict(kind="clip", view_mode="none", negation=False, meas_weight=0.2),
+    "echovlm": dict(kind="clip", view_mode="same_view_negatives", negation=True, meas_weight=0.2),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(arg, **ARG_SPEC)
+  if arg.size not in MODEL_SIZES:
+    raise ValueError(f"size={arg.size!r}: expected one of {', '.join(MODEL_SIZES)}.")
+  if arg.objective not in OBJECTIVES:
+    raise ValueError(f"objective={arg.objective!r}: expected one of {', '.join(OBJECTIVES)}.")
+  c = ml_collections.ConfigDict()
+  c.seed = arg.seed
+
+  # --- Data -----------------------------------------------------------------
+  c.input = dict(
+      dataset="echoground",
+      builder_config="synthetic",   # or "mimic" (manual_dir)
+      data_dir="data/tfds",         # relative paths are resolved against the cwd
+      manual_dir="",                # MIMIC-IV-ECHO tree for builder_config=mimic
+      synthetic_patients=600,       # size of the synthetic dataset built on first use
+      synthetic_seed=0,
+      num_shards=4,
+      res=arg.res,
+      num_frames=arg.frames,
+      max_text_len=64,
+      vocab_size=1024,
+      shuffle_buffer=4096,
+      prefetch=2,
+      augment=True,
+  )
+
+  # --- Model ----------------------------------------------------------------
+  size = MODEL_SIZES[arg.size]
+  c.model = dict(
+      image=dict(patch=16, mlp_ratio=4, pool="map", channels=1, num_frames=arg.frames, **size["image"]),
+      text=dict(mlp_ratio=4, pool="eos", causal=False, **size["text"]),
+      embed_dim=size["embed_dim"],
+      dtype="float32",              # compute dtype; parameters stay float32
+      remat=False,
+      scan_layers=False,
+      init_temperature=10.0,        # logit scale s = exp(t), t stored as a log
+      init_bias=-10.0,              # sigmoid loss bias
+      meas_hidden=256,
+  )
+
+  # --- Objectives -----------------------------------------------------------
+  c.loss = dict(
+      view_weight=0.5,              # lambda_view for view_supcon
+      negation_weight=0.5,          # lambda_neg for the pairwise negation term
+      huber_delta=1.0,
+      sigmoid_ring=False,           # chunked ring variant of the sigmoid loss
+      **OBJECTIVES[arg.objective],
+  )
+
+  # --- Optimisation ---------------------------------------------------------
+  c.total_steps = 2000
+  c.batch_size = 64                 # global batch
+  c.lr = 1e-3
+  c.wd = 0.05
+  c.b1, c.b2 = 0.9, 0.98
+  c.warmup_steps = 100
+  c.grad_clip_norm = 1.0
+  c.grad_accum_steps = 1
+
+  # --- Mesh and sharding ----------------------------------------------------
+  c.mesh = dict(data=-1, fsdp=1, tensor=1)
+  # Logical axis name -> mesh axes. Activations' batch goes over (data, fsdp).
+  c.sharding_rules = [
+      ("batch", ("data", "fsdp")),
+      ("embed", "fsdp"),
+      ("mlp", "tensor"),
+      ("heads", "tensor"),
+      ("kv", None),
+      ("vocab", "tensor"),
+      ("length", None),
+      ("patch", None),
+      ("meas", None),
+  ]
+
+  # --- Logging, checkpoints, evaluation -------------------------------------
+  c.log_every = 20
+  c.ckpt_every = 250
+  c.keep_ckpts = 3
+  c.evals = ml_collections.ConfigDict()
+
+  if arg.runlocal:
+    c.input.synthetic_patients = 40
+    c.input.num_shards = 2
+    c.input.shuffle_buffer = 256
+    c.input.data_dir = "data/tfds_runlocal"
+    c.total_steps = 10
+    c.batch_size = 16
+    c.warmup_steps = 2
+    c.log_every = 2
+    c.ckpt_every = 5
+
+  c.lock()
+  return c
