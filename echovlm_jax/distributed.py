@@ -6,11 +6,11 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 from typing import Any, Mapping, Sequence
 
+from absl import logging
 import jax
 import numpy as np
 

@@ -1,0 +1,208 @@
+"""Training checkpoints: Orbax CheckpointManager in WORKDIR/checkpoints, async
+saves, keep-N, resume (onto any mesh) with a JSON side-car (data iterator
+position, RNG, ...), and the SIGTERM / preemption stop signal the loop polls.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any, Mapping
+
+from absl import logging
+from etils import epath
+import jax
+import orbax.checkpoint as ocp
+
+CHECKPOINT_SUBDIR = "checkpoints"
+_ITEMS = ("state", "extra")
+
+
+# --- Preemption ----------------------------------------------------------------
+# A SIGTERM (what TPU VMs, GKE, SLURM and `kill` send before eviction) only sets
+# a flag: the train loop sees it in `Checkpointer.should_stop`, saves and returns,
+# so a checkpoint is never cut mid-write by our own handler.
+_sigterm = threading.Event()
+_previous_handler: Any = None
+_installed = False
+
+
+def install_sigterm_handler() -> bool:
+  """Makes SIGTERM set the flag `sigterm_received()` reads instead of killing.
+
+  Main thread only (Python's rule for signal handlers). Not installed in a
+  multi-process run with jax's preemption service: that service owns SIGTERM
+  (a C++ handler we must not replace) and syncs the stop step across hosts,
+  which `Checkpointer.should_stop` polls. Returns whether it was installed.
+  """
+  global _previous_handler, _installed
+  if _installed:
+    return True
+  if jax.distributed.is_initialized() and jax.config.jax_enable_preemption_service:
+    logging.info("SIGTERM is handled by jax's preemption service (multi-process run).")
+    return False
+  _sigterm.clear()
+  _previous_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+  _installed = True
+  return True
+
+
+def uninstall_sigterm_handler() -> None:
+  """Restores the SIGTERM handler that was there before `install_sigterm_handler`."""
+  global _previous_handler, _installed
+  if not _installed:
+    return
+  signal.signal(signal.SIGTERM,
+                _previous_handler if _previous_handler is not None else signal.SIG_DFL)
+  _previous_handler, _installed = None, False
+  _sigterm.clear()
+
+
+def sigterm_received() -> bool:
+  """True once a SIGTERM arrived while our handler was installed."""
+  return _sigterm.is_set()
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+  del frame
+  logging.warning("Received signal %d: will save a checkpoint and stop after this step.", signum)
+  _sigterm.set()
+
+
+# --- Checkpoints ---------------------------------------------------------------
+def abstract_like(tree: Any) -> Any:
+  """[...] arrays -> jax.ShapeDtypeStruct with the same shape, dtype and sharding.
+
+  Turns a freshly initialised (sharded) state into the restore target; build
+  it on the NEW mesh to restore onto another mesh or device count.
+  """
+  def leaf(x):
+    if isinstance(x, jax.ShapeDtypeStruct):
+      return x
+    if isinstance(x, jax.Array):
+      return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+    return x
+  return jax.tree.map(leaf, tree)
+
+
+class Checkpointer:
+  """Saves and restores (state, extra) in WORKDIR/checkpoints.
+
+  `state` is a pytree of (sharded) jax.Arrays; `extra` a JSON-able dict (the
+  data iterator position, host RNG, ...). Saves are asynchronous: `save`
+  returns once the arrays are copied off the devices (so the state may be
+  donated to the next step) and the files are written in the background.
+  Orbax writes each step to `<step>.orbax-checkpoint-tmp*` and renames it
+  when complete, so a run killed mid-save (kill -9 included) never restores
+  a partial step; the next Checkpointer deletes such leftovers (in the
+  background, done before its first save).
+
+  All processes of a multi-host run must call every method (collective).
+  """
+
+  def __init__(self, workdir: str | os.PathLike, *, keep: int = 3, every: int = 1,
+               async_save: bool = True):
+    """keep: newest checkpoints kept (None = all); every: `save` writes only at
+    steps divisible by it unless forced."""
+    self.directory = epath.Path(workdir) / CHECKPOINT_SUBDIR
+    # Orbax's default policy also saves the very first step it sees; we save
+    # exactly at multiples of `every`, plus the preemption sync step.
+    policy = ocp.checkpoint_managers.AnySavePolicy([
+        ocp.checkpoint_managers.FixedIntervalPolicy(every),
+        ocp.checkpoint_managers.PreemptionCheckpointingPolicy(),
+    ])
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        save_decision_policy=policy,
+        create=True,
+        cleanup_tmp_directories=True,
+        enable_async_checkpointing=async_save,
+    )
+    self._manager = ocp.CheckpointManager(self.directory, item_names=_ITEMS, options=options)
+
+  # -- saving --
+  def should_save(self, step: int) -> bool:
+    """Whether `save(step, ...)` without force would write (interval, preemption)."""
+    return self._manager.should_save(step)
+
+  def save(self, step: int, state: Any, extra: Mapping[str, Any] | None = None, *,
+           force: bool = False) -> bool:
+    """Starts saving `state` and `extra` as `step`; returns whether a save started.
+
+    Without force, writes only when `step % every == 0` (or at the preemption
+    sync step). force=True writes now (end of training, SIGTERM), unless this
+    step is already saved.
+    """
+    if force and step in self._manager.all_steps():
+      return False
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              extra=ocp.args.JsonSave(dict(extra or {})))
+    saved = self._manager.save(step, args=args, force=force)
+    if saved:
+      logging.info("Saving checkpoint for step %d to %s.", step, self.directory)
+    return saved
+
+  def should_stop(self, step: int) -> bool:
+    """True when the loop should save `step` and exit (preemption / SIGTERM).
+
+    Call it at EVERY step on every process: on multi-host runs it is jax's
+    preemption sync point, where all hosts agree on the same stop step.
+    A local SIGTERM flag alone decides only single-process runs (a lone host
+    stopping would leave the others hanging in the next collective).
+    """
+    if self._manager.reached_preemption(step):
+      return True
+    return jax.process_count() == 1 and sigterm_received()
+
+  def wait(self) -> None:
+    """Blocks until a pending asynchronous save is on disk (and finalized)."""
+    self._manager.wait_until_finished()
+
+  # -- restoring --
+  def latest_step(self) -> int | None:
+    """The newest complete checkpoint's step, or None."""
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    """Steps of all complete checkpoints, ascending."""
+    return sorted(self._manager.all_steps())
+
+  def restore(self, step: int | None, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+    """Restores (state, extra) of `step` (None = latest).
+
+    abstract_state: the state's structure with jax.ShapeDtypeStruct leaves
+    carrying the TARGET sharding (see `abstract_like`, or `jax.eval_shape` of
+    the sharded init); arrays are resharded onto it, so the mesh or device
+    count may differ from the one that saved.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"No complete checkpoint in {self.directory}.")
+    if step not in self._manager.all_steps():
+      raise FileNotFoundError(f"No checkpoint for step {step} in {self.directory}; "
+                              f"available steps: {self.all_steps()}.")
+    abstract_state = abstract_like(abstract_state)
+    unsharded = [jax.tree_util.keystr(path) for path, x
+                 in jax.tree_util.tree_leaves_with_path(abstract_state)
+                 if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is None]
+    if unsharded:
+      raise ValueError(f"Checkpointer.restore: abstract_state leaves {unsharded[:5]} have no "
+                       "sharding; build them on the target mesh (e.g. `abstract_like` of a "
+                       "sharded init, or ShapeDtypeStruct(..., sharding=NamedSharding(...))).")
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
+    logging.info("Restored checkpoint for step %d from %s.", step, self.directory)
+    return restored["state"], dict(restored["extra"] or {})
+
+  # -- lifetime --
+  def close(self) -> None:
+    """Waits for pending saves and releases the manager's threads."""
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+  def __enter__(self) -> "Checkpointer":
+    return self
+
+  def __exit__(self, *exc: Any) -> None:
+    self.close()
