@@ -233,7 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     evaluator = evaluation.Evaluator(config, mesh, tokenizer)
 
   # --- Loop ----------------------------------------------------------------
-  checkpointing.install_preemption_handler()
+  checkpointing.install_sigterm_handler()
   last = {}
   t0, s0 = time.time(), start_step
   pending = None  # metrics of the previous step, checked one step late so dispatch never stalls
@@ -271,8 +271,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           jsonl.write(step, results)
           last.update(results)
 
-      preempted = checkpointing.should_stop()
-      if step % config.ckpt_every == 0 or step == config.total_steps or preempted:
+      # should_stop is a sync point on multi-host runs: every process calls it every step.
+      preempted = ckpt.should_stop(step)
+      if ckpt.should_save(step) or step == config.total_steps or preempted:
         if pending is not None:
           _check_pending(*pending)
           pending = None
@@ -285,7 +286,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     ckpt.wait()
     ckpt.close()
     writer.flush()
-    checkpointing.uninstall_preemption_handler()
+    checkpointing.uninstall_sigterm_handler()
 
   if evaluator is not None and is_main:
     report = evaluator.write_report(workdir, read_metrics_history(workdir))
