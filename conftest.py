@@ -21,3 +21,7 @@ def num_devices():
   n = jax.device_count()
   assert n == 8, f"expected 8 fake CPU devices, got {n}: XLA_FLAGS was set too late"
   return n
+
+
+# Shared session-scoped dataset fixtures (tiny echoground builds).
+pytest_plugins = ("tests.echoground_fixtures",)

@@ -1,0 +1,115 @@
+"""Programmatic dataset build: config.input -> the `echoground` builder, prepared on first use.
+
+The trainer calls `ensure_dataset(config.input)`; the same code is a CLI:
+
+  python -m echovlm_jax.data.build --config configs/echovlm.py:runlocal
+  python -m echovlm_jax.data.build --config configs/echovlm.py --config.input.builder_config=mimic \
+      --config.input.manual_dir=/data/mimic-iv-echo
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from typing import Any, Mapping
+
+import jax
+import tensorflow_datasets as tfds
+
+from tfds_builders.echoground import artifacts
+from tfds_builders.echoground import Builder, EchogroundConfig
+
+DEFAULT_IMAGE_SIZE = 128
+
+
+def _registered(name: str) -> EchogroundConfig:
+  return next(c for c in Builder.BUILDER_CONFIGS if c.name == name)
+
+
+def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
+  """The BuilderConfig a config.input asks for.
+
+  The stored image size is `input.image_size` when set, else max(128, res): the
+  pipeline crops and resizes from it. A config equal to a registered one keeps its
+  name (`synthetic`, `mimic`); any other gets a name spelling out its parameters,
+  so two differently-sized datasets never share a directory.
+  """
+  kind = input_config["builder_config"]
+  if kind not in ("synthetic", "mimic"):
+    raise ValueError(f"config.input.builder_config={kind!r}: expected 'synthetic' or 'mimic'.")
+  image_size = int(input_config.get("image_size", 0) or max(DEFAULT_IMAGE_SIZE, int(input_config["res"])))
+  params = dict(image_size=image_size, num_frames=int(input_config["num_frames"]),
+                vocab_size=int(input_config["vocab_size"]), num_shards=int(input_config["num_shards"]))
+  if kind == "synthetic":
+    params.update(num_patients=int(input_config["synthetic_patients"]),
+                  seed=int(input_config["synthetic_seed"]))
+  base = _registered(kind)
+  cfg = dataclasses.replace(base, **params)
+  # num_shards is how the data is laid out, not what it contains: not part of the name.
+  same = all(getattr(cfg, k) == getattr(base, k) for k in params if k != "num_shards")
+  if same:
+    return base  # TFDS accepts a registered config only as itself; shards go via DownloadConfig
+  name = f"{kind}_i{cfg.image_size}_t{cfg.num_frames}_v{cfg.vocab_size}"
+  if kind == "synthetic":
+    name = f"{kind}_p{cfg.num_patients}_s{cfg.seed}_i{cfg.image_size}_t{cfg.num_frames}_v{cfg.vocab_size}"
+  description = f"{base.description.split(',')[0]}: {name}." if kind == "synthetic" else f"{base.description} ({name})"
+  return dataclasses.replace(cfg, name=name, description=description)
+
+
+def get_builder(input_config: Mapping[str, Any]) -> tfds.core.DatasetBuilder:
+  """The builder for config.input (not prepared: see `ensure_dataset`)."""
+  data_dir = os.path.abspath(os.path.expanduser(input_config["data_dir"]))
+  return Builder(config=builder_config_for(input_config), data_dir=data_dir)
+
+
+def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
+  d = builder.data_dir
+  return all(os.path.exists(os.path.join(d, f)) for f in
+             ("dataset_info.json", artifacts.TOKENIZER_FILENAME, artifacts.STATS_FILENAME))
+
+
+def ensure_dataset(input_config: Mapping[str, Any]) -> tfds.core.DatasetBuilder:
+  """Returns the prepared builder for config.input, building it first if missing.
+
+  Multi-host: process 0 builds (data_dir must be shared, e.g. GCS or NFS) and
+  the others wait at a barrier. TFDS shows progress bars; the build report is
+  printed at the end and kept as build_report.json in builder.data_dir, beside
+  the tokenizer and measurement_stats.json.
+  """
+  builder = get_builder(input_config)
+  if not _is_prepared(builder):
+    if jax.process_index() == 0:
+      cfg = builder.builder_config
+      logging.info("Building echoground/%s into %s (first use).", cfg.name, builder.data_dir)
+      print(f"Building dataset echoground/{cfg.name} into {builder.data_dir} (first use) ...", flush=True)
+      t0 = time.time()
+      dl_config = tfds.download.DownloadConfig(
+          num_shards=int(input_config["num_shards"]),
+          manual_dir=os.path.expanduser(input_config.get("manual_dir", "")) or None)
+      builder.download_and_prepare(download_config=dl_config)
+      print(f"Built echoground/{cfg.name} in {time.time() - t0:.1f} s.", flush=True)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("echoground_build")
+    builder = get_builder(input_config)  # re-read the info written by the build
+    if not _is_prepared(builder):
+      raise FileNotFoundError(
+          f"echoground not found in {builder.data_dir} on process {jax.process_index()} after the "
+          "build: config.input.data_dir must be a directory every host can read.")
+  return builder
+
+
+def main(argv) -> None:
+  del argv
+  builder = ensure_dataset(_CONFIG.value.input)
+  print(artifacts.format_report(artifacts.load_report(builder.data_dir)))
+  print(f"Dataset: {builder.data_dir}")
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  _CONFIG = config_flags.DEFINE_config_file("config", "configs/echovlm.py", "Training config file.")
+  app.run(main)

@@ -1,0 +1,310 @@
+"""TFDS `echoground` -> per-host tf.data -> global jax.Arrays on the mesh's batch axes.
+
+Each host reads its own even slice of a split (tfds.split_for_jax_process),
+decodes, augments (train), tokenizes, batches its B / process_count examples and
+prefetches; `jax.make_array_from_process_local_data` assembles the global batch,
+sharded over ("data", "fsdp"). Batch keys and shapes: CONTRACTS.md "Training batch".
+
+Position and resume: the training stream is a sequence of epochs; epoch e's order
+and augmentation depend only on (seed, e, host), every epoch has the same number
+of steps on every host (the remainder is dropped, a different one each epoch), so
+the position is just the number of batches consumed. Resuming at step s rebuilds
+epoch s // steps_per_epoch and skips its first s % steps_per_epoch batches (raw
+records are skipped before augmentation), which gives exactly the batches an
+uninterrupted run would have produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from typing import Any, Iterator, Mapping
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from echovlm_jax import sharding
+from echovlm_jax.data import build
+from echovlm_jax.data import tokenizer as tokenizer_lib
+from echovlm_jax.echo import schema
+from tfds_builders.echoground import artifacts
+
+# tf.data runs on the host CPU only; it must never take accelerator memory from JAX.
+try:
+  tf.config.set_visible_devices([], "GPU")
+except RuntimeError:  # TF already initialised its devices (another module got there first)
+  pass
+
+CROP_AREA = (0.8, 1.0)        # random resized crop: fraction of the frame's area kept
+CROP_ASPECT = (0.9, 1.1)      # width / height of the crop (log-uniform)
+GAMMA_LOG_RANGE = 0.25        # gamma = exp(U(-r, r)): depth / compression setting
+GAIN_RANGE = (0.85, 1.15)     # overall gain; multiplicative so the black background stays black
+
+BATCH_KEYS = ("frames", "text", "neg_text", "has_negation", "view", "measurements", "meas_mask",
+              "labels", "study_id", "valid")
+
+
+# ----------------------------------------------------------------------------
+# What lives next to the dataset
+# ----------------------------------------------------------------------------
+def load_tokenizer(input_config: Mapping[str, Any]) -> tokenizer_lib.Tokenizer:
+  """The sentencepiece tokenizer trained on the train split (built with the dataset)."""
+  return _tokenizer_in(build.get_builder(input_config).data_dir)
+
+
+def _tokenizer_in(data_dir: str) -> tokenizer_lib.Tokenizer:
+  path = os.path.join(data_dir, artifacts.TOKENIZER_FILENAME)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing: build the dataset first "
+                            "(echovlm_jax.data.build.ensure_dataset(config.input)).")
+  return tokenizer_lib.Tokenizer.load(path)
+
+
+def load_measurement_stats(input_config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+  """Train-split (mean [M], std [M]) used to z-score `measurements`."""
+  return artifacts.load_stats(build.get_builder(input_config).data_dir)
+
+
+def num_examples(input_config: Mapping[str, Any], split: str) -> int:
+  """Examples in a split of the prepared dataset (all hosts together)."""
+  return build.get_builder(input_config).info.splits[split].num_examples
+
+
+def view_measurement_mask() -> np.ndarray:
+  """float32 [num_views, M]: 1 where a view shows a measurement (0 for `unknown`)."""
+  mask = np.zeros((len(schema.VIEWS), len(schema.MEASUREMENTS)), np.float32)
+  for v, view in enumerate(schema.VIEWS):
+    for m in schema.view_measurements(view):
+      mask[v, schema.MEASUREMENTS.index(m)] = 1.0
+  return mask
+
+
+def fold_study_id(study_id: np.ndarray) -> np.ndarray:
+  """int64 hash -> int32 (xor of the halves), the form the batch carries. numpy twin of the tf op."""
+  x = np.asarray(study_id, np.int64).view(np.uint64)
+  return ((x ^ (x >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(np.uint32).view(np.int32)
+
+
+# ----------------------------------------------------------------------------
+# Per-example and per-batch transforms (tf graph)
+# ----------------------------------------------------------------------------
+def _seed_int(*parts: Any) -> int:
+  digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+  return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _crop_box(seed: tf.Tensor) -> tf.Tensor:
+  """[1, 4] normalised box (y0, x0, y1, x1) of a random resized crop of the frame."""
+  s = tf.random.experimental.stateless_split(seed, 4)
+  area = tf.random.stateless_uniform([], s[0], *CROP_AREA)
+  log_aspect = tf.random.stateless_uniform([], s[1], math.log(CROP_ASPECT[0]), math.log(CROP_ASPECT[1]))
+  aspect = tf.exp(log_aspect)
+  h = tf.minimum(tf.sqrt(area / aspect), 1.0)
+  w = tf.minimum(tf.sqrt(area * aspect), 1.0)
+  y0 = tf.random.stateless_uniform([], s[2]) * (1.0 - h)
+  x0 = tf.random.stateless_uniform([], s[3]) * (1.0 - w)
+  return tf.stack([y0, x0, y0 + h, x0 + w])[None]
+
+
+def _frames(frames: tf.Tensor, res: int, seed: tf.Tensor | None) -> tf.Tensor:
+  """uint8 [T, S, S, 1] -> float32 [T, res, res, 1] in [-1, 1]; augmented when seed is given.
+
+  One crop for all T frames of a clip (the heart must not jump between frames).
+  No left-right flip: it turns an apical four-chamber view into a mirrored one that
+  no scanner produces, and swaps which side the left ventricle is on.
+  """
+  x = tf.cast(frames, tf.float32) / 255.0
+  t = tf.shape(x)[0]
+  if seed is None:
+    box = tf.constant([[0.0, 0.0, 1.0, 1.0]])
+  else:
+    s = tf.random.experimental.stateless_split(seed, 3)
+    box = _crop_box(s[0])
+  x = tf.image.crop_and_resize(x, tf.repeat(box, t, axis=0), tf.range(t), [res, res])
+  if seed is not None:
+    gamma = tf.exp(tf.random.stateless_uniform([], s[1], -GAMMA_LOG_RANGE, GAMMA_LOG_RANGE))
+    gain = tf.random.stateless_uniform([], s[2], *GAIN_RANGE)
+    x = tf.clip_by_value(tf.pow(tf.maximum(x, 0.0), gamma) * gain, 0.0, 1.0)
+  return x * 2.0 - 1.0
+
+
+def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray):
+  view_mask = tf.constant(view_measurement_mask())
+  mean_t, std_t = tf.constant(mean, tf.float32), tf.constant(std, tf.float32)
+
+  def preprocess(ex: Mapping[str, tf.Tensor], seed: tf.Tensor | None) -> dict[str, tf.Tensor]:
+    meas = ex["measurements"]
+    present = tf.math.is_finite(meas)
+    view = tf.cast(ex["view"], tf.int32)
+    sid = tf.bitcast(ex["study_id"], tf.uint64)
+    folded = tf.bitwise.bitwise_and(tf.bitwise.bitwise_xor(sid, tf.bitwise.right_shift(sid, tf.constant(32, tf.uint64))),
+                                    tf.constant(0xFFFFFFFF, tf.uint64))
+    return {
+        "frames": _frames(ex["frames"], res, seed),
+        "caption": ex["caption"],
+        "negated_caption": tf.where(ex["has_negation"], ex["negated_caption"], ""),
+        "has_negation": tf.cast(ex["has_negation"], tf.float32),
+        "view": view,
+        "measurements": tf.where(present, (meas - mean_t) / std_t, 0.0),
+        "meas_mask": tf.cast(present, tf.float32) * tf.gather(view_mask, view),
+        "labels": tf.cast(ex["labels"], tf.int32),
+        "study_id": tf.bitcast(tf.cast(folded, tf.uint32), tf.int32),
+        "valid": tf.constant(1.0, tf.float32),
+    }
+  return preprocess
+
+
+def _make_tokenize(tok: tokenizer_lib.Tokenizer, max_len: int):
+  def tokenize(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    batch = dict(batch)
+    batch["text"] = tok.tf_encode_batch(batch.pop("caption"), max_len)
+    neg = tok.tf_encode_batch(batch.pop("negated_caption"), max_len)
+    batch["neg_text"] = neg * tf.cast(batch["has_negation"][:, None] > 0, tf.int32)
+    return batch
+  return tokenize
+
+
+def _to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+  return sharding.shard_batch({k: batch[k] for k in BATCH_KEYS}, mesh)
+
+
+def _check_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> int:
+  pc, shards = jax.process_count(), sharding.num_batch_shards(mesh)
+  if batch_size % shards or batch_size % pc:
+    raise ValueError(f"batch_size={batch_size} must be divisible by the mesh batch axes "
+                     f"data*fsdp={shards} and by the process count {pc}.")
+  return batch_size // pc
+
+
+class EchogroundData:
+  """What both iterators share: the prepared builder, tokenizer, stats and transforms."""
+
+  def __init__(self, input_config: Mapping[str, Any]):
+    self.builder = build.get_builder(input_config)
+    self.res = int(input_config["res"])
+    self.max_len = int(input_config["max_text_len"])
+    self.mean, self.std = artifacts.load_stats(self.builder.data_dir)  # [M] each
+    self.preprocess = _make_preprocess(self.res, self.mean, self.std)
+    self.tokenizer = _tokenizer_in(self.builder.data_dir)
+    self.tokenize = _make_tokenize(self.tokenizer, self.max_len)
+
+  def host_split(self, split: str, process_index: int | None = None, process_count: int | None = None
+                 ) -> tuple[str, int, int]:
+    """(a host's even slice of `split`, its size, the largest host slice).
+
+    Slices are contiguous example ranges (tfds.split_for_jax_process), so each host
+    opens only the shards that hold its range.
+    """
+    pi = jax.process_index() if process_index is None else process_index
+    pc = jax.process_count() if process_count is None else process_count
+    n = self.builder.info.splits[split].num_examples
+    sub = tfds.split_for_jax_process(split, process_index=pi, process_count=pc)
+    return sub, self.builder.info.splits[sub].num_examples, -(-n // pc)
+
+
+# ----------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------
+class TrainIterator:
+  """Infinite, deterministic iterator of global training batches.
+
+  `position` is the number of batches consumed (the trainer's step); a new
+  iterator with start_step=position continues exactly where this one was.
+  """
+
+  def __init__(self, input_config: Mapping[str, Any], batch_size: int, mesh: jax.sharding.Mesh,
+               seed: int, start_step: int = 0):
+    self.mesh, self.seed = mesh, int(seed)
+    self.local_batch = _check_batch_size(batch_size, mesh)
+    self._data = EchogroundData(input_config)
+    self._split, _, _ = self._data.host_split("train")
+    n_train, pc = self._data.builder.info.splits["train"].num_examples, jax.process_count()
+    # Every host runs the same number of steps per epoch: the smallest host slice decides.
+    self.steps_per_epoch = (n_train // pc) // self.local_batch
+    if self.steps_per_epoch < 1:
+      raise ValueError(f"The train split has {n_train} examples: too few for a global batch of "
+                       f"{batch_size} ({pc} process(es)); use a smaller batch or a bigger dataset.")
+    self.shuffle_buffer = int(input_config["shuffle_buffer"])
+    self.prefetch = int(input_config["prefetch"])
+    self.augment = bool(input_config["augment"])
+    self.position = int(start_step)
+    self._it = self._batches()
+
+  def _epoch(self, epoch: int, skip_batches: int) -> tf.data.Dataset:
+    epoch_seed = _seed_int("train", self.seed, epoch, jax.process_index())
+    read_config = tfds.ReadConfig(shuffle_seed=epoch_seed, try_autocache=False)
+    ds = self._data.builder.as_dataset(split=self._split, shuffle_files=True, read_config=read_config)
+    ds = ds.shuffle(self.shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+    ds = ds.take(self.steps_per_epoch * self.local_batch).enumerate()
+    ds = ds.skip(skip_batches * self.local_batch)  # before the expensive map: a cheap resume
+    preprocess, augment = self._data.preprocess, self.augment
+
+    def one(i, ex):
+      return preprocess(ex, tf.stack([tf.constant(epoch_seed, tf.int64), i]) if augment else None)
+
+    ds = ds.map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(self.local_batch, drop_remainder=True)
+    ds = ds.map(self._data.tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(self.prefetch)
+
+  def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+    epoch, skip = divmod(self.position, self.steps_per_epoch)
+    while True:
+      yield from self._epoch(epoch, skip).as_numpy_iterator()
+      epoch, skip = epoch + 1, 0
+
+  def __iter__(self) -> "TrainIterator":
+    return self
+
+  def __next__(self) -> dict[str, jax.Array]:
+    batch = _to_global(next(self._it), self.mesh)
+    self.position += 1
+    return batch
+
+
+def make_train_iterator(input_config: Mapping[str, Any], batch_size: int, mesh: jax.sharding.Mesh,
+                        seed: int, start_step: int = 0) -> TrainIterator:
+  """Infinite iterator of global training batches (dict of jax.Arrays, CONTRACTS.md keys).
+
+  batch_size is global; each host reads batch_size / process_count examples of its own
+  slice of the train split. Deterministic for (seed, process count); start the
+  iterator at `start_step` (batches already consumed) to resume.
+  """
+  return TrainIterator(input_config, batch_size, mesh, seed, start_step)
+
+
+# ----------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------
+def eval_num_batches(input_config: Mapping[str, Any], split: str, batch_size: int) -> int:
+  """Batches an eval iterator yields (the same on every host)."""
+  pc = jax.process_count()
+  per_host = -(-num_examples(input_config, split) // pc)
+  return -(-per_host // (batch_size // pc))
+
+
+def make_eval_iterator(input_config: Mapping[str, Any], split: str, batch_size: int,
+                       mesh: jax.sharding.Mesh) -> Iterator[dict[str, jax.Array]]:
+  """One pass over `split`: every example exactly once, in a fixed order, no augmentation.
+
+  The last batches are padded (valid = 0, zeros elsewhere) so every host yields the
+  same number of full batches; weight any metric by `valid`.
+  """
+  local_batch = _check_batch_size(batch_size, mesh)
+  data = EchogroundData(input_config)
+  sub, n_local, n_max = data.host_split(split)
+  num_batches = -(-n_max // local_batch)
+  ds = data.builder.as_dataset(split=sub, shuffle_files=False,
+                               read_config=tfds.ReadConfig(try_autocache=False))
+  ds = ds.map(lambda ex: data.preprocess(ex, None), num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=True)
+  pad = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat(num_batches * local_batch - n_local))
+  ds = ds.batch(local_batch, drop_remainder=True)
+  ds = ds.map(data.tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.prefetch(int(input_config["prefetch"]))
+  for batch in ds.as_numpy_iterator():
+    yield _to_global(batch, mesh)

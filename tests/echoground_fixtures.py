@@ -1,0 +1,31 @@
+"""Session-scoped tiny `echoground` datasets, built once per test session.
+
+Loaded as a pytest plugin from the root conftest.py, so every test module that
+asks for `tiny_echoground` shares one build (a few seconds on 2 cores).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+import pytest
+
+TINY = dict(synthetic_patients=12, synthetic_seed=0, image_size=32, res=24, num_frames=2,
+            vocab_size=256, num_shards=3, max_text_len=48, shuffle_buffer=64, prefetch=1)
+
+
+def tiny_input_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
+  """config.input of the real config, shrunk: 12 patients, 32 px, 2-frame clips, 3 shards."""
+  from configs import echovlm  # pylint: disable=g-import-not-at-top
+  ic = ml_collections.ConfigDict(echovlm.get_config("runlocal").input.to_dict())
+  ic.data_dir = str(data_dir)
+  for k, v in {**TINY, **overrides}.items():
+    ic[k] = v
+  return ic
+
+
+@pytest.fixture(scope="session")
+def tiny_echoground(tmp_path_factory):
+  """(input_config, prepared builder) of the tiny synthetic dataset."""
+  from echovlm_jax.data import build  # pylint: disable=g-import-not-at-top
+  ic = tiny_input_config(tmp_path_factory.mktemp("tfds"))
+  return ic, build.ensure_dataset(ic)

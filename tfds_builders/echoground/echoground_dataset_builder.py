@@ -1,0 +1,223 @@
+"""The `echoground` TFDS builder: synthetic or MIMIC-IV-ECHO echo images with
+measurement-grounded captions, negated captions and guideline labels.
+
+One pass reads the source into a temporary spill file (so a slow source, DICOM
+decoding or rendering, is read once), the patients are split 80/10/10, the
+tokenizer / measurement stats / build report are written next to the dataset,
+and TFDS then writes each split from the spill.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import pickle
+from typing import Any, Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from echovlm_jax.echo import schema
+from tfds_builders.echoground import artifacts
+from tfds_builders.echoground import records as records_lib
+
+_SPILL_FILENAME = "_source_records.spill"
+MIN_PATIENTS = 3  # one each for train / validation / test
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+  """The result of the source pass: where the examples wait, and who is in which split."""
+  spill_path: str
+  split_of: dict[int, str]       # patient_id -> split
+  split_sizes: dict[str, int]    # split -> examples
+
+
+@dataclasses.dataclass
+class EchogroundConfig(tfds.core.BuilderConfig):
+  """BuilderConfig for echoground.
+
+  Attributes:
+    source: "synthetic" (rendered by echovlm_jax.data.synthetic) or "mimic" (manual_dir).
+    num_patients, seed: size and seed of the synthetic dataset (ignored for mimic).
+    image_size: stored H = W in pixels (the input pipeline crops and resizes from it).
+    num_frames: frames per example, T (1 = still images, the paper's setting).
+    num_shards: shards per split unless the DownloadConfig forces a number; several
+      even for small data so per-host reading is exercised.
+    vocab_size: requested sentencepiece vocabulary (a small corpus may give fewer).
+  """
+  source: str = "synthetic"
+  num_patients: int = 600
+  seed: int = 0
+  image_size: int = 128
+  num_frames: int = 1
+  num_shards: int = 4
+  vocab_size: int = 1024
+
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+The `mimic` config reads MIMIC-IV-ECHO from PhysioNet (credentialed access:
+https://physionet.org/content/mimic-iv-echo/). Put in `manual_dir`
+(default ~/tensorflow_datasets/downloads/manual/, or `--manual_dir DIR`);
+each CSV may also be gzipped (`.csv.gz`):
+
+  manual_dir/
+    echo-record-list.csv          # subject_id, study_id, dicom_filepath (relative to manual_dir), ...
+    echo-study-list.csv           # subject_id, study_id, study_datetime, ...
+    structured_measurement.csv    # v1.0 long format: subject_id, measurement_id,
+                                  #   measurement_datetime, test_type, measurement,
+                                  #   measurement_description, result, unit
+    files/pNN/p<subject_id>/s<study_id>/<study_id>_<NNNN>.dcm   # the DICOM tree as downloaded
+    view_labels.csv               # optional: study_id, file (the .dcm name), view (plax, psax_av,
+                                  #   psax_mid, a4c, a2c, a3c, a5c, subcostal, suprasternal,
+                                  #   cw_av, cw_tr); files without a row get view `unknown`
+    patients.csv (or hosp/patients.csv)  # optional, MIMIC-IV hosp: subject_id, gender -> sex
+
+Studies are linked to measurements through the study list (same subject, nearest time).
+Unreadable DICOMs, studies without measurements, unmapped measurement names and
+implausible values are skipped or recorded as absent and counted in build_report.json.
+"""
+
+
+def _features(cfg: EchogroundConfig) -> tfds.features.FeaturesDict:
+  t, s = cfg.num_frames, cfg.image_size
+  return tfds.features.FeaturesDict({
+      # zlib-compressed raw uint8: exact, cheap to decode (no PNG per frame), shape checked.
+      "frames": tfds.features.Tensor(shape=(t, s, s, 1), dtype=np.uint8,
+                                     encoding=tfds.features.Encoding.ZLIB),
+      "view": tfds.features.ClassLabel(names=list(schema.VIEWS)),
+      "caption": tfds.features.Text(),
+      "negated_caption": tfds.features.Text(),
+      "has_negation": tfds.features.Scalar(dtype=np.bool_),
+      "measurements": tfds.features.Tensor(shape=(len(schema.MEASUREMENTS),), dtype=np.float32),
+      "labels": tfds.features.Tensor(shape=(len(schema.LABELS),), dtype=np.int8),
+      "sex": tfds.features.Text(),
+      "patient_id": tfds.features.Scalar(dtype=np.int64),
+      "study_id": tfds.features.Scalar(dtype=np.int64),
+      "source": tfds.features.Text(),
+  })
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """DatasetBuilder for echoground."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release: synthetic and MIMIC-IV-ECHO configs."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  BUILDER_CONFIGS = [
+      EchogroundConfig(name="synthetic", source="synthetic",
+                       description="Procedurally rendered echo studies (no download), 600 patients."),
+      EchogroundConfig(name="mimic", source="mimic",
+                       description="MIMIC-IV-ECHO DICOMs + structured measurements (manual_dir)."),
+  ]
+  DEFAULT_CONFIG_NAME = "synthetic"
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=_features(self.builder_config),
+        supervised_keys=None,
+        homepage="https://physionet.org/content/mimic-iv-echo/",
+    )
+
+  # --- Orchestration -------------------------------------------------------
+  def _download_and_prepare(self, dl_manager, download_config):  # pytype: disable=signature-mismatch
+    # The source is read first, so the shard count can be capped by the smallest split
+    # (TFDS refuses a split with fewer examples than shards).
+    try:
+      self._prepared = self._read_source(dl_manager)
+      smallest = min(self._prepared.split_sizes.values())
+      wanted = download_config.num_shards or self.builder_config.num_shards
+      if wanted > smallest:
+        logging.warning("echoground: %d shards requested but the smallest split has %d examples; "
+                        "writing %d shards per split.", wanted, smallest, smallest)
+      download_config = dataclasses.replace(download_config, num_shards=min(wanted, smallest))
+      super()._download_and_prepare(dl_manager, download_config)
+    finally:
+      self._prepared = None
+      spill = os.path.join(self.data_dir, _SPILL_FILENAME)
+      if os.path.exists(spill):
+        os.remove(spill)
+
+  def _post_download_and_prepare_hook(self) -> None:
+    path = os.path.join(self.data_dir, artifacts.REPORT_FILENAME)
+    if os.path.exists(path):
+      print(artifacts.format_report(artifacts.load_report(self.data_dir)), flush=True)
+
+  def _source_records(self, dl_manager, source_stats: collections.Counter) -> Iterator[tuple[str, dict]]:
+    cfg = self.builder_config
+    if cfg.source == "synthetic":
+      from echovlm_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+      return synthetic.generate_records(cfg.num_patients, cfg.seed, image_size=cfg.image_size,
+                                        num_frames=cfg.num_frames)
+    if cfg.source == "mimic":
+      from echovlm_jax.data import mimic  # pylint: disable=g-import-not-at-top
+      return mimic.generate_records(os.fspath(dl_manager.manual_dir), image_size=cfg.image_size,
+                                    num_frames=cfg.num_frames, stats=source_stats)
+    raise ValueError(f"EchogroundConfig.source={cfg.source!r}: expected 'synthetic' or 'mimic'.")
+
+  def _read_source(self, dl_manager) -> "_Prepared":
+    """One pass over the source: valid examples to the spill, patients split, artifacts written."""
+    cfg = self.builder_config
+    source_stats: collections.Counter = collections.Counter()
+    maker = records_lib.ExampleMaker(cfg.num_frames, cfg.image_size)
+    spill_path = os.path.join(self.data_dir, _SPILL_FILENAME)
+    # What the split-level artifacts need, kept small: no frames in memory.
+    meta = []  # (patient_id, study_id, caption, negated_caption, measurements [M])
+    with open(spill_path, "wb") as spill:
+      for key, record in tfds.core.utils.tqdm(
+          self._source_records(dl_manager, source_stats), desc="Reading source records",
+          unit=" records", leave=False):
+        made = maker(key, record)
+        if made is None:
+          continue
+        # Serialise first, then write: a record is in the spill whole or not at all.
+        blob = pickle.dumps(made, protocol=pickle.HIGHEST_PROTOCOL)
+        spill.write(blob)
+        ex = made[1]
+        meta.append((ex["patient_id"], ex["study_id"], ex["caption"], ex["negated_caption"],
+                     ex["measurements"]))
+
+    split_of = records_lib.split_patients(m[0] for m in meta)
+    if len(split_of) < MIN_PATIENTS:
+      raise ValueError(
+          f"echoground/{cfg.name}: only {len(split_of)} patient(s) with valid records "
+          f"({maker.read} source records read, skipped: {dict(maker.skipped)}, "
+          f"source skips: {dict(source_stats)}); at least {MIN_PATIENTS} are needed for "
+          "train / validation / test splits. Check the source (manual_dir) or num_patients.")
+
+    train = [m for m in meta if split_of[m[0]] == "train"]
+    artifacts.write_tokenizer(self.data_dir, [t for m in train for t in m[2:4]], cfg.vocab_size)
+    train_studies = {m[1]: m[4] for m in train}
+    artifacts.write_stats(self.data_dir, artifacts.measurement_stats(train_studies.values()))
+    sizes = {s: sum(split_of[m[0]] == s for m in meta) for s in records_lib.SPLITS}
+    report = {
+        "config": cfg.name,
+        "source": cfg.source,
+        "records_read": maker.read,
+        "examples": sizes,
+        "patients": {s: sum(v == s for v in split_of.values()) for s in records_lib.SPLITS},
+        "studies": {s: len({m[1] for m in meta if split_of[m[0]] == s}) for s in records_lib.SPLITS},
+        "source_skipped": dict(source_stats),
+        "records_skipped": dict(maker.skipped),
+        "values_dropped": dict(maker.values_dropped),
+    }
+    artifacts.write_report(self.data_dir, report)
+    return _Prepared(spill_path, split_of, sizes)
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    prepared = getattr(self, "_prepared", None) or self._read_source(dl_manager)
+    return {s: self._generate_examples(prepared.spill_path, prepared.split_of, s)
+            for s in records_lib.SPLITS}
+
+  def _generate_examples(self, spill_path: str, split_of: dict[int, str], split: str
+                         ) -> Iterator[tuple[str, dict[str, Any]]]:
+    with open(spill_path, "rb") as f:
+      while True:
+        try:
+          key, example = pickle.load(f)
+        except EOFError:
+          return
+        if split_of[example["patient_id"]] == split:
+          yield key, example

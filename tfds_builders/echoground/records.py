@@ -1,0 +1,197 @@
+"""Source record -> `echoground` example: validation, measurement clean-up, hashed ids,
+captions / negations / labels from `echovlm_jax.echo`, and the patient split.
+
+Pure Python + numpy (no TFDS), so the rules a record must pass are testable alone.
+A record either becomes a complete example or raises `SkipRecord(reason)`: nothing
+half-built ever reaches the writer.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import random
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from echovlm_jax.echo import schema
+
+SPLITS = ("train", "validation", "test")
+SPLIT_FRACTIONS = {"validation": 0.1, "test": 0.1}  # train gets the rest
+
+
+class SkipRecord(Exception):
+  """A record that cannot become an example; `reason` is the report's counter key."""
+
+  def __init__(self, reason: str):
+    super().__init__(reason)
+    self.reason = reason
+
+
+def stable_int64(kind: str, source: str, raw: str) -> int:
+  """A signed int64 from sha256: the only form in which a raw source id is stored."""
+  digest = hashlib.sha256(f"echoground/{kind}/{source}/{raw}".encode("utf-8")).digest()
+  return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def example_key(source: str, key: str) -> str:
+  """TFDS example key: a hash of the source key, so raw file / study names stay out."""
+  return hashlib.sha256(f"echoground/key/{source}/{key}".encode("utf-8")).hexdigest()[:32]
+
+
+def clean_measurements(measurements: Mapping[str, Any], counts: collections.Counter) -> dict[str, float]:
+  """Keeps canonical, finite, plausible values; every dropped value is counted by reason.
+
+  Absent keys stay absent. NaN / None mean "not measured" (counted, not an error);
+  unknown names and values outside the plausible range are data errors and are
+  dropped (recorded as absent), never guessed.
+  """
+  if not isinstance(measurements, Mapping):
+    raise SkipRecord("bad_measurements_type")
+  clean = {}
+  for name, value in measurements.items():
+    if name not in schema.MEASUREMENT_INFO:
+      counts["unknown_measurement_name"] += 1
+    elif not schema.is_present(value):
+      counts[f"absent_value:{name}"] += 1
+    elif not schema.is_plausible(name, value):
+      counts[f"implausible_value:{name}"] += 1
+    else:
+      clean[name] = float(value)
+  return clean
+
+
+def _frames(frames: Any, num_frames: int, image_size: int) -> np.ndarray:
+  if not isinstance(frames, np.ndarray):
+    raise SkipRecord("frames_not_an_array")
+  if frames.ndim == 4 and frames.shape[-1] == 1:
+    frames = frames[..., 0]
+  if frames.dtype != np.uint8:
+    raise SkipRecord("frames_not_uint8")
+  if frames.shape != (num_frames, image_size, image_size):
+    raise SkipRecord("frames_wrong_shape")
+  if not frames.any():
+    raise SkipRecord("frames_blank")
+  return np.ascontiguousarray(frames)[..., None]
+
+
+def caption_rng(source: str, key: str) -> random.Random:
+  """The caption phrasing rng, seeded from the example key: same source, same text."""
+  digest = hashlib.sha256(f"echoground/caption/{source}/{key}".encode("utf-8")).digest()
+  return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def make_example(key: str, record: Mapping[str, Any], *, num_frames: int, image_size: int,
+                 value_counts: collections.Counter) -> dict[str, Any]:
+  """One source record -> the example dict of the `echoground` features.
+
+  Raises SkipRecord for a record that fails validation. Measurement clean-up
+  counts go to `value_counts`; they are only committed by the caller once the
+  whole record has passed (see `ExampleMaker`).
+  """
+  from echovlm_jax.echo import captions, guidelines, negation  # pylint: disable=g-import-not-at-top
+
+  if not isinstance(record, Mapping):
+    raise SkipRecord("record_not_a_mapping")
+  source = str(record.get("source") or "")
+  if source not in ("synthetic", "mimic"):
+    raise SkipRecord("unknown_source")
+  patient_key, study_key = record.get("patient_key"), record.get("study_key")
+  if not patient_key or not study_key:
+    raise SkipRecord("missing_patient_or_study_key")
+  view = record.get("view")
+  if view not in schema.VIEW_INFO:
+    raise SkipRecord("invalid_view_name")
+  sex = record.get("sex")
+  if sex not in (None, "", *schema.SEXES):
+    value_counts["invalid_sex_recorded_unknown"] += 1
+    sex = None
+  sex = sex or None
+  frames = _frames(record.get("frames"), num_frames, image_size)
+  measurements = clean_measurements(record.get("measurements") or {}, value_counts)
+  if not measurements:
+    raise SkipRecord("study_without_valid_measurements")
+
+  caption = captions.make_caption(view, measurements, sex, rng=caption_rng(source, key))
+  if not isinstance(caption, str) or not caption.strip():
+    raise SkipRecord("empty_caption")
+  negated = negation.negate(caption)
+  if negated is not None and (not isinstance(negated, str) or negated == caption):
+    raise SkipRecord("invalid_negation")
+  label_map = guidelines.derive_labels(measurements, sex)
+  labels = np.array([label_map.get(l, -1) for l in schema.LABELS], np.int8)
+  if not np.isin(labels, (-1, 0, 1)).all():
+    raise SkipRecord("invalid_label_value")
+  meas = np.full((len(schema.MEASUREMENTS),), np.nan, np.float32)
+  for i, name in enumerate(schema.MEASUREMENTS):
+    if name in measurements:
+      meas[i] = measurements[name]
+  return {
+      "frames": frames,
+      "view": view,
+      "caption": caption,
+      "negated_caption": negated or "",
+      "has_negation": negated is not None,
+      "measurements": meas,
+      "labels": labels,
+      "sex": sex or "",
+      "patient_id": stable_int64("patient", source, str(patient_key)),
+      "study_id": stable_int64("study", source, str(study_key)),
+      "source": source,
+  }
+
+
+class ExampleMaker:
+  """Turns a stream of source records into examples, counting every skip by reason.
+
+  A record's value-level counts are merged only if the record is kept, so the
+  report's numbers describe what the dataset actually contains.
+  """
+
+  def __init__(self, num_frames: int, image_size: int):
+    self.num_frames, self.image_size = num_frames, image_size
+    self.skipped: collections.Counter = collections.Counter()
+    self.values_dropped: collections.Counter = collections.Counter()
+    self.read = 0
+    self._seen_keys: set[str] = set()
+
+  def __call__(self, key: str, record: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    self.read += 1
+    local = collections.Counter()
+    try:
+      ex_key = example_key(str(record.get("source", "")) if isinstance(record, Mapping) else "", str(key))
+      if ex_key in self._seen_keys:
+        raise SkipRecord("duplicate_key")
+      example = make_example(key, record, num_frames=self.num_frames, image_size=self.image_size,
+                             value_counts=local)
+    except SkipRecord as e:
+      self.skipped[e.reason] += 1
+      return None
+    except Exception as e:  # pylint: disable=broad-except
+      # A record that breaks caption / label code is bad input to this build, not a reason
+      # to lose the other records; the report names the exception type.
+      self.skipped[f"error:{type(e).__name__}"] += 1
+      return None
+    self._seen_keys.add(ex_key)
+    self.values_dropped.update(local)
+    return ex_key, example
+
+
+def split_patients(patient_ids: Iterable[int]) -> dict[int, str]:
+  """Patient -> split, deterministic and disjoint: patients ordered by a hash of their id,
+  the last 10 % go to test, the 10 % before to validation, the rest to train.
+
+  Ranking (not thresholding) the hash gives exact 80/10/10 proportions and keeps
+  validation and test non-empty whenever there are at least 3 patients.
+  """
+  ids = sorted(set(int(p) for p in patient_ids),
+               key=lambda p: hashlib.sha256(f"echoground/split/{p}".encode()).digest())
+  n = len(ids)
+  n_test = max(1, round(n * SPLIT_FRACTIONS["test"])) if n >= 3 else 0
+  n_val = max(1, round(n * SPLIT_FRACTIONS["validation"])) if n >= 3 else 0
+  n_train = n - n_val - n_test
+  out = {}
+  for i, p in enumerate(ids):
+    out[p] = "train" if i < n_train else "validation" if i < n_train + n_val else "test"
+  return out
