@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       num_shards=4,
       res=arg.res,
       num_frames=arg.frames,
-      max_text_len=64,
+      max_text_len=96,              # PLAX captions run to ~90 tokens
       vocab_size=1024,
       shuffle_buffer=4096,
       prefetch=2,
@@ -77,6 +77,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       init_bias=-10.0,              # sigmoid loss bias
       meas_hidden=256,
   )
+  # The model's learned position tables are sized from the input; references keep them in step
+  # with --config.input.res / --config.input.max_text_len overrides.
+  c.model.image.res = c.input.get_ref("res")
+  c.model.text.max_len = c.input.get_ref("max_text_len")
 
   # --- Objectives -----------------------------------------------------------
   c.loss = dict(
@@ -116,7 +120,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.log_every = 20
   c.ckpt_every = 250
   c.keep_ckpts = 3
+  # Evaluators (echovlm_jax/evaluation/registry.py): name -> {type, split, every}; every <= 0 =
+  # only at the last step. Evaluators of one split share one embedding pass per step; metrics
+  # are logged as "<split>/<type>/<metric>" (validation -> "val").
   c.evals = ml_collections.ConfigDict()
+  for split, every in (("validation", 500), ("test", 0)):
+    for kind in ("zero_shot_views", "zero_shot_findings", "retrieval", "negation"):
+      c.evals[f"{split}_{kind}"] = dict(type=kind, split=split, every=every)
+  # Probes fit on the train split's embeddings: only at the end (they embed the train split).
+  c.evals.test_probes = dict(type="probes", split="test", every=0, train_split="train")
 
   if arg.runlocal:
     c.input.synthetic_patients = 40
@@ -128,6 +140,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.warmup_steps = 2
     c.log_every = 2
     c.ckpt_every = 5
+    for name in c.evals:
+      if c.evals[name].every > 0:
+        c.evals[name].every = 5
 
   c.lock()
   return c

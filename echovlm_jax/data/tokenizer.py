@@ -21,7 +21,7 @@ UNK_ID = 2
 TOKENIZER_FILENAME = "echoground.spm.model"
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, model_type: str = "unigram") -> bytes:
+def train_tokenizer(texts: Iterable[str], vocab_size: int, model_type: str = "bpe") -> bytes:
   """Trains a sentencepiece model on `texts`; returns the serialized model proto.
 
   Deterministic for the same texts in the same order: one thread, no input
@@ -29,6 +29,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, model_type: str = "un
   corpus has fewer distinct pieces than `vocab_size`; the real vocabulary may
   then be smaller, never larger. Digits are split so numbers ("LVEF 45 %")
   share pieces, and text is case-folded so user prompts match any casing.
+  BPE by default: on templated captions unigram stalls near character level
+  (~190 pieces, a PLAX caption ~210 tokens) while BPE learns whole words
+  (~900 pieces, the same caption ~110 tokens).
   """
   texts = [t for t in texts if t]
   if not texts:
