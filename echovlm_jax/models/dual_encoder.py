@@ -1,0 +1,71 @@
+"""The EchoVLM dual encoder: ViT + text transformer projected to a shared L2-normalised space,
+a learned temperature (stored as a log) and sigmoid bias, and a measurement head on the image
+embedding. Parameters are float32; compute runs in config.model.dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from echovlm_jax.models import layers
+from echovlm_jax.models.text import TextTransformer
+from echovlm_jax.models.vit import ViT
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """[..., d] -> unit norm along d (finite for an all-zero row)."""
+  return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + eps)
+
+
+class DualEncoder(nnx.Module):
+  """See module docstring; `model_config` is config.model."""
+
+  def __init__(self, model_config: Any, *, vocab_size: int, num_measurements: int,
+               rngs: nnx.Rngs):
+    cfg = model_config
+    dtype = layers.dtype_of(cfg.dtype)
+    common = dict(dtype=dtype, remat=cfg.remat, scan=cfg.scan_layers, rngs=rngs)
+    self.image = ViT(cfg.image, res=cfg.image.res, **common)
+    self.text = TextTransformer(cfg.text, vocab_size=vocab_size, **common)
+    d = cfg.embed_dim
+    # Projections run in float32: they are tiny and feed the normalised embeddings.
+    self.image_proj = layers.Dense(cfg.image.width, d, ("embed", None), dtype=jnp.float32,
+                                   rngs=rngs)
+    self.text_proj = layers.Dense(cfg.text.width, d, ("embed", None), dtype=jnp.float32,
+                                  rngs=rngs)
+    self.logit_scale = nnx.Param(jnp.asarray(np.log(cfg.init_temperature), jnp.float32),
+                                 out_sharding=(), eager_sharding=False)
+    self.logit_bias = nnx.Param(jnp.asarray(cfg.init_bias, jnp.float32), out_sharding=(),
+                                eager_sharding=False)
+    self.meas_fc1 = layers.Dense(d, cfg.meas_hidden, (None, "mlp"), dtype=jnp.float32, rngs=rngs)
+    self.meas_fc2 = layers.Dense(cfg.meas_hidden, num_measurements, ("mlp", "meas"),
+                                 dtype=jnp.float32, rngs=rngs)
+
+  def encode_image(self, frames: jax.Array) -> jax.Array:
+    """frames [B, T, H, W, C] in [-1, 1] -> [B, d] L2-normalised float32."""
+    return l2_normalize(self.image_proj(self.image(frames)))
+
+  def encode_text(self, tokens: jax.Array) -> jax.Array:
+    """tokens [B, L] int32 (pad 0, EOS 1) -> [B, d] L2-normalised float32."""
+    return l2_normalize(self.text_proj(self.text(tokens)))
+
+  def predict_measurements(self, image_emb: jax.Array) -> jax.Array:
+    """image_emb [B, d] -> [B, M] z-scored measurement predictions."""
+    return self.meas_fc2(jax.nn.gelu(self.meas_fc1(image_emb)))
+
+  def __call__(self, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """batch with frames [B,T,H,W,C], text [B,L] (and optionally neg_text [B,L]) -> dict of
+    image_emb [B,d], text_emb [B,d], neg_text_emb [B,d] (if neg_text given), meas_pred [B,M],
+    logit_scale () (the log of s), logit_bias ()."""
+    image_emb = self.encode_image(batch["frames"])
+    out = dict(image_emb=image_emb, text_emb=self.encode_text(batch["text"]),
+               meas_pred=self.predict_measurements(image_emb),
+               logit_scale=self.logit_scale[...], logit_bias=self.logit_bias[...])
+    if "neg_text" in batch:
+      out["neg_text_emb"] = self.encode_text(batch["neg_text"])
+    return out

@@ -1,0 +1,159 @@
+"""Transformer building blocks shared by the image and text towers (Flax NNX).
+
+Every parameter is created through `param`, which records its logical axis names
+(`embed`, `mlp`, `heads`, ...) as `out_sharding` metadata; `sharding.py` maps them to mesh axes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Names = tuple[str | None, ...]
+LAYERS_AXIS = "layers"  # logical name of the stacked-layer axis when layers are scanned
+
+
+def param(rngs: nnx.Rngs, init: Callable[..., jax.Array], shape: Sequence[int], names: Names
+          ) -> nnx.Param:
+  """A float32 parameter carrying logical axis names (one per dim of `shape`)."""
+  if len(names) != len(shape):
+    raise ValueError(f"param: {len(names)} axis names {names} for shape {tuple(shape)}.")
+  # eager_sharding=False: the model must build without a mesh (tests, one CPU); sharding.py
+  # places the parameters from these names when it creates the model under jit.
+  return nnx.Param(init(rngs.params(), tuple(shape), jnp.float32), out_sharding=tuple(names),
+                   eager_sharding=False)
+
+
+def dtype_of(name: str) -> jnp.dtype:
+  """Compute dtype from its config name ("float32" | "bfloat16")."""
+  if name not in ("float32", "bfloat16"):
+    raise ValueError(f"config.model.dtype={name!r}: expected 'float32' or 'bfloat16'.")
+  return jnp.dtype(name)
+
+
+class Dense(nnx.Module):
+  """y = x @ W + b over the last axis of x; W [in, out] named `names`."""
+
+  def __init__(self, din: int, dout: int, names: Names, *, dtype: jnp.dtype, rngs: nnx.Rngs,
+               use_bias: bool = True, kernel_init=nnx.initializers.xavier_uniform()):
+    self.kernel = param(rngs, kernel_init, (din, dout), names)
+    self.bias = param(rngs, nnx.initializers.zeros, (dout,), names[1:]) if use_bias else None
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    return y
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm computed in float32 (bf16 statistics are too coarse), output in `dtype`."""
+
+  def __init__(self, dim: int, *, dtype: jnp.dtype, rngs: nnx.Rngs, eps: float = 1e-6):
+    self.scale = param(rngs, nnx.initializers.ones, (dim,), ("embed",))
+    self.bias = param(rngs, nnx.initializers.zeros, (dim,), ("embed",))
+    self.dtype, self.eps = dtype, eps
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.astype(jnp.float32)
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+    return y.astype(self.dtype)
+
+
+class Attention(nnx.Module):
+  """Multi-head attention; q/k/v kernels [embed, heads, kv], output kernel [heads, kv, embed]."""
+
+  def __init__(self, width: int, heads: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+    if width % heads:
+      raise ValueError(f"config.model: width {width} is not divisible by heads {heads}.")
+    kv = width // heads
+    init = nnx.initializers.xavier_uniform(in_axis=0, out_axis=(1, 2))
+    self.query = param(rngs, init, (width, heads, kv), ("embed", "heads", "kv"))
+    self.key = param(rngs, init, (width, heads, kv), ("embed", "heads", "kv"))
+    self.value = param(rngs, init, (width, heads, kv), ("embed", "heads", "kv"))
+    self.out = param(rngs, nnx.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2),
+                     (heads, kv, width), ("heads", "kv", "embed"))
+    self.out_bias = param(rngs, nnx.initializers.zeros, (width,), ("embed",))
+    self.dtype = dtype
+
+  def __call__(self, x_q: jax.Array, x_kv: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """x_q [B, Q, w], x_kv [B, K, w], mask broadcastable to [B, 1, Q, K] (True = attend)."""
+    c = lambda p: p[...].astype(self.dtype)
+    q = jnp.einsum("bqw,whk->bhqk", x_q.astype(self.dtype), c(self.query))
+    k = jnp.einsum("bsw,whk->bhsk", x_kv.astype(self.dtype), c(self.key))
+    v = jnp.einsum("bsw,whk->bhsk", x_kv.astype(self.dtype), c(self.value))
+    logits = jnp.einsum("bhqk,bhsk->bhqs", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])
+    if mask is not None:
+      logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    y = jnp.einsum("bhqs,bhsk->bhqk", probs, v)
+    return jnp.einsum("bhqk,hkw->bqw", y, c(self.out)) + c(self.out_bias)
+
+
+class Mlp(nnx.Module):
+  """Two-layer GELU MLP, kernels [embed, mlp] and [mlp, embed]."""
+
+  def __init__(self, width: int, hidden: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+    self.fc1 = Dense(width, hidden, ("embed", "mlp"), dtype=dtype, rngs=rngs)
+    self.fc2 = Dense(hidden, width, ("mlp", "embed"), dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.fc2(jax.nn.gelu(self.fc1(x)))
+
+
+class Block(nnx.Module):
+  """Pre-LayerNorm transformer block."""
+
+  def __init__(self, width: int, heads: int, mlp_ratio: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+    self.ln1 = LayerNorm(width, dtype=dtype, rngs=rngs)
+    self.attn = Attention(width, heads, dtype=dtype, rngs=rngs)
+    self.ln2 = LayerNorm(width, dtype=dtype, rngs=rngs)
+    self.mlp = Mlp(width, width * mlp_ratio, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    h = self.ln1(x)
+    x = x + self.attn(h, h, mask)
+    return x + self.mlp(self.ln2(x))
+
+
+class Encoder(nnx.Module):
+  """`depth` blocks, either a Python list or stacked [depth, ...] and run with nnx.scan.
+
+  Scanning compiles one block instead of `depth` (fast compiles for deep models); remat
+  recomputes each block's activations in the backward pass instead of storing them.
+  """
+
+  def __init__(self, width: int, depth: int, heads: int, mlp_ratio: int, *, dtype: jnp.dtype,
+               remat: bool, scan: bool, rngs: nnx.Rngs):
+    self.scan, self.remat = scan, remat
+    make = lambda r: Block(width, heads, mlp_ratio, dtype=dtype, rngs=r)
+    if scan:
+      @nnx.split_rngs(splits=depth)
+      @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: LAYERS_AXIS})
+      def create(r: nnx.Rngs) -> Block:
+        return make(r)
+      self.blocks = create(rngs)
+    else:
+      self.blocks = nnx.List([make(rngs) for _ in range(depth)])
+
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """x [B, N, w], mask broadcastable to [B, 1, N, N] -> [B, N, w]."""
+    def apply(block: Block, x: jax.Array, mask: Any) -> jax.Array:
+      return block(x, mask)
+    if self.remat:
+      apply = nnx.remat(apply)
+    if self.scan:
+      @nnx.scan(in_axes=(0, nnx.Carry, None), out_axes=nnx.Carry,
+                transform_metadata={nnx.PARTITION_NAME: LAYERS_AXIS})
+      def run(block: Block, x: jax.Array, mask: Any) -> jax.Array:
+        return apply(block, x, mask)
+      return run(self.blocks, x, mask)
+    for block in self.blocks:
+      x = apply(block, x, mask)
+    return x

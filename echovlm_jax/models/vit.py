@@ -1,0 +1,86 @@
+"""The image tower: a ViT over single frames, pooled per frame ("map" | "gap" | "tok") and
+averaged over the T frames of a clip. Returns the pooled, un-projected width-d features.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from echovlm_jax.models import layers
+
+POOLS = ("map", "gap", "tok")
+
+
+class MAPHead(nnx.Module):
+  """Multihead attention pooling (big_vision): a learned probe attends over the tokens."""
+
+  def __init__(self, width: int, heads: int, mlp_ratio: int, *, dtype, rngs: nnx.Rngs):
+    self.probe = layers.param(rngs, nnx.initializers.xavier_uniform(), (1, width), (None, "embed"))
+    self.attn = layers.Attention(width, heads, dtype=dtype, rngs=rngs)
+    self.ln = layers.LayerNorm(width, dtype=dtype, rngs=rngs)
+    self.mlp = layers.Mlp(width, width * mlp_ratio, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x [B, N, w] -> [B, w]."""
+    probe = jnp.broadcast_to(self.probe[...].astype(x.dtype)[None], (x.shape[0], 1, x.shape[-1]))
+    y = self.attn(probe, x)
+    y = y + self.mlp(self.ln(y))
+    return y[:, 0]
+
+
+class ViT(nnx.Module):
+  """Vision transformer on [B, T, H, W, C] frames in [-1, 1] -> [B, width]."""
+
+  def __init__(self, cfg: Any, *, res: int, dtype, remat: bool, scan: bool, rngs: nnx.Rngs):
+    if cfg.pool not in POOLS:
+      raise ValueError(f"config.model.image.pool={cfg.pool!r}: expected one of {POOLS}.")
+    if res % cfg.patch:
+      raise ValueError(f"config.model.image.res={res} is not divisible by patch={cfg.patch}.")
+    self.patch, self.channels, self.pool, self.dtype = cfg.patch, cfg.channels, cfg.pool, dtype
+    w = cfg.width
+    self.embedding = layers.Dense(cfg.patch * cfg.patch * cfg.channels, w, ("patch", "embed"),
+                                  dtype=dtype, rngs=rngs)
+    num_tokens = (res // cfg.patch) ** 2
+    self.posemb = layers.param(rngs, nnx.initializers.normal(0.02), (num_tokens, w),
+                               ("length", "embed"))
+    self.cls = (layers.param(rngs, nnx.initializers.zeros, (1, w), (None, "embed"))
+                if cfg.pool == "tok" else None)
+    self.encoder = layers.Encoder(w, cfg.depth, cfg.heads, cfg.mlp_ratio, dtype=dtype,
+                                  remat=remat, scan=scan, rngs=rngs)
+    self.norm = layers.LayerNorm(w, dtype=dtype, rngs=rngs)
+    self.head = (MAPHead(w, cfg.heads, cfg.mlp_ratio, dtype=dtype, rngs=rngs)
+                 if cfg.pool == "map" else None)
+
+  def patchify(self, frames: jax.Array) -> jax.Array:
+    """[N, H, W, C] -> [N, (H/p)(W/p), p*p*C]."""
+    n, h, w, c = frames.shape
+    p = self.patch
+    x = frames.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, (h // p) * (w // p), p * p * c)
+
+  def __call__(self, frames: jax.Array) -> jax.Array:
+    """frames [B, T, H, W, C] float in [-1, 1] -> [B, width] (mean over T of per-frame features)."""
+    b, t, h, w, c = frames.shape
+    if c != self.channels:
+      raise ValueError(f"ViT: frames have {c} channels, config.model.image.channels={self.channels}.")
+    x = self.embedding(self.patchify(frames.reshape(b * t, h, w, c)))
+    if x.shape[1] != self.posemb.shape[0]:
+      raise ValueError(f"ViT: {h}x{w} frames give {x.shape[1]} patches but the model was built for "
+                       f"{self.posemb.shape[0]}; set config.input.res to the model's resolution.")
+    x = x + self.posemb[...].astype(x.dtype)[None]
+    if self.cls is not None:
+      x = jnp.concatenate([jnp.broadcast_to(self.cls[...].astype(x.dtype)[None],
+                                            (x.shape[0], 1, x.shape[-1])), x], axis=1)
+    x = self.norm(self.encoder(x))
+    if self.pool == "map":
+      y = self.head(x)
+    elif self.pool == "gap":
+      y = x.mean(axis=1)
+    else:
+      y = x[:, 0]
+    # Average in float32 so long clips do not lose precision in bf16.
+    return y.astype(jnp.float32).reshape(b, t, -1).mean(axis=1)

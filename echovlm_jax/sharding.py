@@ -1,0 +1,119 @@
+"""Logical axis names -> mesh axes -> NamedShardings, for parameters and batches.
+
+Parameters carry logical names (`embed`, `mlp`, ...) as `out_sharding` metadata; the rules in
+config.sharding_rules map them to the mesh axes `data`, `fsdp`, `tensor`. The batch axis of every
+activation goes over ("data", "fsdp").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+Rules = Sequence[tuple[str, str | Sequence[str] | None]]
+BATCH_AXES = ("data", "fsdp")
+
+
+def _as_tuple(axes: str | Sequence[str] | None) -> tuple[str, ...]:
+  if axes is None:
+    return ()
+  return (axes,) if isinstance(axes, str) else tuple(axes)
+
+
+def logical_to_spec(names: Sequence[str | None], rules: Rules, mesh: Mesh,
+                    shape: Sequence[int] | None = None) -> P:
+  """PartitionSpec for an array whose dims have logical `names`.
+
+  A name without a rule is replicated. A mesh axis is used at most once per array (first dim
+  wins), axes the mesh lacks are skipped, and with `shape` an axis is dropped where it does
+  not divide the dim (e.g. 3 heads on tensor=2), so every rule set gives a valid sharding.
+  """
+  table = {name: _as_tuple(axes) for name, axes in rules}
+  used: set[str] = set()
+  spec = []
+  for i, name in enumerate(names):
+    kept, size = [], 1
+    for axis in table.get(name, ()) if name is not None else ():
+      if axis in used or axis not in mesh.shape:
+        continue
+      if shape is not None and shape[i] % (size * mesh.shape[axis]):
+        continue
+      kept.append(axis)
+      size *= mesh.shape[axis]
+    used.update(kept)
+    spec.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
+  while spec and spec[-1] is None:
+    spec.pop()
+  return P(*spec)
+
+
+def get_shardings(tree: Any, mesh: Mesh, rules: Rules) -> Any:
+  """NamedShardings for a tree of nnx Variables (model or optimizer state, abstract or not).
+
+  Variables with `out_sharding` metadata follow the rules; anything else is replicated.
+  """
+  def one(x):
+    if isinstance(x, nnx.Variable):
+      names = x.get_metadata().get("out_sharding") or ()
+      shape = getattr(x.get_value(), "shape", ())
+      spec = logical_to_spec(names, rules, mesh, shape) if names else P()
+      return x.replace(NamedSharding(mesh, spec))
+    return NamedSharding(mesh, P())
+  return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def create_sharded(init: Callable[[], nnx.Module], mesh: Mesh, rules: Rules) -> nnx.Module:
+  """Runs `init` under jit with out_shardings from the rules: no parameter ever exists
+  unsharded (a model too big for one device can be created)."""
+  graphdef, abstract_state = nnx.split(nnx.eval_shape(init))
+  shardings = get_shardings(abstract_state, mesh, rules)
+
+  @jax.jit(out_shardings=shardings)
+  def init_state():
+    return nnx.split(init())[1]
+
+  return nnx.merge(graphdef, init_state())
+
+
+def create_sharded_model(model_config: Any, vocab_size: int, num_measurements: int, mesh: Mesh,
+                         rules: Rules, seed: int = 0) -> nnx.Module:
+  """The DualEncoder of `model_config` (config.model), created already sharded on `mesh`."""
+  from echovlm_jax.models.dual_encoder import DualEncoder  # models import nothing from here
+  return create_sharded(lambda: DualEncoder(model_config, vocab_size=vocab_size,
+                                            num_measurements=num_measurements,
+                                            rngs=nnx.Rngs(seed)), mesh, rules)
+
+
+def batch_axes(mesh: Mesh) -> tuple[str, ...]:
+  """The mesh axes the batch dim is split over: ("data", "fsdp") where present."""
+  return tuple(a for a in BATCH_AXES if a in mesh.shape)
+
+
+def batch_spec(mesh: Mesh) -> P:
+  """PartitionSpec with the leading (batch) dim over ("data", "fsdp"), the rest replicated."""
+  return P(batch_axes(mesh))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """NamedSharding for any [B, ...] array of a global batch."""
+  return NamedSharding(mesh, batch_spec(mesh))
+
+
+def num_batch_shards(mesh: Mesh) -> int:
+  """How many ways the global batch is split (its size must be a multiple of this)."""
+  return int(np.prod([mesh.shape[a] for a in batch_axes(mesh)]))
+
+
+def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
+  """Host-local [B_local, ...] numpy arrays -> global [B, ...] jax.Arrays on the batch sharding.
+
+  On one host the local batch is the global batch; on many, each host passes its own slice
+  and the global array is assembled from them.
+  """
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in batch.items()}
