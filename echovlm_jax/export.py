@@ -1,0 +1,218 @@
+r"""Exports a training workdir's checkpoint as a self-contained artifact directory.
+
+  python -m echovlm_jax.export --workdir DIR --out ARTIFACT [--step N] [--data_dir D]
+
+Writes params-only Orbax weights, config.json, the tokenizer, measurement stats, the
+prompt sets, a model card and a checksum manifest (layout: docs/artifacts.md).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import sys
+from typing import Any, Mapping
+
+from absl import app
+from absl import flags
+import ml_collections
+from flax import nnx
+
+from echovlm_jax import pretrained
+from echovlm_jax.echo import prompts as prompts_lib
+from echovlm_jax.echo import schema
+
+
+def package_version() -> str:
+  try:
+    from importlib import metadata
+    return metadata.version("echovlm-jax")
+  except Exception:  # noqa: BLE001 - not installed as a distribution (a source checkout)
+    return "unknown"
+
+
+def load_train_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing: --workdir must be a training workdir "
+                            "(python -m echovlm_jax.main ... --workdir DIR writes it).")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def dataset_dir(train_config: ml_collections.ConfigDict, data_dir: str | None) -> str:
+  """Where the tokenizer and measurement stats of the training data live."""
+  if data_dir:
+    return data_dir
+  from echovlm_jax.data import build  # tfds: only the exporter needs it
+  return build.get_builder(train_config.input).data_dir
+
+
+def _metrics(workdir: str) -> dict[str, Any]:
+  path = os.path.join(workdir, "metrics.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return dict(json.load(f).get("metrics", {}))
+
+
+def _data_description(cfg: ml_collections.ConfigDict) -> str:
+  inp = cfg.input
+  if inp.builder_config == "synthetic":
+    return (f"the synthetic `echoground` dataset ({inp.synthetic_patients} procedurally rendered "
+            f"patients, seed {inp.synthetic_seed}): captions, measurements and labels come from "
+            "a simulator, not from patients")
+  return ("`echoground` built from MIMIC-IV-ECHO (DICOM clips of one hospital's echo lab, "
+          "captions generated from the structured measurements)")
+
+
+def model_card(artifact_config: Mapping[str, Any], train_config: ml_collections.ConfigDict,
+               metrics: Mapping[str, Any]) -> str:
+  """README.md of an artifact: data, config, metrics, intended use and limits."""
+  m, inp = artifact_config["model"], artifact_config["input"]
+  lines = [
+      "# EchoVLM dual encoder", "",
+      "> **Not a medical device.** A research model. Its outputs must not be used for "
+      "diagnosis, triage or any decision about a patient.", "",
+      f"Exported {artifact_config['exported']} from step {artifact_config['step']} of "
+      f"`{artifact_config['source_workdir']}` with echovlm_jax {artifact_config['package_version']} "
+      f"(artifact format {artifact_config['format_version']}).", "",
+      "## Use", "", "```python", "import echovlm_jax",
+      "model = echovlm_jax.load_pretrained('PATH')",
+      "model.classify_views(frames)      # frames: uint8 [N, H, W] or [N, T, H, W]",
+      "model.classify_findings(frames)", "model.encode_texts(['Severe aortic stenosis.'])",
+      "```", "",
+      "or `python -m echovlm_jax.predict --artifact PATH FILE.dcm ...`.", "",
+      "## Model", "",
+      f"ViT image tower (width {m['image']['width']}, depth {m['image']['depth']}, patch "
+      f"{m['image']['patch']}, {inp['res']} x {inp['res']} grayscale, {inp['num_frames']} "
+      f"frame(s), `{m['image']['pool']}` pooling) and text transformer (width "
+      f"{m['text']['width']}, depth {m['text']['depth']}, {inp['max_text_len']} tokens, vocabulary "
+      f"{artifact_config['vocab_size']}), projected to {m['embed_dim']}-d L2-normalised "
+      "embeddings, plus a measurement regression head.", "",
+      "## Training data and objective", "",
+      f"Trained on {_data_description(train_config)}. Objective: `{train_config.loss.kind}` "
+      f"contrastive loss, view mode `{train_config.loss.view_mode}`, negation-aware "
+      f"{bool(train_config.loss.negation)}, measurement weight {train_config.loss.meas_weight}; "
+      f"{train_config.total_steps} steps at global batch {train_config.batch_size}.", "",
+      "## Evaluation", "",
+  ]
+  scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and "/" in k
+             and k.count("/") <= 2}
+  if scalars:
+    lines += ["Metrics of the training run's last evaluation (`metrics.json`):", "",
+              "| metric | value |", "|---|---|"]
+    lines += [f"| `{k}` | {v:.4f} |" for k, v in sorted(scalars.items())]
+  else:
+    lines += ["No evaluation metrics were found in the workdir (no `metrics.json`)."]
+  lines += [
+      "", "## Zero-shot probabilities", "",
+      "Views: softmax over the known views of s * cos(image, view prompt), s = exp(logit_scale). "
+      "Findings: softmax([s * cos(image, positive prompt), s * cos(image, negative prompt)])[0]. "
+      "Each prompt embedding is the renormalised mean of its phrasings in `prompts.json`. "
+      "`prompts.json` also lists which views can show each finding; a finding's probability from "
+      "an image of another view means nothing.", "",
+      "## Intended use and limits", "",
+      "- Research on echocardiography representation learning: embeddings, retrieval, zero-shot "
+      "and linear-probe experiments.",
+      "- Not validated for clinical use, on any population, scanner or view outside the "
+      "training data; synthetic-data models say nothing about real echocardiograms.",
+      "- Probabilities are uncalibrated similarity scores, not risks.",
+      "- Inputs: grayscale frames cropped to the ultrasound sector (DICOMs through "
+      "`echovlm_jax.data.dicom.load_frames`, which masks text and ECG traces).", "",
+      "## Configuration", "", "```json", json.dumps(artifact_config, indent=2, sort_keys=True),
+      "```", ""]
+  return "\n".join(lines)
+
+
+def export(workdir: str, out: str, step: int | None = None, data_dir: str | None = None,
+           overwrite: bool = False) -> str:
+  """Writes the artifact for `step` (None = latest) of `workdir` to `out`; returns `out`.
+
+  The directory appears atomically (written beside it, then renamed).
+  """
+  from echovlm_jax.data import tokenizer as tokenizer_lib
+  workdir, out = os.path.abspath(workdir), os.path.abspath(out)
+  if os.path.exists(out) and not overwrite:
+    raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
+  cfg = load_train_config(workdir)
+  ddir = dataset_dir(cfg, data_dir)
+  tok_path = os.path.join(ddir, tokenizer_lib.TOKENIZER_FILENAME)
+  stats_path = os.path.join(ddir, pretrained.STATS_FILE)
+  for p in (tok_path, stats_path):
+    if not os.path.exists(p):
+      raise FileNotFoundError(f"{p} is missing; pass --data_dir with the prepared dataset "
+                              "directory holding the tokenizer and measurement_stats.json.")
+  tokenizer = tokenizer_lib.Tokenizer.load(tok_path)
+  from echovlm_jax import distributed, train  # the trainer's restore: params only, read-only
+  mesh = distributed.create_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+  model, step = train.restore_params(cfg, workdir, mesh, step, vocab_size=tokenizer.vocab_size)
+
+  res = int(cfg.input.res)
+  artifact_config = {
+      "format_version": pretrained.FORMAT_VERSION,
+      "package_version": package_version(),
+      "exported": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+      "source_workdir": workdir, "step": step,
+      "model": cfg.model.to_dict(),
+      "input": {"res": res, "num_frames": int(cfg.input.num_frames),
+                "max_text_len": int(cfg.input.max_text_len),
+                "image_size": int(cfg.input.get("image_size", 0) or max(128, res)),
+                "pixel_range": [-1.0, 1.0]},
+      "vocab_size": tokenizer.vocab_size,
+      "num_measurements": len(schema.MEASUREMENTS),
+      "views": list(schema.KNOWN_VIEWS), "labels": list(schema.LABELS),
+      "measurements": list(schema.MEASUREMENTS),
+      "training": {"dataset": cfg.input.dataset, "builder_config": cfg.input.builder_config,
+                   "loss": cfg.loss.to_dict(), "total_steps": int(cfg.total_steps),
+                   "batch_size": int(cfg.batch_size), "seed": int(cfg.seed)},
+  }
+  prompts = {"views": {v: prompts_lib.VIEW_PROMPTS[v] for v in schema.KNOWN_VIEWS},
+             "labels": {l: prompts_lib.LABEL_PROMPTS[l] for l in schema.LABELS},
+             "label_views": {l: list(prompts_lib.label_prompt_views(l)) for l in schema.LABELS}}
+
+  tmp = f"{out}.tmp-{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  try:
+    import orbax.checkpoint as ocp
+    _, params = nnx.split(model, nnx.Param)
+    with ocp.StandardCheckpointer() as ckptr:
+      ckptr.save(os.path.join(tmp, pretrained.PARAMS_DIR), nnx.to_pure_dict(params))
+    shutil.copyfile(tok_path, os.path.join(tmp, pretrained.TOKENIZER_FILE))
+    shutil.copyfile(stats_path, os.path.join(tmp, pretrained.STATS_FILE))
+    for name, obj in ((pretrained.CONFIG_FILE, artifact_config), (pretrained.PROMPTS_FILE, prompts)):
+      with open(os.path.join(tmp, name), "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    with open(os.path.join(tmp, pretrained.CARD_FILE), "w") as f:
+      f.write(model_card(artifact_config, cfg, _metrics(workdir)))
+    pretrained.write_manifest(tmp)
+    if os.path.exists(out):
+      shutil.rmtree(out)
+    os.replace(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return out
+
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints/).")
+_OUT = flags.DEFINE_string("out", None, "Artifact directory to write.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to export (default: the latest).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Prepared dataset directory with the tokenizer "
+                                "and measurement_stats.json (default: from the workdir's config).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --out.")
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  if not _WORKDIR.value or not _OUT.value:
+    sys.exit("usage: python -m echovlm_jax.export --workdir DIR --out ARTIFACT [--step N]")
+  path = export(_WORKDIR.value, _OUT.value, _STEP.value, _DATA_DIR.value, _OVERWRITE.value)
+  print(f"Wrote {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,510 @@
+"""Initialising our towers from pretrained two-tower weights: big_vision `.npz` (img/..., txt/...)
+and open_clip state dicts saved as `.npz`, through explicit name tables; position embeddings
+are resized, RGB patch kernels made grayscale, attention biases folded where that is exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+from flax import nnx
+
+FORMATS = ("auto", "big_vision", "open_clip")
+Flat = dict[str, np.ndarray]
+
+
+class ModelInitError(ValueError):
+  """A pretrained checkpoint does not fit the configured model; lists every offending parameter."""
+
+  def __init__(self, path: str, problems: list[str]):
+    self.path, self.problems = path, list(problems)
+    super().__init__(
+        f"config.model_init={path}: {len(problems)} parameter(s) do not fit config.model:\n  "
+        + "\n  ".join(problems)
+        + "\n(fix config.model to match the checkpoint, or list checkpoint names to drop knowingly "
+          "as regexes in config.model_init_skip)")
+
+
+# ----------------------------------------------------------------------------
+# Name tables: checkpoint name (per transformer block, or top level) -> our name
+# ----------------------------------------------------------------------------
+# Inside one transformer block (also big_vision's MAPHead, whose names are the same).
+BV_BLOCK = {
+    "LayerNorm_0/scale": "ln1/scale", "LayerNorm_0/bias": "ln1/bias",
+    "LayerNorm_1/scale": "ln2/scale", "LayerNorm_1/bias": "ln2/bias",
+    "MultiHeadDotProductAttention_0/query/kernel": "attn/query",
+    "MultiHeadDotProductAttention_0/key/kernel": "attn/key",
+    "MultiHeadDotProductAttention_0/value/kernel": "attn/value",
+    "MultiHeadDotProductAttention_0/out/kernel": "attn/out",
+    "MultiHeadDotProductAttention_0/out/bias": "attn/out_bias",
+    "MlpBlock_0/Dense_0/kernel": "mlp/fc1/kernel", "MlpBlock_0/Dense_0/bias": "mlp/fc1/bias",
+    "MlpBlock_0/Dense_1/kernel": "mlp/fc2/kernel", "MlpBlock_0/Dense_1/bias": "mlp/fc2/bias",
+}
+BV_QKV_BIAS = {"MultiHeadDotProductAttention_0/query/bias": "q",
+               "MultiHeadDotProductAttention_0/key/bias": "k",
+               "MultiHeadDotProductAttention_0/value/bias": "v"}
+BV_MAP_HEAD = {"LayerNorm_0/scale": "ln/scale", "LayerNorm_0/bias": "ln/bias",
+               **{k: v for k, v in BV_BLOCK.items() if k.startswith(("Multi", "Mlp"))}}
+BV_TOP = {  # plain renames (shape-changing ones are handled in `_from_big_vision`)
+    "img/embedding/bias": "image/embedding/bias",
+    "img/Transformer/encoder_norm/scale": "image/norm/scale",
+    "img/Transformer/encoder_norm/bias": "image/norm/bias",
+    "img/head/kernel": "image_proj/kernel", "img/head/bias": "image_proj/bias",
+    "txt/Embed_0/embedding": "text/token_embedding",
+    "txt/Encoder_0/encoder_norm/scale": "text/norm/scale",
+    "txt/Encoder_0/encoder_norm/bias": "text/norm/bias",
+    "txt/head/kernel": "text_proj/kernel", "txt/head/bias": "text_proj/bias",
+    "t": "logit_scale", "b": "logit_bias",
+}
+BV_BLOCK_PREFIX = {"img/Transformer/encoderblock": "image", "txt/Encoder_0/encoderblock": "text"}
+
+OC_BLOCK = {  # torch Linear weights are [out, in]: transposed on load
+    "ln_1.weight": "ln1/scale", "ln_1.bias": "ln1/bias",
+    "ln_2.weight": "ln2/scale", "ln_2.bias": "ln2/bias",
+    "attn.out_proj.bias": "attn/out_bias",
+    "mlp.c_fc.weight": "mlp/fc1/kernel", "mlp.c_fc.bias": "mlp/fc1/bias",
+    "mlp.c_proj.weight": "mlp/fc2/kernel", "mlp.c_proj.bias": "mlp/fc2/bias",
+}
+OC_TOP = {
+    "visual.ln_post.weight": "image/norm/scale", "visual.ln_post.bias": "image/norm/bias",
+    "visual.proj": "image_proj/kernel",
+    "token_embedding.weight": "text/token_embedding",
+    "ln_final.weight": "text/norm/scale", "ln_final.bias": "text/norm/bias",
+    "text_projection": "text_proj/kernel",
+    "logit_scale": "logit_scale", "logit_bias": "logit_bias",
+}
+OC_BLOCK_PREFIX = {"visual.transformer.resblocks": "image", "transformer.resblocks": "text"}
+OC_BUFFERS = ("attn_mask",)  # non-parameter buffers some exports include
+
+# Our parameters a checkpoint need not provide: they keep their initialisation.
+OPTIONAL = ("meas_fc1/", "meas_fc2/", "logit_scale", "logit_bias", "image/head/")
+
+
+# ----------------------------------------------------------------------------
+# Array adaptations
+# ----------------------------------------------------------------------------
+def resize_posemb(posemb: np.ndarray, num_tokens: int) -> np.ndarray:
+  """[N, w] on a sqrt(N) x sqrt(N) grid -> [num_tokens, w], bilinear on the 2D grid
+  (half-pixel centres, jax.image.resize; anti-aliased when shrinking)."""
+  n, w = posemb.shape
+  g, gt = int(round(np.sqrt(n))), int(round(np.sqrt(num_tokens)))
+  if g * g != n or gt * gt != num_tokens:
+    raise ValueError(f"position embeddings of {n} -> {num_tokens} tokens: not square grids.")
+  if n == num_tokens:
+    return posemb
+  grid = jax.image.resize(posemb.reshape(g, g, w).astype(np.float32), (gt, gt, w), "bilinear")
+  return np.asarray(grid).reshape(num_tokens, w)
+
+
+def to_grayscale_kernel(kernel: np.ndarray) -> np.ndarray:
+  """Patch kernel [p, p, 3, w] -> [p, p, 1, w]: the sum over colours, so a gray image gives
+  what the RGB model gives for that image repeated in R, G and B."""
+  return kernel.sum(axis=2, keepdims=True)
+
+
+def fit_length(posemb: np.ndarray, init: np.ndarray) -> np.ndarray:
+  """Text positions [L_src, w] -> [L, w]: truncated, or padded with our initial rows."""
+  out = np.array(init, np.float32, copy=True)
+  n = min(len(posemb), len(out))
+  out[:n] = posemb[:n]
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Loading and conversion
+# ----------------------------------------------------------------------------
+def load_npz(path: str) -> Flat:
+  """A flat {name: array} from an .npz (a leading "params/" as big_vision writes it is dropped)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"config.model_init={path}: no such file.")
+  with np.load(path, allow_pickle=False) as z:
+    flat = {k: np.asarray(z[k]) for k in z.files}
+  return {k[len("params/"):] if k.startswith("params/") else k: v for k, v in flat.items()}
+
+
+def detect_format(flat: Mapping[str, np.ndarray], path: str = "") -> str:
+  if any(k.startswith(("img/", "txt/")) for k in flat):
+    return "big_vision"
+  if any(k.startswith("visual.") or k in ("token_embedding.weight", "text_projection") for k in flat):
+    return "open_clip"
+  raise ModelInitError(path, [f"cannot tell the layout from names {sorted(flat)[:6]}: set "
+                              "config.model_init_format to 'big_vision' or 'open_clip'"])
+
+
+class _Ctx:
+  """What conversions need to know about our model: shapes / initial values by name."""
+
+  def __init__(self, ours: Flat, model_config: Any):
+    self.ours, self.cfg = ours, model_config
+    self.out: Flat = {}
+    self.problems: list[str] = []
+    self.notes: list[str] = []
+    self.qkv_bias: dict[str, dict[str, tuple[str, np.ndarray]]] = {}
+    self.tried: set[str] = set()  # our names the checkpoint addressed (even if mis-shaped)
+
+  def put(self, src: str, name: str, value: np.ndarray) -> None:
+    self.tried.add(name)
+    if name not in self.ours:
+      self.problems.append(f"{src}: no counterpart in our model (would be {name})")
+    elif tuple(value.shape) != tuple(self.ours[name].shape):
+      self.problems.append(f"{src}: shape {tuple(value.shape)} but our {name} is "
+                           f"{tuple(self.ours[name].shape)}")
+    else:
+      self.out[name] = np.asarray(value, np.float32)
+
+  def heads(self, tower: str) -> int:
+    return int(self.cfg[tower].heads)
+
+  def patch_kernel(self, src: str, kernel_hwio: np.ndarray) -> None:
+    """[p, p, C, w] -> our [p*p*C', w], with RGB -> gray when our model has 1 channel."""
+    c = int(self.cfg.image.channels)
+    if kernel_hwio.shape[2] == 3 and c == 1:
+      kernel_hwio = to_grayscale_kernel(kernel_hwio)
+      self.notes.append(f"{src}: RGB patch kernel summed over colours for grayscale input")
+    p = int(self.cfg.image.patch)
+    self.tried.add("image/embedding/kernel")
+    if kernel_hwio.shape[:3] != (p, p, c):
+      self.problems.append(f"{src}: patch kernel {tuple(kernel_hwio.shape)} but config.model.image "
+                           f"has patch={p}, channels={c}")
+      return
+    self.put(src, "image/embedding/kernel", kernel_hwio.reshape(p * p * c, -1))
+
+  def image_posemb(self, src: str, posemb: np.ndarray) -> None:
+    target = self.ours.get("image/posemb")
+    self.tried.add("image/posemb")
+    if target is None:
+      self.problems.append(f"{src}: no counterpart in our model")
+      return
+    try:
+      value = resize_posemb(posemb, target.shape[0])
+    except ValueError as e:
+      self.problems.append(f"{src}: {e}")
+      return
+    if value.shape[0] != posemb.shape[0]:
+      self.notes.append(f"{src}: {posemb.shape[0]} -> {value.shape[0]} positions (bilinear)")
+    self.put(src, "image/posemb", value)
+
+  def text_posemb(self, src: str, posemb: np.ndarray) -> None:
+    target = self.ours.get("text/posemb")
+    if target is None or posemb.shape[-1] != target.shape[-1]:
+      self.put(src, "text/posemb", posemb)  # reports the mismatch
+      return
+    if len(posemb) != len(target):
+      self.notes.append(f"{src}: {len(posemb)} -> {len(target)} text positions (truncated / "
+                        "padded with initial values)")
+    self.put(src, "text/posemb", fit_length(posemb, target))
+
+  def token_embedding(self, src: str, emb: np.ndarray) -> None:
+    target = self.ours.get("text/token_embedding")
+    if target is not None and emb.shape[0] != target.shape[0] and emb.shape[1] == target.shape[1]:
+      # Another tokenizer's rows mean nothing for our sentencepiece ids: keep ours.
+      self.notes.append(f"{src}: vocabulary {emb.shape[0]} != ours {target.shape[0]}; token "
+                        "embeddings kept from initialisation")
+      self.out["text/token_embedding"] = np.asarray(target, np.float32)
+      return
+    self.put(src, "text/token_embedding", emb)
+
+  def bias(self, src: str, prefix: str, which: str, value: np.ndarray) -> None:
+    """Collects a q/k/v bias of the attention at `prefix` (folded in `fold_biases`)."""
+    self.qkv_bias.setdefault(prefix, {})[which] = (src, np.asarray(value, np.float32))
+
+  def fold_biases(self, skip: Callable[[str], bool]) -> None:
+    """Our attention has no q/k/v biases. A key bias adds the same logit to every key of a
+    query (softmax ignores it); a value bias adds bv @ W_out to every output (attention weights
+    sum to 1), so it folds into out_bias. A query bias cannot be represented unless it is 0."""
+    for prefix, biases in sorted(self.qkv_bias.items()):
+      if "v" in biases:
+        src, bv = biases["v"]
+        out_k, out_b = self.out.get(f"{prefix}/out"), self.out.get(f"{prefix}/out_bias")
+        if out_k is not None and out_b is not None:
+          self.out[f"{prefix}/out_bias"] = out_b + np.einsum(
+              "hk,hkw->w", bv.reshape(out_k.shape[:2]), out_k)
+      if "q" in biases:
+        src, bq = biases["q"]
+        if np.abs(bq).max(initial=0.0) > 0 and not skip(src):
+          self.problems.append(f"{src}: non-zero query bias, which our attention cannot "
+                               "represent (skip it knowingly via config.model_init_skip)")
+
+
+def _split_block(name: str, prefixes: Mapping[str, str], sep: str) -> tuple[str, int, str] | None:
+  """"<prefix><sep><i><sep><rest>" -> (tower, i, rest)."""
+  for p, tower in prefixes.items():
+    m = re.fullmatch(re.escape(p) + (r"_(\d+)/" if sep == "/" else r"\.(\d+)\.") + r"(.+)", name)
+    if m:
+      return tower, int(m.group(1)), m.group(2)
+  return None
+
+
+def _from_big_vision(flat: Flat, ctx: _Ctx, skip: Callable[[str], bool]) -> None:
+  # Scanned big_vision encoders store "encoderblock/..." stacked [depth, ...]: unstack first.
+  for name in list(flat):
+    for p in BV_BLOCK_PREFIX:
+      if name.startswith(p + "/"):
+        stacked = flat.pop(name)
+        for i in range(stacked.shape[0]):
+          flat[f"{p}_{i}/{name[len(p) + 1:]}"] = stacked[i]
+  for src, value in sorted(flat.items()):
+    if skip(src):
+      ctx.notes.append(f"{src}: skipped (config.model_init_skip)")
+      continue
+    blk = _split_block(src, BV_BLOCK_PREFIX, "/")
+    if blk:
+      tower, i, rest = blk
+      prefix = f"{tower}/encoder/blocks/{i}"
+      if rest in BV_BLOCK:
+        ctx.put(src, f"{prefix}/{BV_BLOCK[rest]}", value)
+      elif rest in BV_QKV_BIAS:
+        ctx.bias(src, f"{prefix}/attn", BV_QKV_BIAS[rest], value)
+      else:
+        ctx.problems.append(f"{src}: no counterpart in our model")
+    elif src.startswith("img/MAPHead_0/"):
+      rest = src[len("img/MAPHead_0/"):]
+      if rest == "probe":
+        ctx.put(src, "image/head/probe", value.reshape(1, -1))
+      elif rest in BV_MAP_HEAD:
+        ctx.put(src, f"image/head/{BV_MAP_HEAD[rest]}", value)
+      elif rest in BV_QKV_BIAS:
+        ctx.bias(src, "image/head/attn", BV_QKV_BIAS[rest], value)
+      else:
+        ctx.problems.append(f"{src}: no counterpart in our model")
+    elif src == "img/embedding/kernel":
+      ctx.patch_kernel(src, value)
+    elif src == "img/pos_embedding":
+      ctx.image_posemb(src, value.reshape(-1, value.shape[-1]))
+    elif src == "img/cls":
+      ctx.put(src, "image/cls", value.reshape(1, -1))
+    elif src == "txt/pos_embedding":
+      ctx.text_posemb(src, value.reshape(-1, value.shape[-1]))
+    elif src == "txt/Embed_0/embedding":
+      ctx.token_embedding(src, value)
+    elif src in BV_TOP:
+      ctx.put(src, BV_TOP[src], value.reshape(()) if src in ("t", "b") and value.size == 1
+              else value)
+    else:
+      ctx.problems.append(f"{src}: no counterpart in our model")
+  ctx.fold_biases(skip)
+
+
+def _from_open_clip(flat: Flat, ctx: _Ctx, skip: Callable[[str], bool]) -> None:
+  for src, value in sorted(flat.items()):
+    # A skipped in_proj_bias still folds its key / value parts: skipping drops only the query part.
+    skipped = skip(src) and not src.endswith("attn.in_proj_bias")
+    if skipped or src.split(".")[-1] in OC_BUFFERS:
+      if skipped:
+        ctx.notes.append(f"{src}: skipped (config.model_init_skip)")
+      continue
+    blk = _split_block(src, OC_BLOCK_PREFIX, ".")
+    if blk:
+      tower, i, rest = blk
+      prefix, h = f"{tower}/encoder/blocks/{i}", ctx.heads(tower)
+      if rest in OC_BLOCK:
+        ctx.put(src, f"{prefix}/{OC_BLOCK[rest]}", value.T if value.ndim == 2 else value)
+      elif rest == "attn.in_proj_weight":
+        w = value.shape[1]
+        for j, part in enumerate(("query", "key", "value")):
+          ctx.put(f"{src}[{part}]", f"{prefix}/attn/{part}",
+                  value[j * w:(j + 1) * w].T.reshape(w, h, w // h))
+      elif rest == "attn.in_proj_bias":
+        w = value.shape[0] // 3
+        for j, which in enumerate("qkv"):
+          ctx.bias(src, f"{prefix}/attn", which, value[j * w:(j + 1) * w])
+      elif rest == "attn.out_proj.weight":
+        w = value.shape[0]
+        ctx.put(src, f"{prefix}/attn/out", value.T.reshape(h, w // h, w))
+      else:
+        ctx.problems.append(f"{src}: no counterpart in our model")
+    elif src == "visual.conv1.weight":
+      ctx.patch_kernel(src, value.transpose(2, 3, 1, 0))  # OIHW -> HWIO
+      ctx.out.setdefault("image/embedding/bias",
+                         np.zeros(value.shape[0], np.float32))  # conv1 has no bias
+    elif src == "visual.positional_embedding":
+      ctx.image_posemb(src, value[1:])  # row 0 belongs to the class token
+    elif src == "visual.class_embedding":
+      pos0 = flat.get("visual.positional_embedding", np.zeros((1,) + value.shape))[0]
+      ctx.put(src, "image/cls", (value + pos0).reshape(1, -1))  # our cls has no position
+    elif src == "positional_embedding":
+      ctx.text_posemb(src, value)
+    elif src == "token_embedding.weight":
+      ctx.token_embedding(src, value)
+    elif src in OC_TOP:
+      ctx.put(src, OC_TOP[src], value.reshape(()) if src.startswith("logit_") else value)
+      if src in ("visual.proj", "text_projection"):  # torch projections have no bias
+        ctx.out.setdefault(OC_TOP[src].replace("kernel", "bias"),
+                           np.zeros(value.shape[-1], np.float32))
+    else:
+      ctx.problems.append(f"{src}: no counterpart in our model")
+  ctx.fold_biases(skip)
+
+
+# ----------------------------------------------------------------------------
+# Our parameters as a flat, per-layer view
+# ----------------------------------------------------------------------------
+def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in tree.items():
+    name = f"{prefix}{k}"
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, name + "/"))
+    else:
+      out[name] = v
+  return out
+
+
+def _per_layer(flat: Mapping[str, Any], scanned: bool, depths: Mapping[str, int]) -> Flat:
+  """Our flat params as host arrays, scanned encoders unstacked to blocks/<i>/..."""
+  out = {}
+  for name, v in flat.items():
+    v = np.asarray(jax.device_get(v))
+    tower = name.split("/")[0]
+    if scanned and "/encoder/blocks/" in name and tower in depths:
+      head, rest = name.split("/encoder/blocks/")
+      for i in range(depths[tower]):
+        out[f"{head}/encoder/blocks/{i}/{rest}"] = v[i]
+    else:
+      out[name] = v
+  return out
+
+
+def load_into(params: nnx.State, model_config: Any, path: str, fmt: str = "auto",
+              skip: str = "") -> tuple[nnx.State, list[str]]:
+  """params (an nnx.State of the DualEncoder's Params, sharded or not) with the towers from the
+  checkpoint at `path`; returns (params, notes). Raises ModelInitError listing every problem."""
+  if fmt not in FORMATS:
+    raise ValueError(f"config.model_init_format={fmt!r}: expected one of {FORMATS}.")
+  flat_src = load_npz(path)
+  fmt = detect_format(flat_src, path) if fmt == "auto" else fmt
+  patterns = [re.compile(p.strip()) for p in skip.split(",") if p.strip()]
+  skip_fn = lambda name: any(p.fullmatch(name) or p.search(name) for p in patterns)
+
+  pure = nnx.to_pure_dict(params)
+  flat_ours = _flatten(pure)
+  scanned = bool(model_config.scan_layers)
+  depths = {"image": int(model_config.image.depth), "text": int(model_config.text.depth)}
+  ours = _per_layer(flat_ours, scanned, depths)
+  ctx = _Ctx(ours, model_config)
+  (_from_big_vision if fmt == "big_vision" else _from_open_clip)(dict(flat_src), ctx, skip_fn)
+
+  towers = {n.split("/")[0] for n in ctx.out | dict.fromkeys(ctx.tried)}
+  towers |= {"image" for n in ctx.out if n.startswith("image_proj")}
+  towers |= {"text" for n in ctx.out if n.startswith("text_proj")}
+  for name in sorted(ours):
+    tower = "image" if name.startswith("image") else "text" if name.startswith("text") else None
+    if name in ctx.out or name in ctx.tried or name.startswith(OPTIONAL) or tower not in towers:
+      continue
+    ctx.problems.append(f"{name}: ours, but the checkpoint has nothing for it")
+  if ctx.problems:
+    raise ModelInitError(path, ctx.problems)
+
+  # Write back: restack scanned layers, keep every array's sharding.
+  new = dict(ours)
+  new.update(ctx.out)
+  keep = sorted(n for n in ours if n not in ctx.out)
+  for name, old in flat_ours.items():
+    tower = name.split("/")[0]
+    if scanned and "/encoder/blocks/" in name and tower in depths:
+      head, rest = name.split("/encoder/blocks/")
+      value = np.stack([new[f"{head}/encoder/blocks/{i}/{rest}"] for i in range(depths[tower])])
+    else:
+      value = new[name]
+    value = value.astype(old.dtype)
+    if isinstance(old, jax.Array):
+      value = jax.make_array_from_callback(value.shape, old.sharding, lambda idx, v=value: v[idx])
+    _set(pure, name.split("/"), value)
+  nnx.replace_by_pure_dict(params, pure)
+  notes = ctx.notes + [f"loaded {len(ctx.out)} arrays ({fmt}) from {path}"]
+  if keep:
+    notes.append(f"kept from initialisation: {', '.join(keep)}")
+  return params, notes
+
+
+def _set(tree: dict, keys: list[str], value: Any) -> None:
+  for k in keys[:-1]:
+    tree = tree[k if k in tree else int(k)]
+  last = keys[-1]
+  tree[last if last in tree else int(last)] = value
+
+
+def apply_model_init(params: nnx.State, config: Any) -> nnx.State:
+  """The trainer's hook: params initialised from config.model_init when it is set.
+
+  config: the full experiment config (model_init, model_init_format, model_init_skip, model).
+  """
+  path = config.get("model_init", "")
+  if not path:
+    return params
+  params, notes = load_into(params, config.model, path, config.get("model_init_format", "auto"),
+                            config.get("model_init_skip", ""))
+  for note in notes:
+    logging.info("model_init: %s", note)
+  return params
+
+
+# ----------------------------------------------------------------------------
+# The inverse: our params -> a checkpoint in either layout (tests, sharing our towers)
+# ----------------------------------------------------------------------------
+def to_big_vision(params: nnx.State, model_config: Any) -> Flat:
+  """Our params -> big_vision two-tower names (unscanned layout)."""
+  depths = {"image": int(model_config.image.depth), "text": int(model_config.text.depth)}
+  ours = _per_layer(_flatten(nnx.to_pure_dict(params)), bool(model_config.scan_layers), depths)
+  out: Flat = {}
+  inv_top = {v: k for k, v in BV_TOP.items()}
+  inv_block = {v: k for k, v in BV_BLOCK.items()}
+  inv_map = {v: k for k, v in BV_MAP_HEAD.items()}
+  p, c = int(model_config.image.patch), int(model_config.image.channels)
+  for name, v in ours.items():
+    m = re.fullmatch(r"(image|text)/encoder/blocks/(\d+)/(.+)", name)
+    if m:
+      base = "img/Transformer/encoderblock" if m.group(1) == "image" else "txt/Encoder_0/encoderblock"
+      out[f"{base}_{m.group(2)}/{inv_block[m.group(3)]}"] = v
+    elif name.startswith("image/head/"):
+      rest = name[len("image/head/"):]
+      out[f"img/MAPHead_0/{'probe' if rest == 'probe' else inv_map[rest]}"] = (
+          v.reshape(1, 1, -1) if rest == "probe" else v)
+    elif name == "image/embedding/kernel":
+      out["img/embedding/kernel"] = v.reshape(p, p, c, -1)
+    elif name == "image/posemb":
+      out["img/pos_embedding"] = v[None]
+    elif name == "image/cls":
+      out["img/cls"] = v[None]
+    elif name == "text/posemb":
+      out["txt/pos_embedding"] = v[None]
+    elif name in inv_top:
+      out[inv_top[name]] = v
+  return out
+
+
+def to_open_clip(params: nnx.State, model_config: Any) -> Flat:
+  """Our params -> open_clip state-dict names (the image tower needs pool="tok")."""
+  depths = {"image": int(model_config.image.depth), "text": int(model_config.text.depth)}
+  ours = _per_layer(_flatten(nnx.to_pure_dict(params)), bool(model_config.scan_layers), depths)
+  out: Flat = {}
+  inv_block = {v: k for k, v in OC_BLOCK.items()}
+  inv_top = {v: k for k, v in OC_TOP.items()}
+  p, c = int(model_config.image.patch), int(model_config.image.channels)
+  for tower, base in (("image", "visual.transformer.resblocks"), ("text", "transformer.resblocks")):
+    for i in range(depths[tower]):
+      pre = f"{tower}/encoder/blocks/{i}/"
+      for ours_name, src in inv_block.items():
+        v = ours[pre + ours_name]
+        out[f"{base}.{i}.{src}"] = v.T if v.ndim == 2 else v
+      q, k, v = (ours[pre + f"attn/{n}"] for n in ("query", "key", "value"))
+      w = q.shape[0]
+      out[f"{base}.{i}.attn.in_proj_weight"] = np.concatenate(
+          [x.reshape(w, w).T for x in (q, k, v)])
+      out[f"{base}.{i}.attn.in_proj_bias"] = np.zeros(3 * w, np.float32)
+      out[f"{base}.{i}.attn.out_proj.weight"] = ours[pre + "attn/out"].reshape(w, w).T
+  out["visual.conv1.weight"] = ours["image/embedding/kernel"].reshape(p, p, c, -1).transpose(3, 2, 0, 1)
+  posemb = ours["image/posemb"]
+  out["visual.positional_embedding"] = np.concatenate([np.zeros_like(posemb[:1]), posemb])
+  if "image/cls" in ours:
+    out["visual.class_embedding"] = ours["image/cls"][0]
+  out["positional_embedding"] = ours["text/posemb"]
+  for ours_name, src in inv_top.items():
+    if ours_name in ours:
+      out[src] = ours[ours_name]
+  return out
