@@ -1,8 +1,13 @@
 """The one trainer: state creation, the sharded train step, and the loop with
 periodic metrics, checkpoints and evaluation.
 
-`train_and_evaluate(config, workdir)` is what `main.py` calls. Every
-experiment (the paper's ablations included) is a config, never a fork.
+`train_and_evaluate(config, workdir)` is what `main.py` calls; `restore_params`
+loads a workdir's checkpointed model for evaluation and export. Every experiment
+(the paper's ablations included) is a config, never a fork.
+
+Fault injection: `config.debug_nan_step` (optional; absent from configs/echovlm.py,
+set by tests/train_tiny_config.py) turns that step's frames into NaN so tests can
+check that a non-finite loss stops the run cleanly. 0 or absent = off.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from clu import metric_writers
 from flax import nnx
 
@@ -33,6 +39,10 @@ from echovlm_jax.echo import schema
 
 class NonFiniteLossError(RuntimeError):
   """The loss or one of its terms became NaN/inf; the run stopped before saving it."""
+
+
+class ConfigError(ValueError):
+  """A config value the trainer cannot run with; the message names the key and the fix."""
 
 
 # ----------------------------------------------------------------------------
@@ -52,6 +62,7 @@ def decay_mask(params) -> Any:
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Global-norm clipping, then AdamW (warm-up + cosine lr, decay on matrices only)."""
   return optax.chain(
       optax.clip_by_global_norm(config.grad_clip_norm),
       optax.adamw(make_schedule(config), b1=config.b1, b2=config.b2,
@@ -72,6 +83,10 @@ def create_state(config, mesh, vocab_size: int):
       config.model, vocab_size=vocab_size, num_measurements=len(schema.MEASUREMENTS),
       mesh=mesh, rules=config.sharding_rules, seed=config.seed)
   graphdef, params = nnx.split(model, nnx.Param)
+  if config.get("model_init"):
+    # Pretrained CLIP/SigLIP towers; on resume the checkpoint overwrites these.
+    from echovlm_jax import model_init
+    params = model_init.apply_model_init(params, config)
   tx = make_optimizer(config)
   param_shardings = jax.tree.map(lambda x: x.sharding, params)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -96,6 +111,8 @@ def make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding)
 
   With grad_accum_steps = k the global batch is split into k micro-batches whose
   gradients are averaged (contrastive negatives then come from one micro-batch).
+  Micro-batch j takes rows j, j+k, j+2k, ... so every device holds B/(k*shards) rows
+  of each one: no resharding, no idle devices.
   A non-finite loss leaves the state unchanged, so nothing bad is ever saved.
   """
   loss_config = config.loss
@@ -104,6 +121,8 @@ def make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding)
     raise ValueError(f"config.batch_size={config.batch_size} is not divisible by "
                      f"config.grad_accum_steps={k}.")
   schedule = make_schedule(config)
+  micro_sharding = jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(None, sharding.batch_axes(mesh)))
 
   def loss_fn(params, batch):
     model = nnx.merge(graphdef, params)
@@ -118,7 +137,9 @@ def make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding)
     if k == 1:
       (total, (terms, log_scale)), grads = grad_fn(params, batch)
     else:
-      micro = jax.tree.map(lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:]), batch)
+      micro = jax.tree.map(
+          lambda x: jnp.moveaxis(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 1, 0), batch)
+      micro = jax.lax.with_sharding_constraint(micro, micro_sharding)
 
       def body(carry, mb):
         (t, (tm, ls)), g = grad_fn(params, mb)
@@ -147,13 +168,98 @@ def make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding)
 
 
 def check_finite(step: int, metrics: dict[str, float]) -> None:
+  """Raises NonFiniteLossError naming the step and every non-finite term of `metrics`."""
   bad = sorted(n for n, v in metrics.items() if not math.isfinite(v))
   if bad:
     raise NonFiniteLossError(
         f"Non-finite value at step {step} in {', '.join(bad)} "
-        f"({', '.join(f'{n}={metrics[n]}' for n in bad)}). The run stopped without saving; "
-        "the last good checkpoint is intact. Lower config.lr, check the input data, or resume "
-        "with a different config.seed.")
+        f"({', '.join(f'{n}={metrics[n]}' for n in bad)}). The run stopped without saving "
+        "this step. Lower config.lr, check the input data, or resume with a different "
+        "config.seed.")
+
+
+def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+  """Fails at start (ConfigError) on values the loop would only trip over later."""
+  for key in ("total_steps", "batch_size", "log_every", "ckpt_every", "grad_accum_steps"):
+    if int(config[key]) < 1:
+      raise ConfigError(f"config.{key}={config[key]}: must be >= 1.")
+  shards = sharding.num_batch_shards(mesh)
+  k = int(config.grad_accum_steps)
+  if config.batch_size % (shards * k) or config.batch_size % jax.process_count():
+    raise ConfigError(
+        f"config.batch_size={config.batch_size} must be divisible by the mesh's batch axes "
+        f"data*fsdp={shards} times config.grad_accum_steps={k}, and by the process count "
+        f"{jax.process_count()}; pick a multiple of {shards * k * jax.process_count()}.")
+  if config.evals:
+    from echovlm_jax.evaluation import registry  # lazily: sklearn/matplotlib cost start-up time
+    try:
+      registry.check_evals_config(config.evals)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
+
+def create_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  """The (data, fsdp, tensor) mesh of config.mesh; a bad shape is a ConfigError."""
+  try:
+    return distributed.create_mesh(config.mesh)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
+# ----------------------------------------------------------------------------
+# Restoring a trained model (evaluation, export)
+# ----------------------------------------------------------------------------
+def abstract_params(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, vocab_size: int):
+  """(graphdef, params) of config.model where params holds jax.ShapeDtypeStructs carrying
+  the rules' shardings on `mesh`: a restore target that allocates nothing."""
+  from echovlm_jax.models.dual_encoder import DualEncoder  # pylint: disable=g-import-not-at-top
+  model = nnx.eval_shape(lambda: DualEncoder(
+      config.model, vocab_size=vocab_size, num_measurements=len(schema.MEASUREMENTS),
+      rngs=nnx.Rngs(config.seed)))
+  graphdef, params = nnx.split(model, nnx.Param)
+  shardings = sharding.get_shardings(params, mesh, config.sharding_rules)
+  return graphdef, jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params, shardings)
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  """Steps of the complete checkpoints in WORKDIR/checkpoints, ascending (read-only)."""
+  directory = os.path.join(workdir, checkpointing.CHECKPOINT_SUBDIR)
+  return sorted(ocp.utils.checkpoint_steps(directory)) if os.path.isdir(directory) else []
+
+
+def restore_params(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh,
+                   step: int | None = None, vocab_size: int | None = None
+                   ) -> tuple[nnx.Module, int]:
+  """(model, step): the DualEncoder of a workdir's checkpoint (latest when step is None),
+  sharded on `mesh` by config.sharding_rules (any mesh or device count).
+
+  Reads only the parameters (the optimizer state is never allocated) and never
+  writes to the workdir, so it is safe while a run is still training there.
+  vocab_size: default from the checkpoint's side-car, else the dataset's tokenizer.
+  """
+  workdir = os.path.abspath(workdir)
+  steps = checkpoint_steps(workdir)
+  if not steps:
+    raise FileNotFoundError(f"No complete checkpoint in {workdir}/"
+                            f"{checkpointing.CHECKPOINT_SUBDIR}: train first, or check --workdir.")
+  step = steps[-1] if step is None else int(step)
+  if step not in steps:
+    raise FileNotFoundError(f"No checkpoint for step {step} in {workdir}; available: {steps}.")
+  step_dir = os.path.join(workdir, checkpointing.CHECKPOINT_SUBDIR, str(step))
+  if vocab_size is None:
+    extra = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(os.path.join(step_dir, "extra"))
+    vocab_size = (extra or {}).get("vocab_size")
+  if vocab_size is None:  # checkpoints written before the side-car carried it
+    vocab_size = input_pipeline.load_tokenizer(config.input).vocab_size
+  graphdef, target = abstract_params(config, mesh, int(vocab_size))
+  item = {"params": target}
+  restored = ocp.PyTreeCheckpointer().restore(
+      os.path.join(step_dir, "state"),
+      args=ocp.args.PyTreeRestore(item=item, partial_restore=True,
+                                  restore_args=ocp.checkpoint_utils.construct_restore_args(item)))
+  logging.info("Restored the parameters of step %d from %s.", step, step_dir)
+  return nnx.merge(graphdef, restored["params"]), step
 
 
 # ----------------------------------------------------------------------------
@@ -172,11 +278,29 @@ class JsonlWriter:
 
 
 def read_metrics_history(workdir: str) -> list[dict]:
+  """WORKDIR/metrics.jsonl, one merged dict per step in step order.
+
+  A resumed run re-logs the steps after its checkpoint; the later value wins.
+  """
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
+  merged: dict[int, dict] = {}
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for line in f:
+      if line.strip():
+        rec = json.loads(line)
+        merged.setdefault(int(rec["step"]), {}).update(rec)
+  return [merged[s] for s in sorted(merged)]
+
+
+def progress_line(step: int, total: int, scalars: dict[str, float], eta_s: float) -> str:
+  """One readable line: loss and its terms, lr, temperature, grad norm, speed, ETA."""
+  terms = " ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(scalars.items()) if k.startswith("loss/"))
+  return (f"step {step:>6}/{total}  loss {scalars['loss']:.4f}" + (f" ({terms})" if terms else "")
+          + f"  lr {scalars['lr']:.2e}  T {scalars['temperature']:.2f}"
+          f"  |g| {scalars['grad_norm']:.3f}  {scalars['steps_per_s']:.2f} steps/s"
+          f"  {scalars['examples_per_s']:.1f} ex/s  ETA {_fmt_seconds(eta_s)}")
 
 
 # ----------------------------------------------------------------------------
@@ -185,26 +309,36 @@ def read_metrics_history(workdir: str) -> list[dict]:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (resuming from the latest checkpoint in workdir) and evaluates.
 
-  Returns the last logged training metrics and evaluation results.
+  Returns the last logged training metrics and evaluation results. Raises
+  ConfigError on a config it cannot run, NonFiniteLossError when the loss
+  stops being finite (the last good checkpoint stays). A SIGTERM saves the
+  current step and returns early.
   """
-  # --- Setup ---------------------------------------------------------------
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
+  # Installed before the slow set-up: a SIGTERM while compiling stops at the first step.
+  checkpointing.install_sigterm_handler()
+  try:
+    return _train_and_evaluate(config, workdir)
+  finally:
+    checkpointing.uninstall_sigterm_handler()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  # --- Setup ---------------------------------------------------------------
   is_main = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
-  jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"), is_main)
-  mesh = distributed.create_mesh(config.mesh)
+  mesh = create_mesh(config)
+  validate_config(config, mesh)
   logging.info("Mesh %s over %d devices (%d processes).", dict(mesh.shape), mesh.size,
                jax.process_count())
-  if config.batch_size % (mesh.shape["data"] * mesh.shape["fsdp"]):
-    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the batch "
-                     f"axes data*fsdp={mesh.shape['data'] * mesh.shape['fsdp']}.")
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"), is_main)
   if is_main:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
 
   # --- Data ----------------------------------------------------------------
-  data_info = data_build.ensure_dataset(config.input)
+  data_build.ensure_dataset(config.input)
   tokenizer = input_pipeline.load_tokenizer(config.input)
   vocab_size = tokenizer.vocab_size
 
@@ -214,18 +348,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("Model: %.2fM parameters.", n_params / 1e6)
 
   ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_ckpts, every=config.ckpt_every)
-  start_step, extra = 0, {}
+  start_step, data_position = 0, 0
   if ckpt.latest_step() is not None:
-    abstract = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings)
-    state, extra = ckpt.restore(None, abstract)
+    state, extra = ckpt.restore(None, checkpointing.abstract_like(state))
     start_step = int(state["step"])
-    logging.info("Resumed from step %d.", start_step)
+    data_position = int(extra.get("data_position", start_step))
+    if extra.get("seed", config.seed) != config.seed:
+      logging.warning("Resuming with config.seed=%s, saved with %s: the data order changes.",
+                      config.seed, extra["seed"])
+    if extra.get("process_count", jax.process_count()) != jax.process_count():
+      logging.warning("Resuming on %d processes, saved on %s: each host reads another slice, "
+                      "so the data order changes.", jax.process_count(), extra["process_count"])
+    logging.info("Resumed from step %d (data position %d).", start_step, data_position)
+    if is_main:
+      print(f"Resumed from step {start_step} in {ckpt.directory}.", flush=True)
+  if start_step >= config.total_steps:
+    logging.info("Step %d >= config.total_steps=%d: nothing to train.", start_step,
+                 config.total_steps)
 
   batch_sharding = sharding.batch_sharding(mesh)
   train_step = make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding)
+  # The stream is deterministic in (seed, position, process count): rebuilding it at the
+  # saved position gives exactly the batches an uninterrupted run would have seen.
   train_iter = input_pipeline.make_train_iterator(
-      config.input, config.batch_size, mesh, seed=config.seed, start_step=start_step)
+      config.input, config.batch_size, mesh, seed=config.seed, start_step=data_position)
 
   evaluator = None
   if config.evals:
@@ -233,13 +379,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     evaluator = evaluation.Evaluator(config, mesh, tokenizer)
 
   # --- Loop ----------------------------------------------------------------
-  checkpointing.install_sigterm_handler()
-  last = {}
+  nan_step = int(config.get("debug_nan_step", 0) or 0)
+  last, preempted = {}, False
   t0, s0 = time.time(), start_step
   pending = None  # metrics of the previous step, checked one step late so dispatch never stalls
   try:
     for step in range(start_step + 1, config.total_steps + 1):
       batch = next(train_iter)
+      if step == nan_step:
+        logging.warning("config.debug_nan_step=%d: feeding NaN frames (fault injection).", step)
+        batch = dict(batch, frames=_poison(batch["frames"]))
       state, metrics = train_step(state, batch)
       if pending is not None:
         _check_pending(*pending)
@@ -257,19 +406,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
         jsonl.write(step, {f"train/{k}": v for k, v in scalars.items()})
         if is_main:
-          print(f"step {step:>6}/{config.total_steps}  loss {scalars['loss']:.4f}  "
-                f"lr {scalars['lr']:.2e}  {scalars['examples_per_s']:.1f} ex/s  "
-                f"ETA {_fmt_seconds(eta)}", flush=True)
+          print(progress_line(step, config.total_steps, scalars, eta), flush=True)
         last = scalars
         t0, s0 = time.time(), step
-
-      if evaluator is not None:
-        results = evaluator.maybe_run(nnx.merge(graphdef, state["params"]), step,
-                                      last_step=step == config.total_steps)
-        if results:
-          writer.write_scalars(step, results)
-          jsonl.write(step, results)
-          last.update(results)
 
       # should_stop is a sync point on multi-host runs: every process calls it every step.
       preempted = ckpt.should_stop(step)
@@ -277,22 +416,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if pending is not None:
           _check_pending(*pending)
           pending = None
-        ckpt.save(step, state, {"data_position": step, "seed": config.seed},
+        # The side-car restores the data stream. It is the only randomness after init (the
+        # model has no dropout): batches and augmentation are keyed by (seed, epoch, host).
+        ckpt.save(step, state, {"data_position": train_iter.position, "seed": config.seed,
+                                "process_count": jax.process_count(), "vocab_size": vocab_size},
                   force=preempted or step == config.total_steps)
       if preempted:
         logging.warning("Preemption signal received: saved step %d and stopping.", step)
+        if is_main:
+          print(f"Stopped by a preemption signal: saved step {step} to {ckpt.directory}; "
+                "rerun the same command to resume.", flush=True)
         break
-  finally:
+
+      # After the save: it runs in the background while we evaluate.
+      if evaluator is not None:
+        results = evaluator.maybe_run(nnx.merge(graphdef, state["params"]), step,
+                                      last_step=step == config.total_steps)
+        if results:
+          writer.write_scalars(step, results)
+          jsonl.write(step, results)
+          last.update(results)
+  except NonFiniteLossError as e:
     ckpt.wait()
+    good = ckpt.latest_step()
+    raise NonFiniteLossError(
+        f"{e} Last good checkpoint: "
+        f"{f'step {good} in {ckpt.directory}' if good is not None else 'none yet'}.") from None
+  finally:
     ckpt.close()
     writer.flush()
-    checkpointing.uninstall_sigterm_handler()
 
-  if evaluator is not None and is_main:
+  if evaluator is not None and is_main and not preempted:
     report = evaluator.write_report(workdir, read_metrics_history(workdir))
     if report:
       print(f"Report: {report}", flush=True)
   return last
+
+
+def _poison(frames: jax.Array) -> jax.Array:
+  """NaN frames with the batch's sharding (config.debug_nan_step fault injection)."""
+  return jax.jit(lambda f: jnp.full_like(f, jnp.nan), out_shardings=frames.sharding)(frames)
 
 
 def _check_pending(step: int, metrics) -> None:

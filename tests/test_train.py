@@ -1,0 +1,175 @@
+"""The trainer's pieces in-process: the lr schedule, the weight-decay mask, one train step
+giving the same parameters on every mesh as on one device, gradient accumulation as the
+mean of micro-batch gradients, the non-finite message, and config errors at start."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from echovlm_jax import distributed, losses, main, sharding, train
+from echovlm_jax.echo import schema
+from tests import multiprocess_utils
+from tests import train_tiny_config
+
+VOCAB = 64
+
+
+def _config(**overrides):
+  c = train_tiny_config.get_config()
+  c.warmup_steps = 0  # the first step already moves the weights (lr = peak)
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+def _batch(batch_size: int, config, seed: int = 0) -> dict[str, np.ndarray]:
+  """A contract-shaped training batch (CONTRACTS.md "Training batch"), host numpy."""
+  rng = np.random.default_rng(seed)
+  t, res, length = config.model.image.num_frames, config.input.res, config.input.max_text_len
+  m, k = len(schema.MEASUREMENTS), len(schema.LABELS)
+  text = rng.integers(2, VOCAB, size=(batch_size, length)).astype(np.int32)
+  text[:, length // 2:] = 0
+  text[:, length // 2 - 1] = 1  # EOS
+  neg = np.where(rng.random((batch_size, 1)) < 0.5, np.roll(text, 1, axis=1), 0).astype(np.int32)
+  return dict(
+      frames=rng.uniform(-1, 1, size=(batch_size, t, res, res, 1)).astype(np.float32),
+      text=text, neg_text=neg, has_negation=(neg[:, 0] > 0).astype(np.float32),
+      view=rng.integers(0, len(schema.VIEWS), size=batch_size).astype(np.int32),
+      measurements=rng.normal(size=(batch_size, m)).astype(np.float32),
+      meas_mask=(rng.random((batch_size, m)) < 0.5).astype(np.float32),
+      labels=rng.integers(-1, 2, size=(batch_size, k)).astype(np.int32),
+      study_id=rng.integers(0, 4, size=batch_size).astype(np.int32),
+      valid=np.ones(batch_size, np.float32))
+
+
+def _host(tree) -> list[np.ndarray]:
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+  c = train_tiny_config.get_config()
+  c.total_steps, c.warmup_steps, c.lr = 100, 10, 0.5
+  sched = train.make_schedule(c)
+  assert float(sched(0)) == 0.0
+  assert float(sched(5)) == pytest.approx(0.25)
+  assert float(sched(10)) == pytest.approx(0.5)
+  assert float(sched(55)) == pytest.approx(0.25, abs=1e-3)  # cosine midpoint
+  assert float(sched(100)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_decay_mask_spares_norms_biases_and_temperature(num_devices):
+  c = _config()
+  mesh = distributed.create_mesh(c.mesh)
+  _, params = train.abstract_params(c, mesh, VOCAB)
+  flat = {jax.tree_util.keystr(p): bool(m) for p, m in
+          jax.tree_util.tree_leaves_with_path(train.decay_mask(params))}
+  shapes = {jax.tree_util.keystr(p): x.shape for p, x in jax.tree_util.tree_leaves_with_path(params)}
+  for path, decayed in flat.items():
+    assert decayed == (len(shapes[path]) >= 2), path
+  assert not any(v for p, v in flat.items() if "logit_scale" in p or "logit_bias" in p)
+  assert not any(v for p, v in flat.items() if "bias" in p or "norm" in p.lower())
+  assert any(v for p, v in flat.items() if "kernel" in p)
+
+
+@pytest.mark.slow
+def test_one_step_same_params_on_every_mesh(num_devices):
+  """Issue 4: make_train_step on (8,1,1), (2,2,2), (4,1,2) == on one device."""
+  c = _config()
+  host_batch = _batch(8, c)
+  results = {}
+  for shape in ((1, 1, 1), (8, 1, 1), (2, 2, 2), (4, 1, 2)):
+    devices = jax.devices()[:int(np.prod(shape))]
+    mesh = distributed.create_mesh(dict(zip(distributed.MESH_AXES, shape)), devices=devices)
+    graphdef, state, shardings, tx = train.create_state(c, mesh, VOCAB)
+    init = _host(state["params"])
+    step = train.make_train_step(c, graphdef, tx, mesh, shardings, sharding.batch_sharding(mesh))
+    state, metrics = step(state, sharding.shard_batch(host_batch, mesh))
+    results[shape] = (_host(state["params"]), jax.device_get(metrics), int(state["step"]))
+  ref_params, ref_metrics, ref_step = results[(1, 1, 1)]
+  assert ref_step == 1 and math.isfinite(ref_metrics["loss"])
+  assert max(np.abs(a - b).max() for a, b in zip(ref_params, init)) > 1e-4  # the step moved them
+  for shape, (params, metrics, _) in results.items():
+    for key in ("loss", "grad_norm"):
+      assert metrics[key] == pytest.approx(ref_metrics[key], rel=2e-5), (shape, key)
+    # Adam's first update is ~lr * sign(g): where g is ~0, round-off in g moves the update by
+    # a fraction of lr (1e-3), hence atol 2 % of lr; everywhere else it is rtol-equal.
+    for a, b in zip(params, ref_params):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5, err_msg=str(shape))
+
+
+@pytest.mark.slow
+def test_grad_accumulation_is_the_mean_of_micro_batch_grads(num_devices):
+  c = _config(grad_accum_steps=2, batch_size=16)
+  mesh = distributed.create_mesh(c.mesh)
+  graphdef, state, shardings, tx = train.create_state(c, mesh, VOCAB)
+  host_batch = _batch(16, c, seed=1)
+  params0 = jax.tree.map(jnp.copy, state["params"])
+  opt0 = jax.tree.map(jnp.copy, state["opt_state"])
+
+  @jax.jit
+  def expected(params, opt_state, micro0, micro1):
+    def loss(p, b):
+      return losses.compute_losses(nnx.merge(graphdef, p)(b), b, c.loss, mesh=mesh)[0]
+    g0, g1 = jax.grad(loss)(params, micro0), jax.grad(loss)(params, micro1)
+    grads = jax.tree.map(lambda a, b: (a + b) / 2, g0, g1)
+    updates, _ = tx.update(grads, opt_state, params)
+    return (loss(params, micro0) + loss(params, micro1)) / 2, optax.apply_updates(params, updates)
+
+  # Micro-batch j holds rows j, j+2, j+4, ... (make_train_step's strided split).
+  micro = [sharding.shard_batch({k: v[j::2] for k, v in host_batch.items()}, mesh) for j in (0, 1)]
+  want_loss, want_params = expected(params0, opt0, *micro)
+  step = train.make_train_step(c, graphdef, tx, mesh, shardings, sharding.batch_sharding(mesh))
+  state, metrics = step(state, sharding.shard_batch(host_batch, mesh))
+  assert float(metrics["loss"]) == pytest.approx(float(want_loss), rel=1e-5)
+  for a, b in zip(_host(state["params"]), _host(want_params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6)
+
+
+def test_non_finite_message_names_the_step_and_the_terms():
+  train.check_finite(3, {"loss": 1.0, "loss/contrastive": 0.5})
+  with pytest.raises(train.NonFiniteLossError) as e:
+    train.check_finite(7, {"loss": float("nan"), "loss/contrastive": float("inf"), "loss/meas": 0.3})
+  msg = str(e.value)
+  assert "step 7" in msg and "loss/contrastive" in msg and "loss/meas" not in msg
+
+
+def test_config_errors_name_the_key(num_devices):
+  c = _config(batch_size=12)  # not a multiple of the 8-way batch sharding
+  with pytest.raises(train.ConfigError, match="config.batch_size=12"):
+    train.validate_config(c, distributed.create_mesh(c.mesh))
+  c = _config()
+  c.mesh.data = 3
+  with pytest.raises(train.ConfigError, match="needs 3 devices"):
+    train.create_mesh(c)
+  c = _config()
+  assert "did you mean config.model.embed_dim" in main.unknown_config_key(
+      c, ["x", "--config.model.embed_dmi=3"])
+  assert main.unknown_config_key(c, ["x", "--config.model.image.width=3", "--workdir=w"]) is None
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("--config.typo=1", "config has no field 'typo'"),
+    ("--config.model.widht=3", "config.model has no field 'widht'"),
+])
+def test_unknown_config_key_fails_at_start(tmp_path, override, expected):
+  env = multiprocess_utils.worker_env(0, 1, 1, 0)
+  proc = subprocess.run(
+      [sys.executable, "-m", "echovlm_jax.main", "--config",
+       os.path.join(multiprocess_utils.REPO, "tests", "train_tiny_config.py"), override,
+       f"--workdir={tmp_path}"], cwd=multiprocess_utils.REPO, env=env, capture_output=True,
+      text=True, timeout=120)
+  assert proc.returncode == 1
+  lines = proc.stderr.strip().splitlines()
+  assert lines[-1].startswith("error: Unknown config key") and expected in lines[-1], proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not os.listdir(tmp_path)  # nothing was started

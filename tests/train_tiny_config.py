@@ -1,0 +1,46 @@
+r"""The trainer tests' config: the real configs/echovlm.py shrunk to a model that
+compiles in seconds (width 32, depth 1, 32 px, patch 16, text length 32), 8-example
+batches on the tiny `echoground` of tests/echoground_fixtures.py, evals off.
+
+  python -m echovlm_jax.main --config tests/train_tiny_config.py[:evals] \
+      --config.input.data_dir=DIR --workdir W
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import echovlm
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """arg: "evals" adds three cheap test-split evaluators (views, retrieval, negation);
+  any other items are an echovlm arg string (default "size=ti,res=32,frames=2")."""
+  from tests import echoground_fixtures  # pylint: disable=g-import-not-at-top
+  items = [a for a in (arg or "").split(",") if a.strip()]
+  with_evals = "evals" in items
+  c = echovlm.get_config(",".join(a for a in items if a != "evals") or "size=ti,res=32,frames=2")
+  tiny = echoground_fixtures.TINY
+  with c.unlocked():  # image_size is optional in config.input (default max(128, res))
+    for k in ("synthetic_patients", "synthetic_seed", "image_size", "num_frames", "vocab_size",
+              "num_shards", "shuffle_buffer", "prefetch"):
+      c.input[k] = tiny[k]
+  c.input.max_text_len = 32
+  c.model.image.update(width=32, depth=1, heads=2, num_frames=tiny["num_frames"])
+  c.model.text.update(width=32, depth=1, heads=2)
+  c.model.embed_dim = 16
+  c.model.meas_hidden = 8
+  c.total_steps = 8
+  c.batch_size = 8
+  c.warmup_steps = 2
+  c.log_every = 1
+  c.ckpt_every = 2
+  c.keep_ckpts = 10
+  with c.unlocked():
+    c.evals = ml_collections.ConfigDict()  # evals off: each test that wants one adds it
+    c.debug_nan_step = 0  # fault injection (echovlm_jax/train.py): NaN frames at this step
+    if with_evals:
+      c.evals.test_views = dict(type="zero_shot_views", split="test", every=0)
+      c.evals.test_retrieval = dict(type="retrieval", split="test", every=0)
+      c.evals.test_negation = dict(type="negation", split="test", every=0)
+  return c
