@@ -82,6 +82,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.image.res = c.input.get_ref("res")
   c.model.text.max_len = c.input.get_ref("max_text_len")
 
+  # Initialise the towers from pretrained weights (echovlm_jax/model_init.py): a big_vision
+  # two-tower .npz or an open_clip state dict saved as .npz; "" = from scratch.
+  c.model_init = ""
+  c.model_init_format = "auto"      # "auto" | "big_vision" | "open_clip"
+  c.model_init_skip = ""            # comma-separated regexes of checkpoint names to drop knowingly
+
   # --- Objectives -----------------------------------------------------------
   c.loss = dict(
       view_weight=0.5,              # lambda_view for view_supcon
