@@ -15,8 +15,8 @@ import shutil
 import sys
 from typing import Any, Mapping
 
-from absl import app
-from absl import flags
+import argparse
+
 import ml_collections
 from flax import nnx
 
@@ -198,21 +198,27 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
   return out
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints/).")
-_OUT = flags.DEFINE_string("out", None, "Artifact directory to write.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to export (default: the latest).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Prepared dataset directory with the tokenizer "
-                                "and measurement_stats.json (default: from the workdir's config).")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --out.")
-
-
-def main(argv: list[str]) -> None:
-  del argv
-  if not _WORKDIR.value or not _OUT.value:
-    sys.exit("usage: python -m echovlm_jax.export --workdir DIR --out ARTIFACT [--step N]")
-  path = export(_WORKDIR.value, _OUT.value, _STEP.value, _DATA_DIR.value, _OVERWRITE.value)
+def main(argv: list[str] | None = None) -> int:
+  # argparse, not absl flags: main.py owns the absl flag namespace, and tests import both.
+  parser = argparse.ArgumentParser(prog="python -m echovlm_jax.export", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--workdir", required=True, help="Training workdir (config.json + checkpoints/).")
+  parser.add_argument("--out", required=True, help="Artifact directory to write.")
+  parser.add_argument("--step", type=int, default=None,
+                      help="Checkpoint step to export (default: the latest).")
+  parser.add_argument("--data_dir", default=None,
+                      help="Prepared dataset directory with the tokenizer and measurement_stats.json "
+                           "(default: from the workdir's config).")
+  parser.add_argument("--overwrite", action="store_true", help="Replace an existing --out.")
+  args = parser.parse_args(argv)
+  try:
+    path = export(args.workdir, args.out, args.step, args.data_dir, args.overwrite)
+  except (FileExistsError, FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   print(f"Wrote {path}")
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(main())
