@@ -182,6 +182,9 @@ def sigmoid_loss(image_emb: Array, text_emb: Array, logit_scale: Array, logit_bi
   def ringed(shard: _Shard, b: dict, r: dict) -> tuple[Array, Array]:
     s, n, local_b = jnp.exp(r["t"]), shard.size, b["valid"].shape[0]
 
+    # Rematerialised so the backward pass keeps one [B_local, B_local] block at a time, not n
+    # of them: without it the ring needs as much memory as the all-gathered variant.
+    @jax.checkpoint
     def block(k, cols):
       # After k shifts this shard holds the columns of shard (index - k) mod n.
       col0 = ((shard.index() - k) % n) * local_b
