@@ -25,16 +25,16 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from clu import metric_writers
 from flax import nnx
 
 from echovlm_jax import checkpointing
 from echovlm_jax import distributed
 from echovlm_jax import losses
 from echovlm_jax import sharding
-from echovlm_jax.data import build as data_build
-from echovlm_jax.data import input_pipeline
 from echovlm_jax.echo import schema
+
+# The data modules (tf.data, TFDS) and clu's writers are imported where the loop needs them, so
+# the state and step functions import without TensorFlow (benchmarks on accelerator images).
 
 
 class NonFiniteLossError(RuntimeError):
@@ -251,6 +251,7 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sh
     extra = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(os.path.join(step_dir, "extra"))
     vocab_size = (extra or {}).get("vocab_size")
   if vocab_size is None:  # checkpoints written before the side-car carried it
+    from echovlm_jax.data import input_pipeline
     vocab_size = input_pipeline.load_tokenizer(config.input).vocab_size
   graphdef, target = abstract_params(config, mesh, int(vocab_size))
   item = {"params": target}
@@ -325,6 +326,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  from clu import metric_writers
+  from echovlm_jax.data import build as data_build
+  from echovlm_jax.data import input_pipeline
+
   # --- Setup ---------------------------------------------------------------
   is_main = jax.process_index() == 0
   mesh = create_mesh(config)
