@@ -434,7 +434,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         break
 
       # After the save: it runs in the background while we evaluate.
-      if evaluator is not None:
+      # Asked first so the hot loop does not rebuild the module on steps with no eval.
+      if evaluator is not None and evaluator.due(step, last_step=step == config.total_steps):
         results = evaluator.maybe_run(nnx.merge(graphdef, state["params"]), step,
                                       last_step=step == config.total_steps)
         if results:

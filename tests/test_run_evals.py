@@ -164,6 +164,9 @@ def test_evals_config_errors_name_the_entry():
                                       "negation", "probes"}
   config = echovlm.get_config("runlocal")
   registry.check_evals_config(config.evals)
+  # The trainer's per-step question: runlocal evaluates validation every 5 steps, test at the end.
+  evaluator = registry.Evaluator(config, mesh=None, tokenizer=None, meas_std=np.ones(1))
+  assert evaluator.due(5) and evaluator.due(7, last_step=True) and not evaluator.due(7)
 
 
 @pytest.mark.slow

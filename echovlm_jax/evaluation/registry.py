@@ -214,6 +214,10 @@ class Evaluator:
     self.cache: dict = {}
     self.details: dict[str, dict] = {}
 
+  def due(self, step: int, last_step: bool = False) -> bool:
+    """Whether any evaluator runs at `step` (cheap: the trainer asks every step)."""
+    return any(is_due(cfg, step, last_step) for cfg in self.evals_config.values())
+
   def maybe_run(self, model: nnx.Module, step: int, last_step: bool = False) -> dict[str, float]:
     flat, details = run_evals_with_details(
         self.evals_config, model, step, self.mesh, self.input_config, self.tokenizer,
