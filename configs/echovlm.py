@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       builder_config="synthetic",   # or "mimic" (manual_dir)
       data_dir="data/tfds",         # relative paths are resolved against the cwd
       manual_dir="",                # MIMIC-IV-ECHO tree for builder_config=mimic
-      synthetic_patients=600,       # size of the synthetic dataset built on first use
+      synthetic_patients=2000,      # size of the synthetic dataset built on first use (~45 s)
       synthetic_seed=0,
       num_shards=4,
       res=arg.res,
@@ -66,7 +66,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       vocab_size=1024,
       shuffle_buffer=4096,
       prefetch=2,
-      augment=True,
+      augment=True,                 # frames: crop, gamma, gain; captions: the two below
+      caption_subsample=0.5,        # fraction of training captions cut to a random subset of
+      statement_keep=0.5,           # their statements (each kept with this probability)
   )
 
   # --- Model ----------------------------------------------------------------

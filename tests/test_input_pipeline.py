@@ -151,10 +151,67 @@ def test_eval_frames_are_not_augmented_and_train_ones_are(tiny_echoground, mesh)
   np.testing.assert_array_equal(a["frames"], b["frames"])
   plain = ic.copy_and_resolve_references()
   plain.augment = False
+  frames_only = ic.copy_and_resolve_references()
+  frames_only.caption_subsample = 0.0
   x = _np(next(ip.make_train_iterator(plain, BATCH, mesh, seed=0)))
-  y = _np(next(ip.make_train_iterator(ic, BATCH, mesh, seed=0)))
+  y = _np(next(ip.make_train_iterator(frames_only, BATCH, mesh, seed=0)))
   np.testing.assert_array_equal(x["text"], y["text"])  # same examples, same order
   assert not np.allclose(x["frames"], y["frames"])      # only the augmentation differs
+
+
+def test_caption_subsampling_shortens_some_training_captions_only(tiny_echoground, mesh):
+  ic, _ = tiny_echoground
+  full = ic.copy_and_resolve_references()
+  full.caption_subsample = 0.0
+  cut = ic.copy_and_resolve_references()
+  cut.caption_subsample, cut.statement_keep = 1.0, 0.0  # every caption: its view sentence only
+  x = _np(next(ip.make_train_iterator(full, BATCH, mesh, seed=0)))
+  y = _np(next(ip.make_train_iterator(cut, BATCH, mesh, seed=0)))
+  np.testing.assert_array_equal(x["frames"], y["frames"])  # the image stream is untouched
+  tok = ip.load_tokenizer(ic)
+  for a, b, view in zip(x["text"], y["text"], x["view"]):
+    full_text, cut_text = tok.decode(a), tok.decode(b)
+    assert full_text.startswith(cut_text.rstrip(".")), (full_text, cut_text)
+    assert cut_text.count(". ") == 0 and len(cut_text) <= len(full_text)
+  # A bare view sentence states no finding, so no pair keeps a negation.
+  assert (y["has_negation"] == 0).all() and (y["neg_text"] == 0).all()
+  assert (x["has_negation"] > 0).any()
+  # Evaluation never subsamples.
+  e1 = _np(next(ip.make_eval_iterator(full, "validation", 8, mesh)))
+  e2 = _np(next(ip.make_eval_iterator(cut, "validation", 8, mesh)))
+  np.testing.assert_array_equal(e1["text"], e2["text"])
+
+
+def _pair(caption, negated, has_negation, seed, p_example=1.0, p_keep=0.5):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  out = ip.subsample_statements(tf.constant(caption), tf.constant(negated), tf.constant(has_negation),
+                                tf.constant([seed, 1], tf.int64), p_example, p_keep)
+  return out[0].numpy().decode(), out[1].numpy().decode(), bool(out[2].numpy())
+
+
+def test_subsample_statements_keeps_caption_and_negation_aligned():
+  cap = ("An apical four-chamber view. Left ventricular ejection fraction of 61 %, normal. "
+         "TAPSE 1.1 cm, reduced. RV basal diameter 4.2 cm, dilated.")
+  neg = ("An apical four-chamber view. Left ventricular ejection fraction of 30 %, reduced. "
+         "TAPSE 2.0 cm, normal. RV basal diameter 3.1 cm, normal in size.")
+  cap_s, neg_s = cap.split(". "), neg.split(". ")
+  seen = set()
+  for seed in range(40):
+    c, n, has = _pair(cap, neg, True, seed)
+    kept = [i for i, s in enumerate(cap_s) if s.rstrip(".") in c]
+    assert kept[0] == 0  # the view sentence always stays
+    # The negated caption keeps exactly the same statements, flipped.
+    assert n == " ".join(neg_s[i].rstrip(".") + "." for i in kept)
+    assert c == " ".join(cap_s[i].rstrip(".") + "." for i in kept)
+    assert has == (len(kept) > 1)
+    seen.add(tuple(kept))
+  assert len(seen) > 4  # different subsets for different seeds
+  # p_example = 0: untouched; a caption without a negation never gains one.
+  assert _pair(cap, neg, True, 0, p_example=0.0) == (cap, neg, True)
+  c, n, has = _pair(cap, "", False, 3)
+  assert n == "" and not has and c.startswith("An apical four-chamber view.")
+  # Captions whose sentences do not line up are left whole.
+  assert _pair(cap, "Something else entirely.", True, 3) == (cap, "Something else entirely.", True)
 
 
 def test_bad_batch_size_is_a_clear_error(tiny_echoground, mesh):

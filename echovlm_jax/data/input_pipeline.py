@@ -42,6 +42,7 @@ CROP_AREA = (0.8, 1.0)        # random resized crop: fraction of the frame's are
 CROP_ASPECT = (0.9, 1.1)      # width / height of the crop (log-uniform)
 GAMMA_LOG_RANGE = 0.25        # gamma = exp(U(-r, r)): depth / compression setting
 GAIN_RANGE = (0.85, 1.15)     # overall gain; multiplicative so the black background stays black
+SENTENCE_BREAK = "\x1f"       # no caption contains it: marks where ". " ended a sentence
 
 BATCH_KEYS = ("frames", "text", "neg_text", "has_negation", "view", "measurements", "meas_mask",
               "labels", "study_id", "valid")
@@ -131,7 +132,45 @@ def _frames(frames: tf.Tensor, res: int, seed: tf.Tensor | None) -> tf.Tensor:
   return x * 2.0 - 1.0
 
 
-def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray):
+def subsample_statements(caption: tf.Tensor, negated: tf.Tensor, has_negation: tf.Tensor,
+                         seed: tf.Tensor, p_example: float, p_keep: float
+                         ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """Caption augmentation: sometimes keep the view sentence and a random subset of statements.
+
+  caption, negated: scalar strings whose sentences correspond one to one (negation.py flips
+  each statement in place); has_negation: scalar bool. With probability p_example, each
+  statement after the view sentence is kept with probability p_keep, the same ones in both
+  captions. Zero-shot prompts are a view sentence plus at most one statement, and full
+  captions never look like that; seeing partial captions teaches the text tower what a bare
+  view sentence or a single finding means (cf. sentence sampling in CXR-CLIP).
+  Returns (caption, negated, has_negation).
+  """
+  split = lambda t: tf.strings.split(tf.strings.regex_replace(t, r"\. ", "." + SENTENCE_BREAK),
+                                     SENTENCE_BREAK)
+  sentences, negated_sentences = split(caption), split(negated)
+  n = tf.shape(sentences)[0]
+  s = tf.random.experimental.stateless_split(seed, 2)
+  keep = tf.random.stateless_uniform([n], s[0]) < p_keep
+  keep = tf.logical_or(keep, tf.range(n) == 0)  # the view sentence always stays
+  # A pair whose sentences do not line up (or has none to drop) is left whole.
+  aligned = tf.logical_or(tf.logical_not(has_negation), tf.shape(negated_sentences)[0] == n)
+  apply = tf.logical_and(tf.random.stateless_uniform([], s[1]) < p_example, aligned)
+  keep = tf.logical_or(keep, tf.logical_not(apply))
+  new_caption = tf.strings.reduce_join(tf.boolean_mask(sentences, keep), separator=" ")
+
+  def negated_subset():
+    kept_neg = tf.boolean_mask(negated_sentences, keep)
+    # The pair stays a negation pair only if a kept statement was flipped.
+    flipped = tf.reduce_any(tf.boolean_mask(tf.not_equal(sentences, negated_sentences), keep))
+    return tf.strings.reduce_join(kept_neg, separator=" "), flipped
+
+  new_negated, new_has_negation = tf.cond(tf.logical_and(apply, has_negation), negated_subset,
+                                          lambda: (negated, has_negation))
+  return new_caption, new_negated, new_has_negation
+
+
+def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray, p_subsample: float = 0.0,
+                     p_keep: float = 1.0):
   view_mask = tf.constant(view_measurement_mask())
   mean_t, std_t = tf.constant(mean, tf.float32), tf.constant(std, tf.float32)
 
@@ -142,11 +181,16 @@ def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray):
     sid = tf.bitcast(ex["study_id"], tf.uint64)
     folded = tf.bitwise.bitwise_and(tf.bitwise.bitwise_xor(sid, tf.bitwise.right_shift(sid, tf.constant(32, tf.uint64))),
                                     tf.constant(0xFFFFFFFF, tf.uint64))
+    caption, negated, has_negation = ex["caption"], ex["negated_caption"], ex["has_negation"]
+    if seed is not None and p_subsample > 0:
+      text_seed = tf.random.experimental.stateless_fold_in(seed, 7)
+      caption, negated, has_negation = subsample_statements(
+          caption, negated, has_negation, text_seed, p_subsample, p_keep)
     return {
         "frames": _frames(ex["frames"], res, seed),
-        "caption": ex["caption"],
-        "negated_caption": tf.where(ex["has_negation"], ex["negated_caption"], ""),
-        "has_negation": tf.cast(ex["has_negation"], tf.float32),
+        "caption": caption,
+        "negated_caption": tf.where(has_negation, negated, ""),
+        "has_negation": tf.cast(has_negation, tf.float32),
         "view": view,
         "measurements": tf.where(present, (meas - mean_t) / std_t, 0.0),
         "meas_mask": tf.cast(present, tf.float32) * tf.gather(view_mask, view),
@@ -187,7 +231,9 @@ class EchogroundData:
     self.res = int(input_config["res"])
     self.max_len = int(input_config["max_text_len"])
     self.mean, self.std = artifacts.load_stats(self.builder.data_dir)  # [M] each
-    self.preprocess = _make_preprocess(self.res, self.mean, self.std)
+    self.preprocess = _make_preprocess(self.res, self.mean, self.std,
+                                       float(input_config["caption_subsample"]),
+                                       float(input_config["statement_keep"]))
     self.tokenizer = _tokenizer_in(self.builder.data_dir)
     self.tokenize = _make_tokenize(self.tokenizer, self.max_len)
 

@@ -49,7 +49,7 @@ class EchogroundConfig(tfds.core.BuilderConfig):
     vocab_size: requested sentencepiece vocabulary (a small corpus may give fewer).
   """
   source: str = "synthetic"
-  num_patients: int = 600
+  num_patients: int = 2000
   seed: int = 0
   image_size: int = 128
   num_frames: int = 1
@@ -103,12 +103,15 @@ def _features(cfg: EchogroundConfig) -> tfds.features.FeaturesDict:
 class Builder(tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for echoground."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release: synthetic and MIMIC-IV-ECHO configs."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release: synthetic and MIMIC-IV-ECHO configs.",
+      "1.1.0": "The default synthetic config has 2000 patients (was 600).",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [
       EchogroundConfig(name="synthetic", source="synthetic",
-                       description="Procedurally rendered echo studies (no download), 600 patients."),
+                       description="Procedurally rendered echo studies (no download), 2000 patients."),
       EchogroundConfig(name="mimic", source="mimic",
                        description="MIMIC-IV-ECHO DICOMs + structured measurements (manual_dir)."),
   ]
