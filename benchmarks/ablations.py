@@ -1,7 +1,7 @@
 """The paper's ablation table on our data: every objective of configs/echovlm.py OBJECTIVES x
 seeds, trained and evaluated by the real trainer, one subprocess per run (honest wall times).
 
-  .venv/bin/python benchmarks/ablations.py                       # 8 objectives x 3 seeds, 600 steps
+  .venv/bin/python benchmarks/ablations.py --steps 250            # 8 objectives x 3 seeds
   .venv/bin/python benchmarks/ablations.py --objectives clip,echovlm --seeds 0 --steps 300
 
 Writes RESULTS_DIR/ablations.json (every run) and replaces the block between the markers
@@ -31,13 +31,14 @@ COLUMNS = (
     ("i2t R@1", "test/retrieval/i2t_r1", 3),
     ("i2t R@5", "test/retrieval/i2t_r5", 3),
     ("t2i R@1", "test/retrieval/t2i_r1", 3),
+    ("probe label AUC", "test/probes/label_macro_auc", 3),
     ("probe MAE LVEF (%)", "test/probes/mae/lvef", 1),
     ("probe MAE AV Vmax (m/s)", "test/probes/mae/av_vmax", 2),
     ("probe MAE TAPSE (cm)", "test/probes/mae/tapse", 2),
 )
 
 
-def run_single(objective: str, seed: int, steps: int, workdir: str) -> None:
+def run_single(objective: str, seed: int, steps: int, workdir: str, probe_batches: int) -> None:
   """Trains one (objective, seed) in this process and writes workdir/ablation.json."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import tensorflow as tf  # the input pipeline only: keep it off accelerators
@@ -54,6 +55,8 @@ def run_single(objective: str, seed: int, steps: int, workdir: str) -> None:
   # Validation evals would only repeat the test numbers here: the table reads the test split.
   for name in [n for n in c.evals if c.evals[n].split == "validation"]:
     del c.evals[name]
+  if probe_batches > 0:  # probes fit on the first batches of the train split, not all of it
+    c.evals.test_probes.train_max_batches = probe_batches
   c.lock()
   metrics = train.train_and_evaluate(c, workdir)
   out = dict(objective=objective, seed=seed, steps=steps, wall_s=time.time() - t0,
@@ -108,12 +111,14 @@ def main() -> None:
   p.add_argument("--objectives", default=",".join(echovlm.OBJECTIVES))
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--steps", type=int, default=600)
+  p.add_argument("--probe_batches", type=int, default=50,
+                 help="train-split batches the probes fit on (0 = the whole split)")
   p.add_argument("--workdir", default="workdir/ablations", help="one sub-directory per run")
   p.add_argument("--results", default=os.path.join(REPO, "docs", "results.md"))
   p.add_argument("--single", nargs=3, metavar=("OBJECTIVE", "SEED", "WORKDIR"), help=argparse.SUPPRESS)
   args = p.parse_args()
   if args.single:
-    run_single(args.single[0], int(args.single[1]), args.steps, args.single[2])
+    run_single(args.single[0], int(args.single[1]), args.steps, args.single[2], args.probe_batches)
     return
   objectives = [o for o in args.objectives.split(",") if o]
   unknown = [o for o in objectives if o not in echovlm.OBJECTIVES]
@@ -121,14 +126,16 @@ def main() -> None:
     raise SystemExit(f"Unknown objective(s) {unknown}; known: {', '.join(echovlm.OBJECTIVES)}.")
   seeds = [int(s) for s in args.seeds.split(",") if s]
   t0, runs = time.time(), []
-  for o in objectives:
-    for s in seeds:
+  # Seeds outer: a sweep cut short still has every objective at the first seeds.
+  for s in seeds:
+    for o in objectives:
       wd = os.path.abspath(os.path.join(args.workdir, f"{o}_s{s}"))
       if os.path.exists(os.path.join(wd, "ablation.json")):  # resume a killed sweep
         runs.append(json.load(open(os.path.join(wd, "ablation.json"))))
         continue
       subprocess.run([sys.executable, os.path.abspath(__file__), "--steps", str(args.steps),
-                      "--single", o, str(s), wd], check=True)
+                      "--probe_batches", str(args.probe_batches), "--single", o, str(s), wd],
+                     check=True)
       runs.append(json.load(open(os.path.join(wd, "ablation.json"))))
       print(f"{o} seed {s}: " + ", ".join(f"{c[0]} {runs[-1]['metrics'].get(c[1], math.nan):.3f}"
                                           for c in COLUMNS[:4]), flush=True)
