@@ -64,7 +64,8 @@ def main() -> None:
   scores["mean_embedding"] = zero_shot.finding_scores(img, class_emb["label_pos"], class_emb["label_neg"])
   for k, label in enumerate(schema.LABELS):
     pos, neg = prompts.LABEL_PROMPTS[label]["positive"], prompts.LABEL_PROMPTS[label]["negative"]
-    sims = img @ encode(pos + neg).T
+    e_all = encode(pos + neg)  # one encoding per label; the view variants index into it
+    sims = img @ e_all.T
     scores["mean_cosine"][:, k] = sims[:, :len(pos)].mean(1) - sims[:, len(pos):].mean(1)
     scores["max_cosine"][:, k] = sims[:, :len(pos)].max(1) - sims[:, len(pos):].max(1)
     scores["softmax_mass"][:, k] = _softmax_log_odds(sims, len(pos), scale)
@@ -73,17 +74,15 @@ def main() -> None:
       rows = pred_view == vi
       if not rows.any():
         continue
-      fp, fn = pos, neg
+      ip_, in_ = np.arange(len(pos)), np.arange(len(pos), len(pos) + len(neg))
       if view in views:  # keep the prompts written behind this view's sentences
         starts = tuple(prompts.VIEW_PROMPTS[view])
-        fp = [t for t in pos if t.startswith(starts)] or pos
-        fn = [t for t in neg if t.startswith(starts)] or neg
-      e = encode(fp + fn)
-      s = img[rows] @ e.T
-      scores["view_softmax_mass"][rows, k] = _softmax_log_odds(s, len(fp), scale)
-      mp = metrics.l2_normalize(metrics.l2_normalize(e[:len(fp)]).mean(0))
-      mn = metrics.l2_normalize(metrics.l2_normalize(e[len(fp):]).mean(0))
-      scores["view_mean_embedding"][rows, k] = img[rows] @ mp - img[rows] @ mn
+        ip_ = np.array([i for i in ip_ if pos[i].startswith(starts)] or ip_)
+        in_ = np.array([i for i in in_ if neg[i - len(pos)].startswith(starts)] or in_)
+      e = e_all[np.concatenate([ip_, in_])]
+      scores["view_softmax_mass"][rows, k] = _softmax_log_odds(img[rows] @ e.T, len(ip_), scale)
+      mean_pos, mean_neg = emb_lib.average_prompts(e, [len(ip_), len(in_)])
+      scores["view_mean_embedding"][rows, k] = img[rows] @ mean_pos - img[rows] @ mean_neg
 
   print(f"checkpoint step {step}, split {args.split!r}, {len(img)} images, logit scale {scale:.1f}")
   for name, s in scores.items():

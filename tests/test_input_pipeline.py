@@ -169,7 +169,7 @@ def test_caption_subsampling_shortens_some_training_captions_only(tiny_echogroun
   y = _np(next(ip.make_train_iterator(cut, BATCH, mesh, seed=0)))
   np.testing.assert_array_equal(x["frames"], y["frames"])  # the image stream is untouched
   tok = ip.load_tokenizer(ic)
-  for a, b, view in zip(x["text"], y["text"], x["view"]):
+  for a, b in zip(x["text"], y["text"]):
     full_text, cut_text = tok.decode(a), tok.decode(b)
     assert full_text.startswith(cut_text.rstrip(".")), (full_text, cut_text)
     assert cut_text.count(". ") == 0 and len(cut_text) <= len(full_text)

@@ -169,8 +169,8 @@ def subsample_statements(caption: tf.Tensor, negated: tf.Tensor, has_negation: t
   return new_caption, new_negated, new_has_negation
 
 
-def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray, p_subsample: float = 0.0,
-                     p_keep: float = 1.0):
+def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray, p_subsample: float,
+                     p_keep: float):
   view_mask = tf.constant(view_measurement_mask())
   mean_t, std_t = tf.constant(mean, tf.float32), tf.constant(std, tf.float32)
 

@@ -15,8 +15,8 @@ from echovlm_jax.echo import schema
 
 # Representative values per measurement, spanning normal and every abnormal grade. Values
 # whose reading depends on sex (e.g. LVIDd 5.5 cm) are skipped: a prompt states one finding.
-# Captions always carry a value; value-less prompts scored lower on the synthetic test split
-# (docs/results.md, "prompt sets").
+# Captions always carry a value; value-less prompts scored lower on the synthetic dataset
+# (docs/results.md, "The demo recipe").
 VALUE_GRID: dict[str, np.ndarray] = {
     "lvef": np.arange(15, 76, 5.0), "lvidd": np.arange(3.8, 7.01, 0.3),
     "ivsd": np.arange(0.6, 2.01, 0.1), "lvpwd": np.arange(0.6, 2.01, 0.1),
