@@ -69,6 +69,7 @@ def random_batch(config: Any, batch_size: int, seed: int = 0) -> dict[str, np.nd
       view=rng.integers(0, len(schema.VIEWS), size=b, dtype=np.int32),
       measurements=rng.normal(size=(b, m)).astype(np.float32),
       meas_mask=(rng.random((b, m)) < 0.3).astype(np.float32),
+      text_meas_mask=(rng.random((b, m)) < 0.2).astype(np.float32),
       labels=rng.integers(-1, 2, size=(b, k), dtype=np.int32),
       study_id=rng.integers(0, 2**31 - 1, size=b, dtype=np.int32),
       valid=np.ones(b, np.float32),

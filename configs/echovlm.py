@@ -62,13 +62,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       num_shards=4,
       res=arg.res,
       num_frames=arg.frames,
-      max_text_len=64,              # ~80 % of captions fit; long PLAX ones lose their tail
+      max_text_len=64,              # ~94 % of PLAX / PSAX captions are longer: see fit_statements
       vocab_size=1024,
       shuffle_buffer=4096,
       prefetch=2,
-      augment=True,                 # frames: crop, gamma, gain; captions: the two below
+      augment=True,                 # frames: crop, gamma, gain; captions: the three below
       caption_subsample=0.5,        # fraction of training captions cut to a random subset of
       statement_keep=0.5,           # their statements (each kept with this probability)
+      fit_statements=True,          # too-long training captions drop random statements, not their
+                                    # tail (data/caption_augment.py)
   )
 
   # --- Model ----------------------------------------------------------------
@@ -100,6 +102,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       view_weight=0.5,              # lambda_view for view_supcon
       negation_weight=1.0,          # lambda_neg for the pairwise negation term
       huber_delta=1.0,
+      meas_text_weight=0.0,         # the measurement head on the caption's embedding too
       sigmoid_ring=False,           # chunked ring variant of the sigmoid loss
       **OBJECTIVES[arg.objective],
   )

@@ -273,11 +273,13 @@ def measurement_loss(pred: Array, target: Array, mask: Array, *, delta: float = 
 
 def compute_losses(outputs: Mapping[str, Array], batch: Mapping[str, Array], loss_config: Any,
                    mesh: Mesh | None = None) -> tuple[Array, dict[str, Array]]:
-  """Total = contrastive + view_weight * view + negation_weight * negation + meas_weight * meas.
+  """Total = contrastive + view_weight * view + negation_weight * negation + meas_weight * meas
+  + meas_text_weight * meas_text.
 
   outputs: DualEncoder outputs (image_emb, text_emb [B, d], neg_text_emb [B, d] when negation
-  is on, meas_pred [B, M], logit_scale, logit_bias). batch: view [B], has_negation [B],
-  measurements / meas_mask [B, M], optional valid [B]. loss_config: config.loss.
+  is on, meas_pred / text_meas_pred [B, M], logit_scale, logit_bias). batch: view [B],
+  has_negation [B], measurements / meas_mask / text_meas_mask (what the caption states)
+  [B, M], optional valid [B]. loss_config: config.loss.
   Returns (total (), {term name: ()}) with only the enabled terms.
   """
   cfg = loss_config
@@ -313,4 +315,11 @@ def compute_losses(outputs: Mapping[str, Array], batch: Mapping[str, Array], los
     terms["meas"] = measurement_loss(outputs["meas_pred"], batch["measurements"],
                                      batch["meas_mask"], delta=cfg.huber_delta, valid=valid)
     total = total + cfg.meas_weight * terms["meas"]
+  if cfg.meas_text_weight > 0:
+    # The same head reads the caption's embedding: the values the text states must be
+    # decodable from it as they are from the image's, which ties both to one read-out.
+    terms["meas_text"] = measurement_loss(outputs["text_meas_pred"], batch["measurements"],
+                                          batch["text_meas_mask"], delta=cfg.huber_delta,
+                                          valid=valid)
+    total = total + cfg.meas_text_weight * terms["meas_text"]
   return total, terms

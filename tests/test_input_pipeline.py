@@ -36,7 +36,8 @@ def test_train_batch_is_global_sharded_and_shaped(tiny_echoground, mesh):
   expected = {"frames": ((BATCH, t, r, r, 1), np.float32), "text": ((BATCH, l), np.int32),
               "neg_text": ((BATCH, l), np.int32), "has_negation": ((BATCH,), np.float32),
               "view": ((BATCH,), np.int32), "measurements": ((BATCH, m), np.float32),
-              "meas_mask": ((BATCH, m), np.float32), "labels": ((BATCH, k), np.int32),
+              "meas_mask": ((BATCH, m), np.float32), "text_meas_mask": ((BATCH, m), np.float32),
+              "labels": ((BATCH, k), np.int32),
               "study_id": ((BATCH,), np.int32), "valid": ((BATCH,), np.float32)}
   assert set(batch) == set(expected)
   for key, (shape, dtype) in expected.items():
@@ -60,6 +61,11 @@ def test_train_batch_contents(tiny_echoground, mesh):
   view_mask = ip.view_measurement_mask()[b["view"]]
   assert (b["meas_mask"] <= view_mask).all()
   assert b["meas_mask"].sum() > 0
+  # text_meas_mask: what the (possibly shortened) caption still states, one statement each.
+  assert (b["text_meas_mask"] <= b["meas_mask"]).all()
+  tok = ip.load_tokenizer(ic)
+  for row, stated in zip(b["text"], b["text_meas_mask"]):
+    assert tok.decode(row).count(". ") == int(stated.sum())
   assert np.isfinite(b["measurements"]).all()
   assert set(np.unique(b["labels"])) <= {-1, 0, 1}
 
@@ -152,7 +158,7 @@ def test_eval_frames_are_not_augmented_and_train_ones_are(tiny_echoground, mesh)
   plain = ic.copy_and_resolve_references()
   plain.augment = False
   frames_only = ic.copy_and_resolve_references()
-  frames_only.caption_subsample = 0.0
+  frames_only.caption_subsample, frames_only.fit_statements = 0.0, False
   x = _np(next(ip.make_train_iterator(plain, BATCH, mesh, seed=0)))
   y = _np(next(ip.make_train_iterator(frames_only, BATCH, mesh, seed=0)))
   np.testing.assert_array_equal(x["text"], y["text"])  # same examples, same order
@@ -182,36 +188,37 @@ def test_caption_subsampling_shortens_some_training_captions_only(tiny_echogroun
   np.testing.assert_array_equal(e1["text"], e2["text"])
 
 
-def _pair(caption, negated, has_negation, seed, p_example=1.0, p_keep=0.5):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  out = ip.subsample_statements(tf.constant(caption), tf.constant(negated), tf.constant(has_negation),
-                                tf.constant([seed, 1], tf.int64), p_example, p_keep)
-  return out[0].numpy().decode(), out[1].numpy().decode(), bool(out[2].numpy())
-
-
-def test_subsample_statements_keeps_caption_and_negation_aligned():
-  cap = ("An apical four-chamber view. Left ventricular ejection fraction of 61 %, normal. "
-         "TAPSE 1.1 cm, reduced. RV basal diameter 4.2 cm, dilated.")
-  neg = ("An apical four-chamber view. Left ventricular ejection fraction of 30 %, reduced. "
-         "TAPSE 2.0 cm, normal. RV basal diameter 3.1 cm, normal in size.")
-  cap_s, neg_s = cap.split(". "), neg.split(". ")
-  seen = set()
-  for seed in range(40):
-    c, n, has = _pair(cap, neg, True, seed)
-    kept = [i for i, s in enumerate(cap_s) if s.rstrip(".") in c]
-    assert kept[0] == 0  # the view sentence always stays
-    # The negated caption keeps exactly the same statements, flipped.
-    assert n == " ".join(neg_s[i].rstrip(".") + "." for i in kept)
-    assert c == " ".join(cap_s[i].rstrip(".") + "." for i in kept)
-    assert has == (len(kept) > 1)
-    seen.add(tuple(kept))
-  assert len(seen) > 4  # different subsets for different seeds
-  # p_example = 0: untouched; a caption without a negation never gains one.
-  assert _pair(cap, neg, True, 0, p_example=0.0) == (cap, neg, True)
-  c, n, has = _pair(cap, "", False, 3)
-  assert n == "" and not has and c.startswith("An apical four-chamber view.")
-  # Captions whose sentences do not line up are left whole.
-  assert _pair(cap, "Something else entirely.", True, 3) == (cap, "Something else entirely.", True)
+def test_fit_statements_drops_statements_of_long_training_captions_only(tiny_echoground, mesh):
+  ic, _ = tiny_echoground
+  tail = ic.copy_and_resolve_references()
+  tail.caption_subsample, tail.fit_statements = 0.0, False
+  fit = ic.copy_and_resolve_references()
+  fit.caption_subsample, fit.fit_statements = 0.0, True
+  tok = ip.load_tokenizer(ic)
+  steps = 4
+  x = _take(ip.make_train_iterator(tail, BATCH, mesh, seed=0), steps)
+  y = _take(ip.make_train_iterator(fit, BATCH, mesh, seed=0), steps)
+  rows = lambda bs, k: np.concatenate([b[k] for b in bs])
+  np.testing.assert_array_equal(rows(x, "frames"), rows(y, "frames"))
+  long_rows = 0
+  for a, b in zip(rows(x, "text"), rows(y, "text")):
+    truncated = np.nonzero(a == tok_lib.EOS_ID)[0][0] == ic.max_text_len - 1
+    full_text, fitted = tok.decode(a), tok.decode(b)
+    sentences = lambda t: [x.rstrip(".") for x in t.split(". ")]
+    # Whole statements only, the view sentence first, and nothing cut mid-sentence.
+    assert fitted.endswith(".") and sentences(fitted)[0] == sentences(full_text)[0]
+    if truncated:
+      long_rows += 1
+    else:  # it fitted (its negated partner may not have): a subset of its statements
+      assert set(sentences(fitted)) <= set(sentences(full_text)), (full_text, fitted)
+  assert long_rows > 0, "the tiny dataset should have captions longer than max_text_len"
+  # Pairs stay pairs: a negated caption is the same length in sentences as its caption.
+  for t, n, h in zip(rows(y, "text"), rows(y, "neg_text"), rows(y, "has_negation")):
+    if h > 0:
+      assert tok.decode(t).count(". ") == tok.decode(n).count(". ")
+  e1 = _np(next(ip.make_eval_iterator(tail, "validation", 8, mesh)))
+  e2 = _np(next(ip.make_eval_iterator(fit, "validation", 8, mesh)))
+  np.testing.assert_array_equal(e1["text"], e2["text"])  # evaluation reads captions as stored
 
 
 def test_bad_batch_size_is_a_clear_error(tiny_echoground, mesh):

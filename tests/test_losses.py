@@ -240,13 +240,14 @@ def test_same_view_negatives_changes_the_loss_only_across_views():
 
 def loss_config(**kw) -> ml_collections.ConfigDict:
   base = dict(kind="clip", view_mode="none", negation=False, meas_weight=0.0, view_weight=0.5,
-              negation_weight=0.5, huber_delta=1.0, sigmoid_ring=False)
+              negation_weight=0.5, huber_delta=1.0, sigmoid_ring=False, meas_text_weight=0.0)
   base.update(kw)
   return ml_collections.ConfigDict(base)
 
 
 CONFIGS = {
-    "echovlm": loss_config(view_mode="same_view_negatives", negation=True, meas_weight=0.2),
+    "echovlm": loss_config(view_mode="same_view_negatives", negation=True, meas_weight=0.2,
+                           meas_text_weight=0.7),
     "supcon": loss_config(view_mode="view_supcon"),
     "sigmoid_ring": loss_config(kind="sigmoid", view_mode="same_view_negatives", negation=True,
                                 sigmoid_ring=True),
@@ -258,15 +259,18 @@ def make_outputs_batch(n=16, d=6, m=5, seed=3):
   c = make_case("padding", n=n, d=d, seed=seed)
   rng = np.random.default_rng(seed)
   outputs = dict(image_emb=c["img"], text_emb=c["txt"], neg_text_emb=c["neg"],
-                 meas_pred=rng.normal(size=(n, m)), logit_scale=c["t"], logit_bias=c["bias"])
+                 meas_pred=rng.normal(size=(n, m)), text_meas_pred=rng.normal(size=(n, m)),
+                 logit_scale=c["t"], logit_bias=c["bias"])
+  meas_mask = (rng.random((n, m)) < 0.5).astype(np.float32)
   batch = dict(view=c["view"], has_negation=c["has_neg"], valid=c["valid"],
-               measurements=rng.normal(size=(n, m)),
-               meas_mask=(rng.random((n, m)) < 0.5).astype(np.float32))
+               measurements=rng.normal(size=(n, m)), meas_mask=meas_mask,
+               text_meas_mask=meas_mask * (rng.random((n, m)) < 0.5))
   cast = lambda x: jnp.asarray(x, jnp.int32 if x.dtype.kind == "i" else jnp.float32)
   return jax.tree.map(cast, outputs), jax.tree.map(cast, batch)
 
 
-_DIFF = ("image_emb", "text_emb", "neg_text_emb", "meas_pred", "logit_scale", "logit_bias")
+_DIFF = ("image_emb", "text_emb", "neg_text_emb", "meas_pred", "text_meas_pred", "logit_scale",
+         "logit_bias")
 
 
 @functools.lru_cache(maxsize=None)
@@ -316,6 +320,14 @@ def test_compute_losses_equals_sum_of_reference_terms(config_name):
     expect["meas"] = ref_meas(o["meas_pred"], b["measurements"],
                               b["meas_mask"] * b["valid"][:, None], cfg.huber_delta)
     weights["meas"] = cfg.meas_weight
+  if cfg.meas_text_weight:
+    # Only what the caption states, a subset of what the image shows.
+    expect["meas_text"] = ref_meas(o["text_meas_pred"], b["measurements"],
+                                   b["text_meas_mask"] * b["valid"][:, None], cfg.huber_delta)
+    assert expect["meas_text"] != pytest.approx(
+        ref_meas(o["text_meas_pred"], b["measurements"], b["meas_mask"] * b["valid"][:, None],
+                 cfg.huber_delta))
+    weights["meas_text"] = cfg.meas_text_weight
   assert set(terms) == set(expect)
   for k in expect:
     assert float(terms[k]) == pytest.approx(expect[k], rel=2e-5), k
@@ -366,12 +378,14 @@ def _compiled(config_name: str, mesh, n: int = 4096, d: int = 8):
                  text_emb=jax.ShapeDtypeStruct((n, d), jnp.float32),
                  neg_text_emb=jax.ShapeDtypeStruct((n, d), jnp.float32),
                  meas_pred=jax.ShapeDtypeStruct((n, 15), jnp.float32),
+                 text_meas_pred=jax.ShapeDtypeStruct((n, 15), jnp.float32),
                  logit_scale=jax.ShapeDtypeStruct((), jnp.float32),
                  logit_bias=jax.ShapeDtypeStruct((), jnp.float32))
   batch = dict(view=jax.ShapeDtypeStruct((n,), jnp.int32),
                has_negation=jax.ShapeDtypeStruct((n,), jnp.float32),
                measurements=jax.ShapeDtypeStruct((n, 15), jnp.float32),
-               meas_mask=jax.ShapeDtypeStruct((n, 15), jnp.float32))
+               meas_mask=jax.ShapeDtypeStruct((n, 15), jnp.float32),
+               text_meas_mask=jax.ShapeDtypeStruct((n, 15), jnp.float32))
   if mesh is not None:
     from echovlm_jax import sharding
     shard = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=(

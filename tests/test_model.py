@@ -60,7 +60,7 @@ def test_outputs_are_unit_embeddings_with_initial_scale_and_bias():
   for k in ("image_emb", "text_emb", "neg_text_emb"):
     assert out[k].shape == (4, 16) and out[k].dtype == jnp.float32
     np.testing.assert_allclose(np.linalg.norm(out[k], axis=-1), 1.0, rtol=1e-5)
-  assert out["meas_pred"].shape == (4, MEAS)
+  assert out["meas_pred"].shape == out["text_meas_pred"].shape == (4, MEAS)
   assert float(out["logit_scale"]) == pytest.approx(np.log(cfg.init_temperature))
   assert float(out["logit_bias"]) == pytest.approx(cfg.init_bias)
   # Different inputs give different embeddings (the towers are not constant).

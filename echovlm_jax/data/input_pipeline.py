@@ -28,6 +28,7 @@ import tensorflow_datasets as tfds
 
 from echovlm_jax import sharding
 from echovlm_jax.data import build
+from echovlm_jax.data import caption_augment
 from echovlm_jax.data import tokenizer as tokenizer_lib
 from echovlm_jax.echo import schema
 from tfds_builders.echoground import artifacts
@@ -42,10 +43,9 @@ CROP_AREA = (0.8, 1.0)        # random resized crop: fraction of the frame's are
 CROP_ASPECT = (0.9, 1.1)      # width / height of the crop (log-uniform)
 GAMMA_LOG_RANGE = 0.25        # gamma = exp(U(-r, r)): depth / compression setting
 GAIN_RANGE = (0.85, 1.15)     # overall gain; multiplicative so the black background stays black
-SENTENCE_BREAK = "\x1f"       # no caption contains it: marks where ". " ended a sentence
 
 BATCH_KEYS = ("frames", "text", "neg_text", "has_negation", "view", "measurements", "meas_mask",
-              "labels", "study_id", "valid")
+              "text_meas_mask", "labels", "study_id", "valid")
 
 
 # ----------------------------------------------------------------------------
@@ -132,45 +132,7 @@ def _frames(frames: tf.Tensor, res: int, seed: tf.Tensor | None) -> tf.Tensor:
   return x * 2.0 - 1.0
 
 
-def subsample_statements(caption: tf.Tensor, negated: tf.Tensor, has_negation: tf.Tensor,
-                         seed: tf.Tensor, p_example: float, p_keep: float
-                         ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-  """Caption augmentation: sometimes keep the view sentence and a random subset of statements.
-
-  caption, negated: scalar strings whose sentences correspond one to one (negation.py flips
-  each statement in place); has_negation: scalar bool. With probability p_example, each
-  statement after the view sentence is kept with probability p_keep, the same ones in both
-  captions. Zero-shot prompts are a view sentence plus at most one statement, and full
-  captions never look like that; seeing partial captions teaches the text tower what a bare
-  view sentence or a single finding means (cf. sentence sampling in CXR-CLIP).
-  Returns (caption, negated, has_negation).
-  """
-  split = lambda t: tf.strings.split(tf.strings.regex_replace(t, r"\. ", "." + SENTENCE_BREAK),
-                                     SENTENCE_BREAK)
-  sentences, negated_sentences = split(caption), split(negated)
-  n = tf.shape(sentences)[0]
-  s = tf.random.experimental.stateless_split(seed, 2)
-  keep = tf.random.stateless_uniform([n], s[0]) < p_keep
-  keep = tf.logical_or(keep, tf.range(n) == 0)  # the view sentence always stays
-  # A pair whose sentences do not line up (or has none to drop) is left whole.
-  aligned = tf.logical_or(tf.logical_not(has_negation), tf.shape(negated_sentences)[0] == n)
-  apply = tf.logical_and(tf.random.stateless_uniform([], s[1]) < p_example, aligned)
-  keep = tf.logical_or(keep, tf.logical_not(apply))
-  new_caption = tf.strings.reduce_join(tf.boolean_mask(sentences, keep), separator=" ")
-
-  def negated_subset():
-    kept_neg = tf.boolean_mask(negated_sentences, keep)
-    # The pair stays a negation pair only if a kept statement was flipped.
-    flipped = tf.reduce_any(tf.boolean_mask(tf.not_equal(sentences, negated_sentences), keep))
-    return tf.strings.reduce_join(kept_neg, separator=" "), flipped
-
-  new_negated, new_has_negation = tf.cond(tf.logical_and(apply, has_negation), negated_subset,
-                                          lambda: (negated, has_negation))
-  return new_caption, new_negated, new_has_negation
-
-
-def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray, p_subsample: float,
-                     p_keep: float):
+def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray):
   view_mask = tf.constant(view_measurement_mask())
   mean_t, std_t = tf.constant(mean, tf.float32), tf.constant(std, tf.float32)
 
@@ -181,29 +143,58 @@ def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray, p_subsample: f
     sid = tf.bitcast(ex["study_id"], tf.uint64)
     folded = tf.bitwise.bitwise_and(tf.bitwise.bitwise_xor(sid, tf.bitwise.right_shift(sid, tf.constant(32, tf.uint64))),
                                     tf.constant(0xFFFFFFFF, tf.uint64))
-    caption, negated, has_negation = ex["caption"], ex["negated_caption"], ex["has_negation"]
-    if seed is not None and p_subsample > 0:
-      text_seed = tf.random.experimental.stateless_fold_in(seed, 7)
-      caption, negated, has_negation = subsample_statements(
-          caption, negated, has_negation, text_seed, p_subsample, p_keep)
-    return {
+    has_negation = ex["has_negation"]
+    meas_mask = tf.cast(present, tf.float32) * tf.gather(view_mask, view)
+    out = {
         "frames": _frames(ex["frames"], res, seed),
-        "caption": caption,
-        "negated_caption": tf.where(has_negation, negated, ""),
+        "caption": ex["caption"],
+        "negated_caption": tf.where(has_negation, ex["negated_caption"], ""),
         "has_negation": tf.cast(has_negation, tf.float32),
         "view": view,
         "measurements": tf.where(present, (meas - mean_t) / std_t, 0.0),
-        "meas_mask": tf.cast(present, tf.float32) * tf.gather(view_mask, view),
+        "meas_mask": meas_mask,
+        # What the caption states: every present measurement the view shows
+        # (captions.make_caption); caption augmentation narrows it.
+        "text_meas_mask": meas_mask,
         "labels": tf.cast(ex["labels"], tf.int32),
         "study_id": tf.bitcast(tf.cast(folded, tf.uint32), tf.int32),
         "valid": tf.constant(1.0, tf.float32),
     }
+    if seed is not None:  # the generator caption_augment uses for this example
+      out["text_seed"] = tf.random.stateless_uniform(
+          [], tf.random.experimental.stateless_fold_in(seed, 11), minval=0, maxval=2 ** 62,
+          dtype=tf.int64)
+    return out
   return preprocess
 
 
-def _make_tokenize(tok: tokenizer_lib.Tokenizer, max_len: int):
+def _augment_captions(batch: dict[str, tf.Tensor], **kwargs) -> None:
+  """caption_augment.augment_batch in the graph (in place): caption, negated_caption,
+  has_negation and text_meas_mask of a training batch that carries text_seed."""
+  keys = ("caption", "negated_caption", "has_negation", "text_meas_mask")
+  out = tf.numpy_function(
+      lambda c, n, h, s, v, m: caption_augment.augment_batch(c, n, h, s, v, m, **kwargs),
+      [batch["caption"], batch["negated_caption"], batch["has_negation"], batch.pop("text_seed"),
+       batch["view"], batch["meas_mask"]],
+      [tf.string, tf.string, tf.float32, tf.float32], stateful=False)
+  for k, v in zip(keys, out):
+    batch[k] = tf.ensure_shape(v, batch[k].shape)
+
+
+def _make_tokenize(tok: tokenizer_lib.Tokenizer, max_len: int, p_subsample: float = 0.0,
+                   p_keep: float = 1.0, fit_statements: bool = False):
+  """Batch transform: captions -> text / neg_text ids [B, max_len]. Training batches (those
+  carrying a text_seed) are first augmented (caption_augment): statement subsampling with
+  p_subsample / p_keep, and with fit_statements, too-long captions drop statements rather
+  than lose their tail. Evaluation batches never are."""
+  augment = p_subsample > 0 or fit_statements
+
   def tokenize(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     batch = dict(batch)
+    if augment and "text_seed" in batch:
+      _augment_captions(batch, p_example=p_subsample, p_keep=p_keep,
+                        tok=tok if fit_statements else None, max_len=max_len)
+    batch.pop("text_seed", None)
     batch["text"] = tok.tf_encode_batch(batch.pop("caption"), max_len)
     neg = tok.tf_encode_batch(batch.pop("negated_caption"), max_len)
     batch["neg_text"] = neg * tf.cast(batch["has_negation"][:, None] > 0, tf.int32)
@@ -231,11 +222,12 @@ class EchogroundData:
     self.res = int(input_config["res"])
     self.max_len = int(input_config["max_text_len"])
     self.mean, self.std = artifacts.load_stats(self.builder.data_dir)  # [M] each
-    self.preprocess = _make_preprocess(self.res, self.mean, self.std,
-                                       float(input_config["caption_subsample"]),
-                                       float(input_config["statement_keep"]))
+    self.preprocess = _make_preprocess(self.res, self.mean, self.std)
     self.tokenizer = _tokenizer_in(self.builder.data_dir)
-    self.tokenize = _make_tokenize(self.tokenizer, self.max_len)
+    self.tokenize = _make_tokenize(self.tokenizer, self.max_len,
+                                   float(input_config["caption_subsample"]),
+                                   float(input_config["statement_keep"]),
+                                   bool(input_config["fit_statements"]))
 
   def host_split(self, split: str, process_index: int | None = None, process_count: int | None = None
                  ) -> tuple[str, int, int]:

@@ -60,11 +60,14 @@ class DualEncoder(nnx.Module):
 
   def __call__(self, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     """batch with frames [B,T,H,W,C], text [B,L] (and optionally neg_text [B,L]) -> dict of
-    image_emb [B,d], text_emb [B,d], neg_text_emb [B,d] (if neg_text given), meas_pred [B,M],
+    image_emb [B,d], text_emb [B,d], neg_text_emb [B,d] (if neg_text given), meas_pred [B,M]
+    and text_meas_pred [B,M] (the measurement head on each embedding),
     logit_scale () (the log of s), logit_bias ()."""
     image_emb = self.encode_image(batch["frames"])
-    out = dict(image_emb=image_emb, text_emb=self.encode_text(batch["text"]),
+    text_emb = self.encode_text(batch["text"])
+    out = dict(image_emb=image_emb, text_emb=text_emb,
                meas_pred=self.predict_measurements(image_emb),
+               text_meas_pred=self.predict_measurements(text_emb),
                logit_scale=self.logit_scale[...], logit_bias=self.logit_bias[...])
     if "neg_text" in batch:
       out["neg_text_emb"] = self.encode_text(batch["neg_text"])

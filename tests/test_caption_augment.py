@@ -1,0 +1,133 @@
+"""caption_augment: statement subsampling, and long captions losing random whole
+statements rather than their tail; what the shortened caption still states."""
+
+import numpy as np
+import pytest
+
+from echovlm_jax.data import caption_augment as ca
+from echovlm_jax.data import tokenizer as tok_lib
+from echovlm_jax.echo import schema
+
+CAPTION = ("An apical four-chamber view. Left ventricular ejection fraction of 61 %, normal. "
+           "LAVI 28 mL/m², normal. TAPSE 1.1 cm, reduced. RV basal diameter 4.2 cm, dilated. "
+           "A small pericardial effusion of 0.8 cm is present.")
+NEGATED = ("An apical four-chamber view. Left ventricular ejection fraction of 30 %, reduced. "
+           "LAVI 54 mL/m², consistent with severe left atrial enlargement. TAPSE 2.0 cm, normal. "
+           "RV basal diameter 3.1 cm, normal in size. No pericardial effusion is present.")
+SENTS, NEGS = ca.split_statements(CAPTION), ca.split_statements(NEGATED)
+
+
+@pytest.fixture(scope="module")
+def tok():
+  corpus = [CAPTION, NEGATED] * 20 + ["An apical two-chamber view. LAVI 40 mL/m², mild."] * 5
+  return tok_lib.Tokenizer(tok_lib.train_tokenizer(corpus, vocab_size=120))
+
+
+def _n_ids(tok, text):
+  return len(tok.encode(text))
+
+
+def _rng(seed):
+  return np.random.default_rng(seed)
+
+
+def test_split_statements_keeps_decimal_points():
+  assert ca.split_statements("A view. Value 4.6 cm, normal. Next (normal).") == [
+      "A view.", "Value 4.6 cm, normal.", "Next (normal)."]
+  assert ca.split_statements("") == []
+
+
+def test_subsampling_keeps_caption_and_negation_aligned():
+  seen = set()
+  for seed in range(40):
+    c, n, has, kept = ca.augment_pair(CAPTION, NEGATED, True, _rng(seed), p_example=1.0,
+                                      p_keep=0.5)
+    assert kept[0] == 0                                 # the view sentence always stays
+    assert c == " ".join(SENTS[i] for i in kept)        # whole statements, in order
+    # Every statement of NEGATED is flipped: a pair keeps its negation iff one survives,
+    # and then the negated caption keeps exactly the same statements.
+    assert has == (len(kept) > 1)
+    assert n == (" ".join(NEGS[i] for i in kept) if has else "")
+    seen.add(kept)
+  assert len(seen) > 4  # different subsets for different seeds
+  # p_example = 0 and no tokenizer: untouched.
+  assert ca.augment_pair(CAPTION, NEGATED, True, _rng(0)) == (
+      CAPTION, NEGATED, True, tuple(range(len(SENTS))))
+  # A caption without a negation never gains one.
+  c, n, has, _ = ca.augment_pair(CAPTION, "", False, _rng(3), p_example=1.0, p_keep=0.5)
+  assert n == "" and not has and c.startswith("An apical four-chamber view.")
+
+
+def test_a_caption_that_fits_is_unchanged(tok):
+  n = max(_n_ids(tok, CAPTION), _n_ids(tok, NEGATED)) + 1
+  out = ca.augment_pair(CAPTION, NEGATED, True, _rng(0), tok=tok, max_len=n)
+  assert out[:3] == (CAPTION, NEGATED, True)
+
+
+def test_long_pairs_drop_the_same_random_statements(tok):
+  max_len = _n_ids(tok, CAPTION) * 2 // 3
+  kept_last, kept_sets = 0, set()
+  for seed in range(40):
+    c, n, has, kept = ca.augment_pair(CAPTION, NEGATED, True, _rng(seed), tok=tok, max_len=max_len)
+    assert _n_ids(tok, c) <= max_len - 1 and _n_ids(tok, n) <= max_len - 1
+    assert kept[0] == 0 and len(kept) < len(SENTS)
+    assert c == " ".join(SENTS[i] for i in kept)
+    assert has == (len(kept) > 1)
+    assert n == (" ".join(NEGS[i] for i in kept) if has else "")
+    kept_last += (len(SENTS) - 1) in kept
+    kept_sets.add(kept)
+  # Tail truncation would never keep the last statement; random dropping often does.
+  assert kept_last > 5 and len(kept_sets) > 5
+
+
+def test_a_pair_with_no_flipped_statement_left_is_no_longer_a_negation_pair(tok):
+  negated = CAPTION.replace("TAPSE 1.1 cm, reduced.", "TAPSE 2.0 cm, normal.")
+  max_len = _n_ids(tok, SENTS[0]) + 1  # room for the view sentence only
+  c, n, has, kept = ca.augment_pair(CAPTION, negated, True, _rng(0), tok=tok, max_len=max_len)
+  assert (c, n, has, kept) == ("An apical four-chamber view.", "", False, (0,))
+
+
+def test_misaligned_pairs_are_whole_or_lose_their_negation(tok):
+  odd = "Something else entirely."
+  assert ca.augment_pair(CAPTION, odd, True, _rng(1))[:3] == (CAPTION, odd, True)
+  c, n, has, _ = ca.augment_pair(CAPTION, odd, True, _rng(1), tok=tok,
+                                 max_len=_n_ids(tok, CAPTION) // 2)
+  assert _n_ids(tok, c) <= _n_ids(tok, CAPTION) // 2 - 1 and (n, has) == ("", False)
+
+
+def _a4c_mask(present=("lvef", "lavi", "tapse", "rvd_basal", "pericardial_effusion")):
+  m = np.zeros(len(schema.MEASUREMENTS), np.float32)
+  for name in present:
+    m[schema.MEASUREMENTS.index(name)] = 1.0
+  return m
+
+
+def test_stated_measurements_follow_the_caption_order():
+  a4c = schema.VIEWS.index("a4c")
+  got = ca.stated_measurements(a4c, _a4c_mask(), len(SENTS))
+  assert [schema.MEASUREMENTS[i] for i in got] == list(schema.view_measurements("a4c"))
+  # A caption whose sentences do not match what the view shows is not attributed.
+  assert ca.stated_measurements(a4c, _a4c_mask(("lvef",)), len(SENTS)) is None
+
+
+def test_augment_batch_is_per_example_and_reports_what_is_stated(tok):
+  max_len = _n_ids(tok, CAPTION) * 2 // 3
+  a4c = schema.VIEWS.index("a4c")
+  caps = np.array([CAPTION.encode(), b"A short view."], dtype=object)
+  negs = np.array([NEGATED.encode(), b""], dtype=object)
+  has = np.array([1.0, 0.0], np.float32)
+  views = np.array([a4c, a4c], np.int32)
+  masks = np.stack([_a4c_mask(), np.zeros(len(schema.MEASUREMENTS), np.float32)])
+  kw = dict(p_example=0.0, p_keep=1.0, tok=tok, max_len=max_len)
+  a = ca.augment_batch(caps, negs, has, np.array([7, 8]), views, masks, **kw)
+  b = ca.augment_batch(caps[::-1], negs[::-1], has[::-1], np.array([8, 7]), views, masks[::-1], **kw)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y)[::-1])
+  assert a[0][1] == b"A short view." and a[3][1].sum() == 0
+  kept_text = a[0][0].decode()
+  stated = [schema.MEASUREMENTS[i] for i in np.nonzero(a[3][0])[0]]
+  assert 0 < len(stated) < len(SENTS) - 1 and len(ca.split_statements(kept_text)) == len(stated) + 1
+  words = {"lvef": "ejection", "lavi": "LAVI", "tapse": "TAPSE", "rvd_basal": "RV basal",
+           "pericardial_effusion": "effusion"}
+  for name, word in words.items():
+    assert (word in kept_text) == (name in stated), name
