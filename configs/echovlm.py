@@ -28,17 +28,21 @@ MODEL_SIZES = {
 }
 
 # One flag per paper ablation: the loss switches each objective sets.
+_OFF = dict(negation=False, meas_weight=0.0, meas_text_weight=0.0)
 OBJECTIVES = {
-    "clip": dict(kind="clip", view_mode="none", negation=False, meas_weight=0.0),
-    "sigmoid": dict(kind="sigmoid", view_mode="none", negation=False, meas_weight=0.0),
-    "view_sv": dict(kind="clip", view_mode="same_view_negatives", negation=False, meas_weight=0.0),
-    "view_supcon": dict(kind="clip", view_mode="view_supcon", negation=False, meas_weight=0.0),
-    "neg": dict(kind="clip", view_mode="none", negation=True, meas_weight=0.0),
-    "view_neg": dict(kind="clip", view_mode="same_view_negatives", negation=True, meas_weight=0.0),
-    "meas": dict(kind="clip", view_mode="none", negation=False, meas_weight=3.0),
+    "clip": dict(kind="clip", view_mode="none", **_OFF),
+    "sigmoid": dict(kind="sigmoid", view_mode="none", **_OFF),
+    "view_sv": dict(kind="clip", view_mode="same_view_negatives", **_OFF),
+    "view_supcon": dict(kind="clip", view_mode="view_supcon", **_OFF),
+    "neg": dict(_OFF, kind="clip", view_mode="none", negation=True),
+    "view_neg": dict(_OFF, kind="clip", view_mode="same_view_negatives", negation=True),
+    "meas": dict(_OFF, kind="clip", view_mode="none", meas_weight=3.0),
+    # The measurement head reads the caption's embedding too (docs/results.md).
+    "meas_text": dict(_OFF, kind="clip", view_mode="none", meas_weight=3.0, meas_text_weight=3.0),
     # The full method uses the SupCon view term: same-view negatives never contrast captions
     # of different views, and zero-shot view accuracy collapsed (~0.2) with them.
-    "echovlm": dict(kind="clip", view_mode="view_supcon", negation=True, meas_weight=3.0),
+    "echovlm": dict(kind="clip", view_mode="view_supcon", negation=True, meas_weight=3.0,
+                    meas_text_weight=3.0),
 }
 
 
@@ -102,7 +106,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       view_weight=0.5,              # lambda_view for view_supcon
       negation_weight=1.0,          # lambda_neg for the pairwise negation term
       huber_delta=1.0,
-      meas_text_weight=0.0,         # the measurement head on the caption's embedding too
       sigmoid_ring=False,           # chunked ring variant of the sigmoid loss
       **OBJECTIVES[arg.objective],
   )

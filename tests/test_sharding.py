@@ -86,7 +86,8 @@ def _train_batch(n=8):
   return dict(b, view=jnp.asarray(rng.choice([0, 3, 11], n), jnp.int32),
               has_negation=jnp.asarray(rng.random(n) < 0.5, jnp.float32),
               measurements=jnp.asarray(rng.normal(size=(n, MEAS)), jnp.float32),
-              meas_mask=jnp.asarray(rng.random((n, MEAS)) < 0.3, jnp.float32))
+              meas_mask=jnp.asarray(rng.random((n, MEAS)) < 0.3, jnp.float32),
+              text_meas_mask=jnp.asarray(rng.random((n, MEAS)) < 0.2, jnp.float32))
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,8 @@ def test_train_step_on_mesh_equals_single_device(shape, single_device_step, num_
   state = jax.device_put(state, sharding.get_shardings(state, mesh, RULES))
   batch = sharding.shard_batch(jax.tree.map(np.asarray, batch), mesh)
   (total, terms), grads = _step(graphdef, mesh)(state, batch)
-  assert set(terms) == {"contrastive", "view", "negation", "meas"}  # the full echovlm objective
+  # The full echovlm objective.
+  assert set(terms) == {"contrastive", "view", "negation", "meas", "meas_text"}
   assert float(total) == pytest.approx(float(total1), rel=1e-5)
   for k in terms1:
     assert float(terms[k]) == pytest.approx(float(terms1[k]), rel=1e-5), k

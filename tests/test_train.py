@@ -47,6 +47,7 @@ def _batch(batch_size: int, config, seed: int = 0) -> dict[str, np.ndarray]:
       view=rng.integers(0, len(schema.VIEWS), size=batch_size).astype(np.int32),
       measurements=rng.normal(size=(batch_size, m)).astype(np.float32),
       meas_mask=(rng.random((batch_size, m)) < 0.5).astype(np.float32),
+      text_meas_mask=(rng.random((batch_size, m)) < 0.3).astype(np.float32),
       labels=rng.integers(-1, 2, size=(batch_size, k)).astype(np.int32),
       study_id=rng.integers(0, 4, size=batch_size).astype(np.int32),
       valid=np.ones(batch_size, np.float32))
