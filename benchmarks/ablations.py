@@ -1,7 +1,7 @@
 """The paper's ablation table on our data: every objective of configs/echovlm.py OBJECTIVES x
 seeds, trained and evaluated by the real trainer, one subprocess per run (honest wall times).
 
-  .venv/bin/python benchmarks/ablations.py --steps 250            # 8 objectives x 3 seeds
+  .venv/bin/python benchmarks/ablations.py --steps 250            # 9 objectives x 3 seeds
   .venv/bin/python benchmarks/ablations.py --objectives clip,echovlm --seeds 0 --steps 300
 
 Writes RESULTS_DIR/ablations.json (every run) and replaces the block between the markers

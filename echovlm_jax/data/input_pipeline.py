@@ -181,8 +181,8 @@ def _augment_captions(batch: dict[str, tf.Tensor], **kwargs) -> None:
     batch[k] = tf.ensure_shape(v, batch[k].shape)
 
 
-def _make_tokenize(tok: tokenizer_lib.Tokenizer, max_len: int, p_subsample: float = 0.0,
-                   p_keep: float = 1.0, fit_statements: bool = False):
+def _make_tokenize(tok: tokenizer_lib.Tokenizer, max_len: int, p_subsample: float,
+                   p_keep: float, fit_statements: bool):
   """Batch transform: captions -> text / neg_text ids [B, max_len]. Training batches (those
   carrying a text_seed) are first augmented (caption_augment): statement subsampling with
   p_subsample / p_keep, and with fit_statements, too-long captions drop statements rather
