@@ -64,9 +64,13 @@ def augment_pair(caption: str, negated: str, has_negation: bool, rng: np.random.
     draws = rng.random(len(sents))
     keep = [i == 0 or d < p_keep for i, d in enumerate(draws)]
 
+  if tok is not None:
+    # Each sentence is encoded once: sentencepiece never merges pieces across whitespace (its
+    # default), so a caption's ids are its sentences' ids back to back and lengths add up.
+    lengths = [[len(tok.encode(p)) for p in parts] for parts in (sents, neg if aligned else [])]
+
   def fits(k):
-    return all(len(tok.encode(" ".join(p for p, kk in zip(parts, k) if kk))) <= max_len - 1
-               for parts in (sents, neg if aligned else []) if parts)
+    return all(sum(n for n, kk in zip(lens, k) if kk) <= max_len - 1 for lens in lengths if lens)
 
   if tok is not None and not fits(keep):
     for i in rng.permutation(np.arange(1, len(sents))):
@@ -90,8 +94,8 @@ def stated_measurements(view: int, meas_mask: np.ndarray, n_sentences: int
   """Measurement index stated by each statement (sentence 1..n-1) of a caption of `view`
   (index into schema.VIEWS) whose present, view-shown measurements are meas_mask [M] > 0;
   None when the caption's sentence count does not match (then nothing is attributed)."""
-  names = schema.view_measurements(schema.VIEWS[int(view)])
-  idx = [schema.MEASUREMENTS.index(n) for n in names if meas_mask[schema.MEASUREMENTS.index(n)] > 0]
+  shown = [schema.MEASUREMENTS.index(n) for n in schema.view_measurements(schema.VIEWS[int(view)])]
+  idx = [i for i in shown if meas_mask[i] > 0]
   return idx if len(idx) == n_sentences - 1 else None
 
 
