@@ -1,6 +1,9 @@
-"""Initialising our towers from pretrained two-tower weights: big_vision `.npz` (img/..., txt/...)
-and open_clip state dicts saved as `.npz`, through explicit name tables; position embeddings
-are resized, RGB patch kernels made grayscale, attention biases folded where that is exact.
+"""Initialising our towers from pretrained two-tower weights: Hugging Face CLIP / SigLIP
+directories (hf_layout.py), big_vision `.npz` (img/..., txt/...) and open_clip state dicts
+(.safetensors / .bin / .npz), through explicit name tables (checkpoint_config.py reads them).
+Position embeddings are resized, RGB patch kernels made grayscale; q/k/v biases load into
+towers built with qkv_bias, and fold into the output bias of towers without (where exact).
+`configure(config)` makes config.model (and the text length and tokenizer) the checkpoint's.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import jax
 import numpy as np
 from flax import nnx
 
-FORMATS = ("auto", "big_vision", "open_clip")
+from echovlm_jax import checkpoint_config
+from echovlm_jax import hf_layout
+
+FORMATS = ("auto", "big_vision", "open_clip", "hf_clip", "hf_siglip")
 Flat = dict[str, np.ndarray]
 
 
@@ -71,6 +77,7 @@ OC_BLOCK = {  # torch Linear weights are [out, in]: transposed on load
     "mlp.c_proj.weight": "mlp/fc2/kernel", "mlp.c_proj.bias": "mlp/fc2/bias",
 }
 OC_TOP = {
+    "visual.ln_pre.weight": "image/ln_pre/scale", "visual.ln_pre.bias": "image/ln_pre/bias",
     "visual.ln_post.weight": "image/norm/scale", "visual.ln_post.bias": "image/norm/bias",
     "visual.proj": "image_proj/kernel",
     "token_embedding.weight": "text/token_embedding",
@@ -107,6 +114,19 @@ def to_grayscale_kernel(kernel: np.ndarray) -> np.ndarray:
   return kernel.sum(axis=2, keepdims=True)
 
 
+def fold_input_norm(kernel: np.ndarray, mean, std) -> tuple[np.ndarray, np.ndarray]:
+  """RGB kernel [p, p, 3, w] of a model fed z_c = (x - mean_c) / std_c (x in [0, 1]) ->
+  (gray kernel [p, p, 1, w], bias offset [w]) for our input y = 2x - 1 in [-1, 1].
+
+  z_c = y / (2 std_c) + (0.5 - mean_c) / std_c, so the patch embedding sum_pc K z_c equals
+  y @ sum_c K_c / (2 std_c) + sum_pc K_c (0.5 - mean_c) / std_c: exact for gray frames.
+  With mean = std = 0.5 (SigLIP) this is the plain colour sum with no offset."""
+  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+  gray = (kernel / (2.0 * std)[None, None, :, None]).sum(axis=2, keepdims=True)
+  offset = np.einsum("pqcw,c->w", kernel, (0.5 - mean) / std)
+  return gray.astype(np.float32), offset.astype(np.float32)
+
+
 def fit_length(posemb: np.ndarray, init: np.ndarray) -> np.ndarray:
   """Text positions [L_src, w] -> [L, w]: truncated, or padded with our initial rows."""
   out = np.array(init, np.float32, copy=True)
@@ -122,25 +142,23 @@ def load_npz(path: str) -> Flat:
   """A flat {name: array} from an .npz (a leading "params/" as big_vision writes it is dropped)."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"config.model_init={path}: no such file.")
-  with np.load(path, allow_pickle=False) as z:
-    flat = {k: np.asarray(z[k]) for k in z.files}
-  return {k[len("params/"):] if k.startswith("params/") else k: v for k, v in flat.items()}
+  return checkpoint_config._load_file(path)
 
 
 def detect_format(flat: Mapping[str, np.ndarray], path: str = "") -> str:
-  if any(k.startswith(("img/", "txt/")) for k in flat):
-    return "big_vision"
-  if any(k.startswith("visual.") or k in ("token_embedding.weight", "text_projection") for k in flat):
-    return "open_clip"
-  raise ModelInitError(path, [f"cannot tell the layout from names {sorted(flat)[:6]}: set "
-                              "config.model_init_format to 'big_vision' or 'open_clip'"])
+  try:
+    return checkpoint_config.detect_layout(flat, path)
+  except checkpoint_config.CheckpointError as e:
+    raise ModelInitError(path, [str(e)]) from None
 
 
 class _Ctx:
   """What conversions need to know about our model: shapes / initial values by name."""
 
-  def __init__(self, ours: Flat, model_config: Any):
+  def __init__(self, ours: Flat, model_config: Any, input_norm=None):
     self.ours, self.cfg = ours, model_config
+    self.input_norm = input_norm  # the checkpoint's (mean, std): folded into a gray kernel
+    self.embedding_bias_offset: np.ndarray | None = None
     self.out: Flat = {}
     self.problems: list[str] = []
     self.notes: list[str] = []
@@ -164,8 +182,13 @@ class _Ctx:
     """[p, p, C, w] -> our [p*p*C', w], with RGB -> gray when our model has 1 channel."""
     c = int(self.cfg.image.channels)
     if kernel_hwio.shape[2] == 3 and c == 1:
-      kernel_hwio = to_grayscale_kernel(kernel_hwio)
-      self.notes.append(f"{src}: RGB patch kernel summed over colours for grayscale input")
+      if self.input_norm is None:
+        kernel_hwio = to_grayscale_kernel(kernel_hwio)
+        self.notes.append(f"{src}: RGB patch kernel summed over colours for grayscale input")
+      else:
+        kernel_hwio, self.embedding_bias_offset = fold_input_norm(kernel_hwio, *self.input_norm)
+        self.notes.append(f"{src}: RGB patch kernel summed over colours for grayscale input "
+                          f"in [-1, 1], the checkpoint's mean / std folded in (exact for gray)")
     p = int(self.cfg.image.patch)
     self.tried.add("image/embedding/kernel")
     if kernel_hwio.shape[:3] != (p, p, c):
@@ -209,8 +232,19 @@ class _Ctx:
       return
     self.put(src, "text/token_embedding", emb)
 
+  def zero_bias(self, name: str, size: int) -> None:
+    """A bias the checkpoint's layer lacks (torch convs / projections): ours starts at 0."""
+    if name in self.ours:
+      self.out.setdefault(name, np.zeros(size, np.float32))
+
   def bias(self, src: str, prefix: str, which: str, value: np.ndarray) -> None:
-    """Collects a q/k/v bias of the attention at `prefix` (folded in `fold_biases`)."""
+    """A q/k/v bias of the attention at `prefix`: loaded when our attention has biases,
+    else collected and folded in `fold_biases`."""
+    name = f"{prefix}/{dict(q='query', k='key', v='value')[which]}_bias"
+    if name in self.ours:
+      self.put(src, name, np.asarray(value, np.float32).reshape(self.ours[name].shape)
+               if value.size == self.ours[name].size else value)
+      return
     self.qkv_bias.setdefault(prefix, {})[which] = (src, np.asarray(value, np.float32))
 
   def fold_biases(self, skip: Callable[[str], bool]) -> None:
@@ -320,8 +354,7 @@ def _from_open_clip(flat: Flat, ctx: _Ctx, skip: Callable[[str], bool]) -> None:
         ctx.problems.append(f"{src}: no counterpart in our model")
     elif src == "visual.conv1.weight":
       ctx.patch_kernel(src, value.transpose(2, 3, 1, 0))  # OIHW -> HWIO
-      ctx.out.setdefault("image/embedding/bias",
-                         np.zeros(value.shape[0], np.float32))  # conv1 has no bias
+      ctx.zero_bias("image/embedding/bias", value.shape[0])  # conv1 has no bias
     elif src == "visual.positional_embedding":
       ctx.image_posemb(src, value[1:])  # row 0 belongs to the class token
     elif src == "visual.class_embedding":
@@ -334,8 +367,7 @@ def _from_open_clip(flat: Flat, ctx: _Ctx, skip: Callable[[str], bool]) -> None:
     elif src in OC_TOP:
       ctx.put(src, OC_TOP[src], value.reshape(()) if src.startswith("logit_") else value)
       if src in ("visual.proj", "text_projection"):  # torch projections have no bias
-        ctx.out.setdefault(OC_TOP[src].replace("kernel", "bias"),
-                           np.zeros(value.shape[-1], np.float32))
+        ctx.zero_bias(OC_TOP[src].replace("kernel", "bias"), value.shape[-1])
     else:
       ctx.problems.append(f"{src}: no counterpart in our model")
   ctx.fold_biases(skip)
@@ -370,14 +402,32 @@ def _per_layer(flat: Mapping[str, Any], scanned: bool, depths: Mapping[str, int]
   return out
 
 
+def read(path: str) -> tuple[Flat, str]:
+  """(flat arrays, layout) of a checkpoint file or HF directory; errors name config.model_init."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config.model_init={path}: no such file.")
+  try:
+    flat, layout, _ = checkpoint_config.read_weights(path)
+  except checkpoint_config.CheckpointError as e:
+    raise ModelInitError(path, [str(e)]) from None
+  return flat, layout
+
+
 def load_into(params: nnx.State, model_config: Any, path: str, fmt: str = "auto",
-              skip: str = "") -> tuple[nnx.State, list[str]]:
+              skip: str = "", input_norm=None) -> tuple[nnx.State, list[str]]:
   """params (an nnx.State of the DualEncoder's Params, sharded or not) with the towers from the
   checkpoint at `path`; returns (params, notes). Raises ModelInitError listing every problem."""
   if fmt not in FORMATS:
     raise ValueError(f"config.model_init_format={fmt!r}: expected one of {FORMATS}.")
-  flat_src = load_npz(path)
-  fmt = detect_format(flat_src, path) if fmt == "auto" else fmt
+  flat_src, layout = read(path)
+  return convert_into(params, model_config, flat_src, layout if fmt == "auto" else fmt, path,
+                      skip, input_norm)
+
+
+def convert_into(params: nnx.State, model_config: Any, flat_src: Flat, fmt: str, path: str,
+                 skip: str = "", input_norm=None) -> tuple[nnx.State, list[str]]:
+  """`load_into` for arrays already read (flat_src in layout `fmt`). input_norm: the
+  checkpoint's per-channel (mean, std), folded into an RGB -> gray patch kernel."""
   patterns = [re.compile(p.strip()) for p in skip.split(",") if p.strip()]
   skip_fn = lambda name: any(p.fullmatch(name) or p.search(name) for p in patterns)
 
@@ -386,8 +436,12 @@ def load_into(params: nnx.State, model_config: Any, path: str, fmt: str = "auto"
   scanned = bool(model_config.scan_layers)
   depths = {"image": int(model_config.image.depth), "text": int(model_config.text.depth)}
   ours = _per_layer(flat_ours, scanned, depths)
-  ctx = _Ctx(ours, model_config)
-  (_from_big_vision if fmt == "big_vision" else _from_open_clip)(dict(flat_src), ctx, skip_fn)
+  ctx = _Ctx(ours, model_config, input_norm)
+  convert = {"big_vision": _from_big_vision, "open_clip": _from_open_clip,
+             "hf_clip": hf_layout.convert, "hf_siglip": hf_layout.convert}[fmt]
+  convert(dict(flat_src), ctx, skip_fn)
+  if ctx.embedding_bias_offset is not None and "image/embedding/bias" in ctx.out:
+    ctx.out["image/embedding/bias"] = ctx.out["image/embedding/bias"] + ctx.embedding_bias_offset
 
   towers = {n.split("/")[0] for n in ctx.out | dict.fromkeys(ctx.tried)}
   towers |= {"image" for n in ctx.out if n.startswith("image_proj")}
@@ -437,11 +491,61 @@ def apply_model_init(params: nnx.State, config: Any) -> nnx.State:
   path = config.get("model_init", "")
   if not path:
     return params
-  params, notes = load_into(params, config.model, path, config.get("model_init_format", "auto"),
-                            config.get("model_init_skip", ""))
+  from echovlm_jax import checkpoint_processing
+  fmt = config.get("model_init_format", "auto")
+  flat, layout = read(path)
+  layout = layout if fmt == "auto" else fmt
+  # Our pipeline feeds [-1, 1]; the checkpoint's own normalisation is folded into the kernel.
+  spec = checkpoint_processing.read_spec(path, layout, int(config.model.image.res))
+  params, notes = convert_into(params, config.model, flat, layout, path,
+                               config.get("model_init_skip", ""), (spec.mean, spec.std))
   for note in notes:
     logging.info("model_init: %s", note)
   return params
+
+
+# Architecture keys `configure` takes from the checkpoint; channels stays ours (1 = gray, the
+# RGB kernel summed) and so does res (the position table is resized).
+_ARCH_KEYS = {"image": ("width", "depth", "heads", "patch", "mlp_dim", "act", "ln_eps",
+                        "qkv_bias", "ln_pre", "pool", "proj"),
+              "text": ("width", "depth", "heads", "mlp_dim", "act", "ln_eps", "qkv_bias",
+                       "pad_mask", "pad_id", "eos_id", "pool", "causal", "proj")}
+
+
+def configure(config: Any) -> Any:
+  """config with config.model made the checkpoint's at config.model_init: tower shapes and
+  block variants, embed_dim, the text length (input.max_text_len) and, for a Hugging Face
+  directory, its tokenizer (input.tokenizer), so captions are tokenized as the checkpoint
+  expects. Unchanged (the same object) when model_init is empty. An open_clip file carries no
+  tokenizer: set config.input.tokenizer to the matching HF tokenizer directory."""
+  path = config.get("model_init", "")
+  if not path:
+    return config
+  flat, layout = read(path)
+  fmt = config.get("model_init_format", "auto")
+  arch = checkpoint_config.architecture(
+      flat, layout if fmt == "auto" else fmt,
+      checkpoint_config.hf_config(path) if checkpoint_config.is_hf_dir(path) else None)
+  act = config.get("model_init_act", "")
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    for tower, keys in _ARCH_KEYS.items():
+      for k in keys:
+        if k in arch[tower]:
+          config.model[tower][k] = arch[tower][k]
+      if act:
+        config.model[tower].act = act
+    config.model.embed_dim = arch["embed_dim"]
+    config.model.vocab_size = arch["vocab_size"]  # the checkpoint's rows, not len(tokenizer)
+    config.model.text.max_len = config.input.max_text_len = int(arch["text"]["max_len"])
+    if checkpoint_config.is_hf_dir(path) and not config.input.get("tokenizer"):
+      config.input.tokenizer = path
+  if not config.input.get("tokenizer"):
+    logging.warning("model_init=%s carries no tokenizer: captions use the dataset's "
+                    "sentencepiece ids, which mean nothing to the checkpoint's text tower; set "
+                    "config.input.tokenizer.", path)
+  config.lock()
+  return config
 
 
 # ----------------------------------------------------------------------------
