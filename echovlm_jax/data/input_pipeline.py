@@ -52,8 +52,16 @@ BATCH_KEYS = ("frames", "text", "neg_text", "has_negation", "view", "measurement
 # What lives next to the dataset
 # ----------------------------------------------------------------------------
 def load_tokenizer(input_config: Mapping[str, Any]) -> tokenizer_lib.Tokenizer:
-  """The sentencepiece tokenizer trained on the train split (built with the dataset)."""
+  """The sentencepiece tokenizer trained on the train split (built with the dataset), or the
+  checkpoint tokenizer at input_config.tokenizer (set by model_init.configure)."""
+  if input_config.get("tokenizer"):
+    return _checkpoint_tokenizer(input_config["tokenizer"])
   return _tokenizer_in(build.get_builder(input_config).data_dir)
+
+
+def _checkpoint_tokenizer(path: str):
+  from echovlm_jax import checkpoint_processing  # transformers: only for outside checkpoints
+  return checkpoint_processing.CheckpointTokenizer.load(path)
 
 
 def _tokenizer_in(data_dir: str) -> tokenizer_lib.Tokenizer:
@@ -223,7 +231,8 @@ class EchogroundData:
     self.max_len = int(input_config["max_text_len"])
     self.mean, self.std = artifacts.load_stats(self.builder.data_dir)  # [M] each
     self.preprocess = _make_preprocess(self.res, self.mean, self.std)
-    self.tokenizer = _tokenizer_in(self.builder.data_dir)
+    self.tokenizer = (_checkpoint_tokenizer(input_config["tokenizer"])
+                      if input_config.get("tokenizer") else _tokenizer_in(self.builder.data_dir))
     self.tokenize = _make_tokenize(self.tokenizer, self.max_len,
                                    float(input_config["caption_subsample"]),
                                    float(input_config["statement_keep"]),
