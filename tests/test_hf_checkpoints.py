@@ -122,8 +122,7 @@ def _hf_siglip_to_big_vision(flat: dict[str, np.ndarray]) -> dict[str, np.ndarra
     blocks = []
     for i in range(F.DEPTH):
       s = f"{tower}_model.encoder.layers.{i}."
-      g = lambda n: flat[s + n]
-      out.clear() if False else None
+      g = lambda n, s=s: flat[s + n]
       b = {}
       for j, ln in enumerate(("layer_norm1", "layer_norm2")):
         b[f"LayerNorm_{j}/scale"], b[f"LayerNorm_{j}/bias"] = g(f"{ln}.weight"), g(f"{ln}.bias")
@@ -230,7 +229,6 @@ def test_finetuning_starts_from_the_checkpoint(ckpt, num_devices):
   assert _cos(np.asarray(model.encode_image(x)), hf_img).min() >= COS
 
   batch = _batch(8, c)
-  texts = (F.TEXTS * 2)[:8]
   batch["text"] = ids[np.arange(8) % len(ids)]
   batch["neg_text"] = np.where(batch["has_negation"][:, None] > 0, batch["text"][::-1], 0)
   before = jax.device_get(state["params"])
@@ -242,7 +240,6 @@ def test_finetuning_starts_from_the_checkpoint(ckpt, num_devices):
                                      for a, b in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b)))
   assert moved(before["image"], after["image"]) == 0.0              # frozen (lr_mult.image = 0)
   assert moved(before["text"], after["text"]) > 0.0
-  assert len(texts) == 8
 
 
 def test_misfit_lists_every_mismatch(ckpt):
