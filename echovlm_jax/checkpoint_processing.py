@@ -142,7 +142,8 @@ class CheckpointTokenizer:
     return len(self._tok)
 
   def encode(self, text: str) -> list[int]:
-    return list(self._tok(text, add_special_tokens=False)["input_ids"])
+    # verbose=False: lengths beyond the model's are expected here (caption fitting measures them).
+    return list(self._tok(text, add_special_tokens=False, verbose=False)["input_ids"])
 
   def decode(self, ids: Sequence[int]) -> str:
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)

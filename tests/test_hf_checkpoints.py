@@ -263,3 +263,26 @@ def test_misfit_lists_every_mismatch(ckpt):
     for fc in ("fc1.weight", "fc1.bias", "fc2.weight"):
       assert f"text_model.encoder.layers.{i}.mlp.{fc}: shape" in msg, msg
   assert len(e.value.problems) >= 1 + 2 * 3 + 1
+
+
+@pytest.mark.slow
+def test_trainer_runs_from_an_hf_directory(ckpt, tiny_echoground, tmp_path, num_devices):
+  """The real loop: tf.data tokenizes captions with the checkpoint's tokenizer (caption
+  fitting included), the towers start from the checkpoint, two steps train, and the workdir's
+  config.json records the resolved architecture."""
+  import json
+  from echovlm_jax import train
+  from tests import train_tiny_config
+  input_config, _ = tiny_echoground
+  c = train_tiny_config.get_config()
+  c.input.data_dir = input_config.data_dir
+  c.total_steps, c.ckpt_every, c.log_every = 2, 2, 1
+  c.model_init = ckpt["clip"][0]
+  metrics = train.train_and_evaluate(c, str(tmp_path))
+  assert np.isfinite(metrics["loss"]), metrics
+  with open(tmp_path / "config.json") as f:
+    saved = json.load(f)
+  assert saved["input"]["tokenizer"] == ckpt["clip"][0]
+  assert saved["input"]["max_text_len"] == saved["model"]["text"]["max_len"] == F.TEXT_LEN
+  assert saved["model"]["image"]["qkv_bias"] and saved["model"]["image"]["ln_pre"]
+  assert saved["model"]["vocab_size"] == 525
