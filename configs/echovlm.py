@@ -75,6 +75,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       statement_keep=0.5,           # their statements (each kept with this probability)
       fit_statements=True,          # too-long training captions drop random statements, not their
                                     # tail (data/caption_augment.py)
+      # builder_config=mimic: what the reader takes from manual_dir (docs/mimic.md).
+      mimic=dict(
+          test_type="tte",            # reports of this test_type only (tte / tee / stress)
+          echoview_csv="",            # ECHOVIEW's CSV; "" = MIMIC_ECHO_View_Classifications.csv
+                                      # in manual_dir
+          view_csv="",                # (study_id, file, view) CSV; "" = view_labels.csv if present
+          view_min_prob=0.5,          # ECHOVIEW: top-class probability needed to take its view
+          allow_unknown_views=False,  # build even when no view source is found
+      ),
   )
 
   # --- Model ----------------------------------------------------------------

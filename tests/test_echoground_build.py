@@ -17,7 +17,7 @@ from echovlm_jax.data import build
 from echovlm_jax.data import tokenizer as tok_lib
 from echovlm_jax.echo import guidelines, negation, schema
 from tests.echoground_fixtures import tiny_input_config
-from tfds_builders.echoground import artifacts
+from echovlm_jax.data import artifacts
 from tfds_builders.echoground import records
 
 

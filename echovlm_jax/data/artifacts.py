@@ -1,5 +1,6 @@
 """What a build leaves next to the prepared dataset besides the TFRecords: the
-sentencepiece tokenizer, train-split measurement statistics and the build report.
+sentencepiece tokenizer, train-split measurement statistics and the build report
+(its contents: data/build_report.py).
 
 Writers run during the build (inside TFDS's temporary directory, so they appear
 atomically with the dataset); readers are what the input pipeline uses.
@@ -79,17 +80,3 @@ def load_stats(data_dir: str) -> tuple[np.ndarray, np.ndarray]:
 def load_report(data_dir: str) -> dict[str, Any]:
   with open(os.path.join(data_dir, REPORT_FILENAME)) as f:
     return json.load(f)
-
-
-def format_report(report: Mapping[str, Any]) -> str:
-  """A short human summary of a build report, printed at the end of a build."""
-  lines = [f"echoground/{report['config']}: read {report['records_read']} source records, "
-           f"wrote {sum(report['examples'].values())} examples "
-           f"({', '.join(f'{k} {v}' for k, v in report['examples'].items())}; patients "
-           f"{', '.join(f'{k} {v}' for k, v in report['patients'].items())})."]
-  for title, key in (("Source inputs skipped", "source_skipped"), ("Records skipped", "records_skipped"),
-                     ("Values recorded as absent", "values_dropped")):
-    counts = report.get(key) or {}
-    if counts:
-      lines.append(f"{title}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
-  return "\n".join(lines)

@@ -10,6 +10,8 @@ The trainer calls `ensure_dataset(config.input)`; the same code is a CLI:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import time
@@ -18,7 +20,8 @@ from typing import Any, Mapping
 import jax
 import tensorflow_datasets as tfds
 
-from tfds_builders.echoground import artifacts
+from echovlm_jax.data import artifacts
+from echovlm_jax.data import build_report
 from tfds_builders.echoground import Builder, EchogroundConfig
 
 DEFAULT_IMAGE_SIZE = 128
@@ -45,6 +48,11 @@ def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
   if kind == "synthetic":
     params.update(num_patients=int(input_config["synthetic_patients"]),
                   seed=int(input_config["synthetic_seed"]))
+  else:
+    m = input_config["mimic"]
+    params.update(test_type=str(m["test_type"]).lower(), echoview_csv=str(m["echoview_csv"]),
+                  view_csv=str(m["view_csv"]), view_min_prob=float(m["view_min_prob"]),
+                  allow_unknown_views=bool(m["allow_unknown_views"]))
   base = _registered(kind)
   cfg = dataclasses.replace(base, **params)
   # num_shards is how the data is laid out, not what it contains: not part of the name.
@@ -52,6 +60,11 @@ def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
   if same:
     return base  # TFDS accepts a registered config only as itself; shards go via DownloadConfig
   name = f"{kind}_i{cfg.image_size}_t{cfg.num_frames}_v{cfg.vocab_size}"
+  reader = {k: getattr(cfg, k) for k in ("test_type", "echoview_csv", "view_csv", "view_min_prob",
+                                         "allow_unknown_views")}
+  if any(getattr(base, k) != v for k, v in reader.items()):
+    # Reader options change what the dataset holds: a short fingerprint keeps them apart.
+    name += "_r" + hashlib.sha256(json.dumps(reader, sort_keys=True).encode()).hexdigest()[:8]
   if kind == "synthetic":
     name = f"{kind}_p{cfg.num_patients}_s{cfg.seed}_i{cfg.image_size}_t{cfg.num_frames}_v{cfg.vocab_size}"
   description = f"{base.description.split(',')[0]}: {name}." if kind == "synthetic" else f"{base.description} ({name})"
@@ -104,7 +117,7 @@ def ensure_dataset(input_config: Mapping[str, Any]) -> tfds.core.DatasetBuilder:
 def main(argv) -> None:
   del argv
   builder = ensure_dataset(_CONFIG.value.input)
-  print(artifacts.format_report(artifacts.load_report(builder.data_dir)))
+  print(build_report.format_report(artifacts.load_report(builder.data_dir)))
   print(f"Dataset: {builder.data_dir}")
 
 
