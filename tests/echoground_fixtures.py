@@ -48,3 +48,12 @@ def release_records(release_tree):
   records = list(mimic.generate_records(release_tree["root"], image_size=32, num_frames=1,
                                         stats=stats))
   return records, stats
+
+
+@pytest.fixture(scope="session")
+def release_dataset(release_tree, tmp_path_factory):
+  """(input_config, prepared builder): the `mimic` config built from `release_tree` at 32 px."""
+  from echovlm_jax.data import build  # pylint: disable=g-import-not-at-top
+  ic = tiny_input_config(tmp_path_factory.mktemp("tfds_mimic"), builder_config="mimic",
+                         manual_dir=release_tree["root"], image_size=32, num_frames=1, num_shards=2)
+  return ic, build.ensure_dataset(ic)

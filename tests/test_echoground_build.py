@@ -172,12 +172,9 @@ def test_patient_split_is_deterministic_exact_and_non_empty():
 
 
 @pytest.fixture(scope="module")
-def mimic_build(release_tree, tmp_path_factory):
+def mimic_build(release_tree, release_dataset):
   """The `mimic` config built from the v1.0-layout tree (708 x 1016 DICOMs) at 32 px."""
-  data_dir = tmp_path_factory.mktemp("tfds_mimic")
-  ic = tiny_input_config(data_dir, builder_config="mimic", manual_dir=release_tree["root"],
-                         image_size=32, num_frames=1, num_shards=2)
-  return release_tree, ic, build.ensure_dataset(ic)
+  return (release_tree, *release_dataset)
 
 
 def _all(builder):
