@@ -266,3 +266,28 @@ def test_stored_frames_are_the_masked_frames(mimic_build):
       frames = dicom.load_frames(os.path.join(tree["root"], f["rel"]), num_frames=1, size=32)
       want[records.stable_int64("study", "mimic", f["study"])].append(frames.tobytes())
   assert {k: sorted(v) for k, v in stored.items()} == {k: sorted(v) for k, v in want.items()}
+
+
+def test_a_dataset_built_by_other_caption_code_is_never_used(tmp_path, release_dataset):
+  """The build report stores a fingerprint of the code that decides example content; after an
+  edit a synthetic dataset is rebuilt and a real one stops with the rebuild command."""
+  ic = tiny_input_config(tmp_path, synthetic_patients=4, image_size=16, res=16, num_frames=1)
+  builder = build.ensure_dataset(ic)
+  report_path = os.path.join(builder.data_dir, artifacts.REPORT_FILENAME)
+  assert artifacts.load_report(builder.data_dir)["code_fingerprint"] == artifacts.code_fingerprint()
+  report = artifacts.load_report(builder.data_dir)
+  report["code_fingerprint"] = "0" * 16      # as if captions.py had changed since
+  artifacts.write_report(builder.data_dir, report)
+  again = build.ensure_dataset(ic)
+  assert artifacts.load_report(again.data_dir)["code_fingerprint"] == artifacts.code_fingerprint()
+  mic, mimic_builder = release_dataset
+  report = artifacts.load_report(mimic_builder.data_dir)
+  saved = dict(report)
+  report["code_fingerprint"] = "0" * 16
+  artifacts.write_report(mimic_builder.data_dir, report)
+  try:
+    with pytest.raises(RuntimeError, match="rm -r .*echovlm_jax.data.build"):
+      build.ensure_dataset(mic)
+  finally:
+    artifacts.write_report(mimic_builder.data_dir, saved)
+  assert os.path.exists(report_path)

@@ -8,6 +8,8 @@ atomically with the dataset); readers are what the input pipeline uses.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import os
 from typing import Any, Iterable, Mapping
@@ -20,6 +22,25 @@ from echovlm_jax.echo import schema
 TOKENIZER_FILENAME = tokenizer_lib.TOKENIZER_FILENAME
 STATS_FILENAME = "measurement_stats.json"
 REPORT_FILENAME = "build_report.json"
+# The modules that decide what an example holds: an edit to any of them makes a dataset built
+# before it stale (build.ensure_dataset compares the fingerprint stored in the build report).
+CONTENT_MODULES = (
+    "echovlm_jax.echo.schema", "echovlm_jax.echo.guidelines", "echovlm_jax.echo.captions",
+    "echovlm_jax.echo.negation", "echovlm_jax.echo.grades", "echovlm_jax.data.synthetic",
+    "echovlm_jax.data.synthetic_anatomy", "echovlm_jax.data.synthetic_render",
+    "echovlm_jax.data.synthetic_layout", "echovlm_jax.data.mimic", "echovlm_jax.data.mimic_mapping",
+    "echovlm_jax.data.mimic_grades", "echovlm_jax.data.echoview", "echovlm_jax.data.dicom",
+    "tfds_builders.echoground.records",
+)
+
+
+def code_fingerprint() -> str:
+  """sha256 (16 hex digits) of the source of CONTENT_MODULES."""
+  h = hashlib.sha256()
+  for name in CONTENT_MODULES:
+    with open(importlib.util.find_spec(name).origin, "rb") as f:
+      h.update(name.encode() + b"\0" + f.read())
+  return h.hexdigest()[:16]
 
 
 def _write_json(path: str, obj: Any) -> None:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from typing import Any, Mapping
 
@@ -83,6 +84,31 @@ def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
              ("dataset_info.json", artifacts.TOKENIZER_FILENAME, artifacts.STATS_FILENAME))
 
 
+def _stale(builder: tfds.core.DatasetBuilder) -> str | None:
+  """The fingerprint a prepared dataset was built with, when it is not the current code's."""
+  path = os.path.join(builder.data_dir, artifacts.REPORT_FILENAME)
+  built = artifacts.load_report(builder.data_dir).get("code_fingerprint") if os.path.exists(path) else None
+  return None if built == artifacts.code_fingerprint() else str(built)
+
+
+def _drop_if_stale(builder: tfds.core.DatasetBuilder) -> bool:
+  """A dataset built by other caption / label / reader code is never used: a synthetic one is
+  deleted for a rebuild (about a minute; by process 0, True when it was), a real one stops the
+  run, on every host, with the command that rebuilds it."""
+  built = _stale(builder)
+  if built is None:
+    return False
+  msg = (f"{builder.data_dir} was built by other caption / label / reader code (fingerprint "
+         f"{built}, now {artifacts.code_fingerprint()}; artifacts.CONTENT_MODULES).")
+  if builder.builder_config.source != "synthetic":
+    raise RuntimeError(msg + f" Remove it and rebuild: rm -r {builder.data_dir} && python -m "
+                       "echovlm_jax.data.build --config <your config> (see docs/mimic.md).")
+  if jax.process_index() == 0:
+    print(msg + " Rebuilding it.", flush=True)
+    shutil.rmtree(builder.data_dir)
+  return True
+
+
 def ensure_dataset(input_config: Mapping[str, Any]) -> tfds.core.DatasetBuilder:
   """Returns the prepared builder for config.input, building it first if missing.
 
@@ -92,6 +118,11 @@ def ensure_dataset(input_config: Mapping[str, Any]) -> tfds.core.DatasetBuilder:
   the tokenizer and measurement_stats.json.
   """
   builder = get_builder(input_config)
+  if _is_prepared(builder) and _drop_if_stale(builder):
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("echoground_stale_dropped")
+    builder = get_builder(input_config)
   if not _is_prepared(builder):
     if jax.process_index() == 0:
       cfg = builder.builder_config

@@ -221,6 +221,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     sizes = {s: sum(split_of[m[0]] == s for m in meta) for s in records_lib.SPLITS}
     report = {
         "config": cfg.name,
+        "code_fingerprint": artifacts.code_fingerprint(),
         "source": cfg.source,
         "records_read": maker.read,
         "examples": sizes,
