@@ -2,7 +2,7 @@
 measurement-grounded captions, negated captions and guideline labels.
 
 One pass reads the source into a temporary spill file (so a slow source, DICOM
-decoding or rendering, is read once), the patients are split 80/10/10, the
+decoding or rendering, is read once), the patients are split by a hash of their id, the
 tokenizer / measurement stats / build report are written next to the dataset,
 and TFDS then writes each split from the spill.
 """
@@ -123,7 +123,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       "1.1.0": "The default synthetic config has 2000 patients (was 600).",
       "2.0.0": "MIMIC-IV-ECHO v1.0 layout, codes and grades; ECHOVIEW views. New features "
                "grades, statements, view_source, view_confidence, image_kind; unknown-view "
-               "images get their study's whole report as caption.",
+               "images get their study's whole report as caption. Patient splits by a "
+               "threshold on a hash of the id (stable when patients are added).",
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [

@@ -223,20 +223,28 @@ class ExampleMaker:
     return ex_key, example
 
 
-def split_patients(patient_ids: Iterable[int]) -> dict[int, str]:
-  """Patient -> split, deterministic and disjoint: patients ordered by a hash of their id,
-  the last 10 % go to test, the 10 % before to validation, the rest to train.
+def split_fraction(patient_id: int) -> float:
+  """A patient's place in [0, 1): the first 8 bytes of sha256("echoground/split/<id>")."""
+  digest = hashlib.sha256(f"echoground/split/{int(patient_id)}".encode()).digest()
+  return int.from_bytes(digest[:8], "big") / 2.0 ** 64
 
-  Ranking (not thresholding) the hash gives exact 80/10/10 proportions and keeps
-  validation and test non-empty whenever there are at least 3 patients.
+
+def split_patients(patient_ids: Iterable[int]) -> dict[int, str]:
+  """Patient -> split by a threshold on a hash of its id: test below 0.1, validation below
+  0.2, train above. A patient's split depends on its id only, so adding patients, studies or
+  a mapping, or rebuilding, never moves one to another split.
+
+  Only a dataset so small that validation or test would be empty (fewer than ~30 patients)
+  borrows the train patients nearest the thresholds, so the three splits exist whenever there
+  are at least 3 patients.
   """
-  ids = sorted(set(int(p) for p in patient_ids),
-               key=lambda p: hashlib.sha256(f"echoground/split/{p}".encode()).digest())
-  n = len(ids)
-  n_test = max(1, round(n * SPLIT_FRACTIONS["test"])) if n >= 3 else 0
-  n_val = max(1, round(n * SPLIT_FRACTIONS["validation"])) if n >= 3 else 0
-  n_train = n - n_val - n_test
-  out = {}
-  for i, p in enumerate(ids):
-    out[p] = "train" if i < n_train else "validation" if i < n_train + n_val else "test"
+  ids = sorted(set(int(p) for p in patient_ids), key=split_fraction)
+  out = {p: ("test" if split_fraction(p) < SPLIT_FRACTIONS["test"] else
+             "validation" if split_fraction(p) < SPLIT_FRACTIONS["test"] + SPLIT_FRACTIONS["validation"]
+             else "train") for p in ids}
+  if len(ids) >= 3:
+    for split in ("test", "validation"):
+      if split not in out.values():
+        train = [p for p in ids if out[p] == "train"]
+        out[train[0]] = split  # the lowest hash still in train
   return out
