@@ -215,7 +215,7 @@ class Pretrained:
     self.batch_size, self.device = int(batch_size), device
     self.res = int(config["input"]["res"])
     self.num_frames = int(config["input"]["num_frames"])
-    self.image_size = int(config["input"].get("image_size") or max(128, self.res))
+    self.image_size = int(config["input"]["image_size"])
     self.max_text_len = int(config["input"]["max_text_len"])
     self.views: list[str] = list(config["views"])
     self.labels: list[str] = list(config["labels"])
