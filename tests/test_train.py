@@ -210,3 +210,20 @@ def test_unknown_config_key_fails_at_start(tmp_path, override, expected):
   assert lines[-1].startswith("error: Unknown config key") and expected in lines[-1], proc.stderr
   assert "Traceback" not in proc.stderr
   assert not os.listdir(tmp_path)  # nothing was started
+
+
+def test_sharding_strict_stops_a_partly_replicated_run(num_devices, caplog):
+  """3 heads on tensor=2: a warning naming the attention kernels, or with
+  config.sharding_strict a ConfigError before any parameter is allocated."""
+  c = _config()
+  c.model.image.update(width=48, heads=3)
+  mesh = distributed.create_mesh(dict(data=4, fsdp=1, tensor=2))
+  c.sharding_strict = True
+  with pytest.raises(run_config.ConfigError, match=r"image/.*query: dim 1 \(heads=3\) not over "
+                                                   r"tensor=2"):
+    train.create_state(c, mesh, VOCAB)
+  c.sharding_strict = False
+  with caplog.at_level("WARNING"):
+    train.create_state(c, mesh, VOCAB)
+  assert any("partly replicated" in r.getMessage() and "query" in r.getMessage()
+             for r in caplog.records)
