@@ -1,5 +1,6 @@
 """run_evals end to end: a randomly initialised tiny DualEncoder on the 8-device mesh over
-contract-shaped eval batches (with padding), every evaluator type, one embedding pass per split."""
+padded eval batches of the documented shapes (docs/design.md, "Batches"), every evaluator
+type, one embedding pass per split, metrics checked against tests/eval_reference.py."""
 
 import os
 

@@ -34,7 +34,7 @@ def _config(**overrides):
 
 
 def _batch(batch_size: int, config, seed: int = 0) -> dict[str, np.ndarray]:
-  """A training batch of the documented shapes (docs/design.md "Training batch"), host numpy."""
+  """A training batch of the documented shapes (docs/design.md, "Batches"), host numpy."""
   rng = np.random.default_rng(seed)
   t, res, length = config.input.num_frames, config.input.res, config.input.max_text_len
   m, k = len(schema.MEASUREMENTS), len(schema.LABELS)
