@@ -94,7 +94,8 @@ def undivided(tree: Any, mesh: Mesh, rules: Rules) -> dict[str, list[str]]:
   return found
 
 
-def check_divisible(tree: Any, mesh: Mesh, rules: Rules, strict: bool = False) -> dict[str, list[str]]:
+def check_divisible(tree: Any, mesh: Mesh, rules: Rules, strict: bool = False
+                    ) -> dict[str, list[str]]:
   """Warns (or with `strict` raises ShardingError) listing the parameters of `tree` that the
   rules cannot fully shard on `mesh`, e.g. 3 heads on tensor=2: a tensor-parallel run would
   otherwise hold full copies silently. Returns what `undivided` found."""

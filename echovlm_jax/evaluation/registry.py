@@ -1,9 +1,9 @@
 """Evaluators listed in config.evals (big_vision style) and the loop that runs the due ones.
 
 config.evals is a ConfigDict name -> {type, split, every (<= 0: last step only)}; probes
-also take train_split (default "train") and train_max_batches (0 or absent: all). One embedding pass per
-split (and one prompt encoding) per step is shared by every evaluator that needs it;
-`Evaluator` is what the trainer holds, `run_evals` the functional core.
+also take train_split (default "train") and train_max_batches (0 or absent: all). One
+embedding pass per split (and one prompt encoding) per step is shared by every evaluator
+that needs it; `Evaluator` is what the trainer holds, `run_evals` the functional core.
 """
 
 from __future__ import annotations
