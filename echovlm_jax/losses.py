@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec as P
 
 from echovlm_jax.echo.schema import UNKNOWN_VIEW_ID
+from echovlm_jax.sharding import batch_axes
 
 Array = jax.Array
 # Masked logits: finite, so rows with nothing left stay NaN-free (exp underflows to exactly 0).
@@ -59,7 +60,7 @@ def _run(fn: Callable[..., tuple[Array, Array]], mesh: Mesh | None, batched: dic
   if mesh is None:
     total, count = fn(_Shard(None), batched, replicated)
     return total / jnp.maximum(count, 1.0)
-  axes = tuple(a for a in ("data", "fsdp") if a in mesh.shape)
+  axes = batch_axes(mesh)
   shard = _Shard(axes, math.prod(mesh.shape[a] for a in axes))
 
   def body(b, r):

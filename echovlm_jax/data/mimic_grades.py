@@ -28,13 +28,13 @@ RV_FUNCTION = {
 }
 PERICARDIAL_EFFUSION = {
     # A trivial effusion and an anterior fat pad (which mimics one) are not effusions that
-    # the >= 0.1 cm rule of DESIGN.md would call present.
+    # the >= 0.1 cm rule of docs/design.md would call present.
     "Trivial": _NORMAL, "Anterior fat pad": _NORMAL,
     "Very small (<0.5cm)": _MILD, "Small (<1.0cm)": _MILD, "Small-moderate": _MILD_MOD,
     "Moderate (1.0-2.0cm)": _MOD, "Moderate-large": _MOD_SEV, "Large (>2.0cm)": _SEV,
 }
 # Pulmonary pressure graded by the TR gradient. "Borderline (TR 26-30mmHg)" is a TR velocity
-# of 2.55-2.74 m/s, below the 2.8 m/s cut-off of DESIGN.md: normal.
+# of 2.55-2.74 m/s, below the 2.8 m/s cut-off of docs/design.md: normal.
 PHTN_SEVERITY = {
     "Normal (TR<26mmHg)": _NORMAL, "HIgh normal (TR 21-25 mmHg)": _NORMAL,
     "PA HTN unlikely": _NORMAL, "Borderline (TR 26-30mmHg)": _NORMAL,
@@ -46,7 +46,7 @@ LV_WALL_THICKNESS = {
     "Mod symmetric LVH (1.5-1.7cm)": _MOD, "Severe symmetric (>1.7cm)": _SEV,
 }
 AORTIC_STENOSIS = {
-    # "Minimal" (sclerosis with a velocity below 2.6 m/s) is not stenosis by DESIGN.md's cut-off.
+    # "Minimal" (sclerosis with a velocity below 2.6 m/s) is not stenosis by docs/design.md's cut-off.
     "None": _NORMAL, "Minimal": _NORMAL, "None, incr vel high output": _NORMAL,
     "Mild (>1.5cm2)": _MILD, "Mod (1.0-1.5cm2)": _MOD, "Severe (<1.0cm2)": _SEV,
     "Severe (<0.6cm2/m2)": _SEV, "Very severe (>5m/s;>60mmHg)": _SEV,

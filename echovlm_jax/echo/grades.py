@@ -97,7 +97,7 @@ def combine_labels(numeric: Mapping[str, int], grades: Mapping[str, str],
                    counts: dict | None = None) -> dict[str, int]:
   """Labels from numbers, with grades filling those no number decides (schema.LABELS only).
 
-  A guideline cut-off applied to a measured value is the label's definition (DESIGN.md), so a
+  A guideline cut-off applied to a measured value is the label's definition (docs/design.md), so a
   number wins over a grade of the same finding; `counts` (a Counter) gets
   `grade_agrees:<label>` / `grade_disagrees:<label>` where both exist and `label_from_grade:<label>`
   where the grade alone decides.

@@ -48,7 +48,7 @@ class Measurement:
   views: tuple[str, ...]         # views from which this measurement is made
 
 
-# Units and names exactly as in DESIGN.md. Plausible ranges are wide physiological
+# Units and names exactly as in docs/design.md. Plausible ranges are wide physiological
 # bounds used to reject data-entry errors (e.g. LVIDd of 45 means mm, not cm).
 _MEASUREMENT_LIST = (
     Measurement("lvef", "%", "left ventricular ejection fraction", (5.0, 85.0),
@@ -99,7 +99,7 @@ LABELS: tuple[str, ...] = (
     "pericardial_effusion",
 )
 
-# Which measurements decide each label (DESIGN.md's table).
+# Which measurements decide each label (docs/design.md's table).
 LABEL_INPUTS: dict[str, tuple[str, ...]] = {
     "lv_systolic_dysfunction": ("lvef",),
     "lv_dilation": ("lvidd",),
