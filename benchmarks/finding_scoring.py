@@ -38,7 +38,7 @@ def main() -> None:
   args = p.parse_args()
 
   from configs import echovlm  # pylint: disable=g-import-not-at-top
-  from echovlm_jax import train
+  from echovlm_jax import checkpointing, run_config
   from echovlm_jax.data import build, input_pipeline
   from echovlm_jax.echo import prompts, schema
   from echovlm_jax.evaluation import embeddings as emb_lib, metrics, zero_shot
@@ -46,10 +46,10 @@ def main() -> None:
   c = echovlm.get_config()
   c.unlock()
   c.input.data_dir = args.data_dir
-  mesh = train.create_mesh(c)
+  mesh = run_config.create_mesh(c)
   build.ensure_dataset(c.input)
   tok = input_pipeline.load_tokenizer(c.input)
-  model, step = train.restore_params(c, args.workdir, mesh)
+  model, step = checkpointing.restore_params(c, args.workdir, mesh)
   emb = emb_lib.compute_embeddings(
       model, input_pipeline.make_eval_iterator(c.input, args.split, c.batch_size, mesh), mesh)
   img = emb["image_emb"]

@@ -44,7 +44,7 @@ PEAK_FLOPS = {
 # Batches
 # ----------------------------------------------------------------------------
 def random_batch(config: Any, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-  """A host batch of the documented training shapes (CONTRACTS.md "Training batch").
+  """A host batch of the documented training shapes (docs/design.md, "Batches").
 
   frames float32 [B, T, H, W, 1] in [-1, 1]; text / neg_text int32 [B, L] with a caption of
   12..L-1 ids in [2, vocab), one EOS (1) and pad (0) after; the other fields as documented.

@@ -57,15 +57,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # --- Data -----------------------------------------------------------------
   c.input = dict(
-      dataset="echoground",
-      builder_config="synthetic",   # or "mimic" (manual_dir)
+      builder_config="synthetic",   # of the `echoground` TFDS builder; or "mimic" (manual_dir)
       data_dir="data/tfds",         # relative paths are resolved against the cwd
       manual_dir="",                # MIMIC-IV-ECHO tree for builder_config=mimic
       synthetic_patients=2000,      # size of the synthetic dataset built on first use (~45 s)
       synthetic_seed=0,
       num_shards=4,
-      res=arg.res,
-      num_frames=arg.frames,
+      res=arg.res,                  # side of the frames the model sees
+      # Side of the stored frames (the dataset is built at this size; the pipeline crops and
+      # resizes to res). At least res: `res=N` in the arg string raises both, a lone
+      # --config.input.res override beyond it fails at start.
+      image_size=max(128, arg.res),
+      num_frames=arg.frames,        # T: frames per example (the ViT averages over them)
       max_text_len=64,              # ~94 % of PLAX / PSAX captions are longer: see fit_statements
       vocab_size=1024,
       shuffle_buffer=4096,
@@ -77,6 +80,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                     # tail (data/caption_augment.py)
       tokenizer="",                 # "" = the dataset's sentencepiece; an HF tokenizer dir (set
                                     # from model_init by model_init.configure)
+      # builder_config=mimic: what the reader takes from manual_dir (docs/mimic.md).
+      mimic=dict(
+          test_type="tte",            # reports of this test_type only (tte / tee / stress)
+          echoview_csv="",            # ECHOVIEW's CSV; "" = MIMIC_ECHO_View_Classifications.csv
+                                      # in manual_dir
+          view_csv="",                # (study_id, file, view) CSV; "" = view_labels.csv if present
+          view_min_prob=0.5,          # ECHOVIEW: top-class probability needed to take its view
+          allow_unknown_views=False,  # build even when no view source is found
+      ),
   )
 
   # --- Model ----------------------------------------------------------------
@@ -84,8 +96,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Block variants (models/layers.block_options): ours; model_init sets CLIP's / SigLIP's.
   block = dict(act="gelu_tanh", ln_eps=1e-6, qkv_bias=False, mlp_dim=0, proj="dense")
   c.model = dict(
-      image=dict(patch=16, mlp_ratio=4, pool="map", channels=1, num_frames=arg.frames,
-                 ln_pre=False, **block, **size["image"]),
+      image=dict(patch=16, mlp_ratio=4, pool="map", channels=1, ln_pre=False, **block,
+                 **size["image"]),
       text=dict(mlp_ratio=4, pool="eos", causal=False, pad_mask=True, pad_id=0, eos_id=1,
                 **block, **size["text"]),
       embed_dim=size["embed_dim"],
@@ -132,6 +144,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # --- Mesh and sharding ----------------------------------------------------
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
+  # A rule's mesh axis that does not divide a parameter's dim (3 heads on tensor=2) leaves that
+  # parameter partly replicated: False warns at start listing them, True stops the run.
+  c.sharding_strict = False
   # Logical axis name -> mesh axes. Activations' batch goes over (data, fsdp).
   c.sharding_rules = [
       ("batch", ("data", "fsdp")),
@@ -149,6 +164,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.log_every = 20
   c.ckpt_every = 250
   c.keep_ckpts = 3
+  c.eval_batch_size = 0             # global batch of the evaluators' embedding pass; 0 = batch_size
   # Evaluators (echovlm_jax/evaluation/registry.py): name -> {type, split, every}; every <= 0 =
   # only at the last step. Evaluators of one split share one embedding pass per step; metrics
   # are logged as "<split>/<type>/<metric>" (validation -> "val").
@@ -156,8 +172,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   for split, every in (("validation", 750), ("test", 0)):
     for kind in ("zero_shot_views", "zero_shot_findings", "retrieval", "negation"):
       c.evals[f"{split}_{kind}"] = dict(type=kind, split=split, every=every)
-  # Probes fit on the train split's embeddings: only at the end (they embed the train split).
-  c.evals.test_probes = dict(type="probes", split="test", every=0, train_split="train")
+  # Probes fit on the train split's embeddings: only at the end (they embed the train split);
+  # train_max_batches > 0 caps how many batches of it they embed (0 = all).
+  c.evals.test_probes = dict(type="probes", split="test", every=0, train_split="train",
+                             train_max_batches=0)
+  # What the report compares against, per input.builder_config: evaluator type -> metric ->
+  # target (the demo's, on the synthetic data). A builder config with no entry (mimic) gets no
+  # targets column; add one (e.g. the paper's 0.951 / 0.865) to compare a MIMIC run.
+  c.report_targets = dict(synthetic=dict(zero_shot_views=dict(accuracy=0.95),
+                                         zero_shot_findings=dict(macro_auc=0.90),
+                                         negation=dict(sensitivity=0.90)))
+
+  # --- Fault injection (tests) ----------------------------------------------
+  c.debug_nan_step = 0              # > 0: make this step non-finite to test the clean stop
+  c.debug_nan_target = "frames"     # "frames": NaN inputs (NaN loss); "grads": NaN gradient only
 
   if arg.runlocal:
     c.input.synthetic_patients = 40

@@ -1,6 +1,8 @@
 """Training checkpoints: Orbax CheckpointManager in WORKDIR/checkpoints, async
 saves, keep-N, resume (onto any mesh) with a JSON side-car (data iterator
-position, RNG, ...), and the SIGTERM / preemption stop signal the loop polls.
+position, RNG, ...), the SIGTERM / preemption stop signal the loop polls, and the
+params-only restore that evaluation and export use (beside the manager, as MaxText
+keeps `load_state_if_possible`, because it reads the same item names).
 """
 
 from __future__ import annotations
@@ -12,11 +14,18 @@ from typing import Any, Mapping
 
 from absl import logging
 from etils import epath
+from flax import nnx
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 
+from echovlm_jax import sharding
+from echovlm_jax.echo import schema
+
 CHECKPOINT_SUBDIR = "checkpoints"
-_ITEMS = ("state", "extra")
+# The two items of every step directory: the train state pytree and the JSON side-car.
+STATE_ITEM, EXTRA_ITEM = "state", "extra"
+_ITEMS = (STATE_ITEM, EXTRA_ITEM)
 
 
 # --- Preemption ----------------------------------------------------------------
@@ -136,8 +145,8 @@ class Checkpointer:
     """
     if force and step in self._manager.all_steps():
       return False
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                              extra=ocp.args.JsonSave(dict(extra or {})))
+    args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state),
+                                 EXTRA_ITEM: ocp.args.JsonSave(dict(extra or {}))})
     saved = self._manager.save(step, args=args, force=force)
     if saved:
       logging.info("Saving checkpoint for step %d to %s.", step, self.directory)
@@ -190,10 +199,10 @@ class Checkpointer:
       raise ValueError(f"Checkpointer.restore: abstract_state leaves {unsharded[:5]} have no "
                        "sharding; build them on the target mesh (e.g. `abstract_like` of a "
                        "sharded init, or ShapeDtypeStruct(..., sharding=NamedSharding(...))).")
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
+    restored = self._manager.restore(step, args=ocp.args.Composite(**{
+        STATE_ITEM: ocp.args.StandardRestore(abstract_state), EXTRA_ITEM: ocp.args.JsonRestore()}))
     logging.info("Restored checkpoint for step %d from %s.", step, self.directory)
-    return restored["state"], dict(restored["extra"] or {})
+    return restored[STATE_ITEM], dict(restored[EXTRA_ITEM] or {})
 
   # -- lifetime --
   def close(self) -> None:
@@ -206,3 +215,59 @@ class Checkpointer:
 
   def __exit__(self, *exc: Any) -> None:
     self.close()
+
+
+# --- Params-only restore (evaluation, export) -------------------------------------
+def abstract_params(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, vocab_size: int):
+  """(graphdef, params) of config.model where params holds jax.ShapeDtypeStructs carrying
+  the rules' shardings on `mesh`: a restore target that allocates nothing."""
+  from echovlm_jax.models.dual_encoder import DualEncoder  # pylint: disable=g-import-not-at-top
+  model = nnx.eval_shape(lambda: DualEncoder(
+      config.model, vocab_size=vocab_size, num_measurements=len(schema.MEASUREMENTS),
+      rngs=nnx.Rngs(config.seed)))
+  graphdef, params = nnx.split(model, nnx.Param)
+  shardings = sharding.get_shardings(params, mesh, config.sharding_rules)
+  return graphdef, jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params, shardings)
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  """Steps of the complete checkpoints in WORKDIR/checkpoints, ascending (read-only)."""
+  directory = os.path.join(workdir, CHECKPOINT_SUBDIR)
+  return sorted(ocp.utils.checkpoint_steps(directory)) if os.path.isdir(directory) else []
+
+
+def restore_params(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh,
+                   step: int | None = None, vocab_size: int | None = None
+                   ) -> tuple[nnx.Module, int]:
+  """(model, step): the DualEncoder of a workdir's checkpoint (latest when step is None),
+  sharded on `mesh` by config.sharding_rules (any mesh or device count).
+
+  Reads only the parameters (the optimizer state is never allocated) and never
+  writes to the workdir, so it is safe while a run is still training there.
+  vocab_size: default from the checkpoint's side-car, else the dataset's tokenizer.
+  """
+  workdir = os.path.abspath(workdir)
+  steps = checkpoint_steps(workdir)
+  if not steps:
+    raise FileNotFoundError(f"No complete checkpoint in {workdir}/{CHECKPOINT_SUBDIR}: "
+                            "train first, or check --workdir.")
+  step = steps[-1] if step is None else int(step)
+  if step not in steps:
+    raise FileNotFoundError(f"No checkpoint for step {step} in {workdir}; available: {steps}.")
+  step_dir = os.path.join(workdir, CHECKPOINT_SUBDIR, str(step))
+  if vocab_size is None:
+    extra = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
+        os.path.join(step_dir, EXTRA_ITEM))
+    vocab_size = (extra or {}).get("vocab_size")
+  if vocab_size is None:  # checkpoints written before the side-car carried it
+    from echovlm_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+    vocab_size = input_pipeline.load_tokenizer(config.input).vocab_size
+  graphdef, target = abstract_params(config, mesh, int(vocab_size))
+  item = {"params": target}
+  restored = ocp.PyTreeCheckpointer().restore(
+      os.path.join(step_dir, STATE_ITEM),
+      args=ocp.args.PyTreeRestore(item=item, partial_restore=True,
+                                  restore_args=ocp.checkpoint_utils.construct_restore_args(item)))
+  logging.info("Restored the parameters of step %d from %s.", step, step_dir)
+  return nnx.merge(graphdef, restored["params"]), step

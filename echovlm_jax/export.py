@@ -148,9 +148,10 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
       raise FileNotFoundError(f"{p} is missing; pass --data_dir with the prepared dataset "
                               "directory holding the tokenizer and measurement_stats.json.")
   tokenizer = tokenizer_lib.Tokenizer.load(tok_path)
-  from echovlm_jax import distributed, train  # the trainer's restore: params only, read-only
+  from echovlm_jax import checkpointing, distributed  # params-only restore, read-only
   mesh = distributed.create_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-  model, step = train.restore_params(cfg, workdir, mesh, step, vocab_size=tokenizer.vocab_size)
+  model, step = checkpointing.restore_params(cfg, workdir, mesh, step,
+                                             vocab_size=tokenizer.vocab_size)
 
   res = int(cfg.input.res)
   artifact_config = {
@@ -161,13 +162,13 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
       "model": cfg.model.to_dict(),
       "input": {"res": res, "num_frames": int(cfg.input.num_frames),
                 "max_text_len": int(cfg.input.max_text_len),
-                "image_size": int(cfg.input.get("image_size", 0) or max(128, res)),
+                "image_size": int(cfg.input.image_size),
                 "pixel_range": [-1.0, 1.0]},
       "vocab_size": tokenizer.vocab_size,
       "num_measurements": len(schema.MEASUREMENTS),
       "views": list(schema.KNOWN_VIEWS), "labels": list(schema.LABELS),
       "measurements": list(schema.MEASUREMENTS),
-      "training": {"dataset": cfg.input.dataset, "builder_config": cfg.input.builder_config,
+      "training": {"dataset": "echoground", "builder_config": cfg.input.builder_config,
                    "loss": cfg.loss.to_dict(), "total_steps": int(cfg.total_steps),
                    "batch_size": int(cfg.batch_size), "seed": int(cfg.seed)},
   }

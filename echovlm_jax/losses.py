@@ -1,4 +1,4 @@
-"""The training objectives of DESIGN.md "The objectives": CLIP and SigLIP contrastive losses
+"""The training objectives of docs/design.md "The objectives": CLIP and SigLIP contrastive losses
 with view masks and negated-caption negatives, the view SupCon term, the pairwise negation term,
 the masked measurement Huber loss, and `compute_losses`, which combines the enabled ones.
 
@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec as P
 
 from echovlm_jax.echo.schema import UNKNOWN_VIEW_ID
+from echovlm_jax.sharding import batch_axes
 
 Array = jax.Array
 # Masked logits: finite, so rows with nothing left stay NaN-free (exp underflows to exactly 0).
@@ -59,7 +60,7 @@ def _run(fn: Callable[..., tuple[Array, Array]], mesh: Mesh | None, batched: dic
   if mesh is None:
     total, count = fn(_Shard(None), batched, replicated)
     return total / jnp.maximum(count, 1.0)
-  axes = tuple(a for a in ("data", "fsdp") if a in mesh.shape)
+  axes = batch_axes(mesh)
   shard = _Shard(axes, math.prod(mesh.shape[a] for a in axes))
 
   def body(b, r):
@@ -96,6 +97,10 @@ def _columns_ok(shard: _Shard, b: Mapping[str, Array], cols: Mapping[str, Array]
   ok = cols["valid"][None, :] > 0
   if same_view:
     ok = ok & view_mask(b["view"], cols["view"])
+  if "cid" in b:
+    # Identical captions (a study's report shared by its images, "normal study") are not
+    # each other's negatives: such pairs leave both denominators (open_clip issue #1027).
+    ok = ok & (b["cid"][:, None] != cols["cid"][None, :])
   return pos, ok | pos
 
 
@@ -104,19 +109,21 @@ def _columns_ok(shard: _Shard, b: Mapping[str, Array], cols: Mapping[str, Array]
 def clip_loss(image_emb: Array, text_emb: Array, logit_scale: Array, *, view: Array | None = None,
               same_view_negatives: bool = False, neg_text_emb: Array | None = None,
               has_negation: Array | None = None, valid: Array | None = None,
-              mesh: Mesh | None = None) -> Array:
+              caption_id: Array | None = None, mesh: Mesh | None = None) -> Array:
   """L = 1/2 [CE(s I T^T, diag) + CE(s T I^T, diag)], mean over valid examples.
 
   image_emb, text_emb [B, d] L2-normalised; logit_scale () = log s; view [B] int (same-view
   mode: logits with M_ij = 0 leave both denominators); neg_text_emb [B, d] + has_negation [B]:
   negated captions as extra image->text columns ([B, 2B] logits; column j counts only when
   has_negation_j = 1, and follows the same view mask as caption j); valid [B] (0 = padding:
-  not a row, not a column). Returns a scalar.
+  not a row, not a column); caption_id [B] int: pairs i != j with equal ids (identical
+  captions) leave both denominators. Returns a scalar.
   """
   view, valid, has_neg = _defaults(image_emb, view, valid, has_negation)
   negation = neg_text_emb is not None
   batched = dict(img=image_emb, txt=text_emb, view=view, valid=valid, has_neg=has_neg,
-                 neg=neg_text_emb if negation else image_emb[:, :0])
+                 neg=neg_text_emb if negation else image_emb[:, :0],
+                 **({} if caption_id is None else dict(cid=caption_id.astype(jnp.int32))))
 
   def local(shard: _Shard, b: dict, r: dict) -> tuple[Array, Array]:
     s = jnp.exp(r["t"])
@@ -157,20 +164,21 @@ def _sigmoid_block(s: Array, bias: Array, b: Mapping[str, Array], cols: Mapping[
 def sigmoid_loss(image_emb: Array, text_emb: Array, logit_scale: Array, logit_bias: Array, *,
                  view: Array | None = None, same_view_negatives: bool = False,
                  neg_text_emb: Array | None = None, has_negation: Array | None = None,
-                 valid: Array | None = None, mesh: Mesh | None = None, ring: bool = False
-                 ) -> Array:
+                 valid: Array | None = None, caption_id: Array | None = None,
+                 mesh: Mesh | None = None, ring: bool = False) -> Array:
   """SigLIP: L = -(1/B) sum_ij log sigma(z_ij (s I_i.T_j + b)), z = +1 on the diagonal, else -1.
 
-  Shapes and masks as in `clip_loss` (masked pairs leave the sum; negated captions add pairs
-  with z = -1 where has_negation_j = 1); logit_bias () = b. `ring`: with a mesh, text blocks go
+  Shapes and masks as in `clip_loss` (masked pairs, identical captions included, leave the
+  sum; negated captions add pairs with z = -1 where has_negation_j = 1); logit_bias () = b. `ring`: with a mesh, text blocks go
   round the ring of batch shards (ppermute) so a device holds [B_local, B_local] logits instead
   of [B_local, B_global]; the value is the same.
   """
   view, valid, has_neg = _defaults(image_emb, view, valid, has_negation)
   negation = neg_text_emb is not None
   batched = dict(img=image_emb, txt=text_emb, view=view, valid=valid, has_neg=has_neg,
-                 neg=neg_text_emb if negation else image_emb[:, :0])
-  col_keys = ("txt", "view", "valid", "has_neg", "neg")
+                 neg=neg_text_emb if negation else image_emb[:, :0],
+                 **({} if caption_id is None else dict(cid=caption_id.astype(jnp.int32))))
+  col_keys = ("txt", "view", "valid", "has_neg", "neg") + (("cid",) if caption_id is not None else ())
 
   def dense(shard: _Shard, b: dict, r: dict) -> tuple[Array, Array]:
     cols = {k: shard.gather(b[k]) for k in col_keys}
@@ -278,7 +286,8 @@ def compute_losses(outputs: Mapping[str, Array], batch: Mapping[str, Array], los
 
   outputs: DualEncoder outputs (image_emb, text_emb [B, d], neg_text_emb [B, d] when negation
   is on, meas_pred / text_meas_pred [B, M], logit_scale, logit_bias). batch: view [B],
-  has_negation [B], measurements / meas_mask / text_meas_mask (what the caption states)
+  has_negation [B], optional caption_id [B] (identical captions), measurements / meas_mask /
+  text_meas_mask (what the caption states)
   [B, M], optional valid [B]. loss_config: config.loss.
   Returns (total (), {term name: ()}) with only the enabled terms.
   """
@@ -291,18 +300,18 @@ def compute_losses(outputs: Mapping[str, Array], batch: Mapping[str, Array], los
     raise ValueError("config.loss.negation=True needs outputs['neg_text_emb']: put 'neg_text' "
                      "in the batch given to the model.")
   img, txt, t = outputs["image_emb"], outputs["text_emb"], outputs["logit_scale"]
-  valid, view = batch.get("valid"), batch.get("view")
+  valid, view, cid = batch.get("valid"), batch.get("view"), batch.get("caption_id")
   same_view = cfg.view_mode == "same_view_negatives"
   neg = dict(neg_text_emb=outputs["neg_text_emb"], has_negation=batch["has_negation"]
              ) if cfg.negation else {}
   terms: dict[str, Array] = {}
   if cfg.kind == "clip":
     terms["contrastive"] = clip_loss(img, txt, t, view=view, same_view_negatives=same_view,
-                                     valid=valid, mesh=mesh, **neg)
+                                     valid=valid, caption_id=cid, mesh=mesh, **neg)
   else:
     terms["contrastive"] = sigmoid_loss(img, txt, t, outputs["logit_bias"], view=view,
-                                        same_view_negatives=same_view, valid=valid, mesh=mesh,
-                                        ring=cfg.sigmoid_ring, **neg)
+                                        same_view_negatives=same_view, valid=valid,
+                                        caption_id=cid, mesh=mesh, ring=cfg.sigmoid_ring, **neg)
   total = terms["contrastive"]
   if cfg.view_mode == "view_supcon":
     terms["view"] = view_supcon_loss(img, t, view, valid=valid, mesh=mesh)

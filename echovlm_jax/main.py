@@ -104,6 +104,7 @@ def main(argv: Sequence[str]) -> None:
   tf.config.set_visible_devices([], "GPU")
 
   from echovlm_jax import distributed  # pylint: disable=g-import-not-at-top
+  from echovlm_jax import run_config  # pylint: disable=g-import-not-at-top
   from echovlm_jax import train  # pylint: disable=g-import-not-at-top
   distributed.maybe_initialize()
   logging.getLogger().setLevel(logging.INFO)
@@ -116,7 +117,7 @@ def main(argv: Sequence[str]) -> None:
       standalone.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, step=_STEP.value)
   except train.NonFiniteLossError as e:
     fail(f"Training stopped: {e}")
-  except (train.ConfigError, FileNotFoundError) as e:
+  except (run_config.ConfigError, FileNotFoundError) as e:
     fail(str(e))
 
 

@@ -21,6 +21,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from echovlm_jax import scoring
+
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
@@ -191,10 +193,6 @@ def _bucket(n: int, batch_size: int) -> int:
   return min(batch_size, 1 << max(0, (n - 1).bit_length()))
 
 
-def _normalize(x: np.ndarray) -> np.ndarray:
-  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def _softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
   z = z - z.max(axis=axis, keepdims=True)
   e = np.exp(z)
@@ -219,7 +217,7 @@ class Pretrained:
     self.batch_size, self.device = int(batch_size), device
     self.res = int(config["input"]["res"])
     self.num_frames = int(config["input"]["num_frames"])
-    self.image_size = int(config["input"].get("image_size") or max(128, self.res))
+    self.image_size = int(config["input"]["image_size"])
     self.max_text_len = int(config["input"]["max_text_len"])
     self.views: list[str] = list(config["views"])
     self.labels: list[str] = list(config["labels"])
@@ -277,9 +275,8 @@ class Pretrained:
   # -- zero-shot --
   def _group_embeddings(self, groups: Sequence[Sequence[str]]) -> np.ndarray:
     """Each group of phrasings -> the renormalised mean of its embeddings: [len(groups), d]."""
-    emb = _normalize(self.encode_texts([t for g in groups for t in g]))
-    bounds = np.cumsum([0, *map(len, groups)])
-    return _normalize(np.stack([emb[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])]))
+    return scoring.average_prompts(self.encode_texts([t for g in groups for t in g]),
+                                   [len(g) for g in groups])
 
   def prompt_embeddings(self) -> dict[str, np.ndarray]:
     """views [V, d], label_pos [K, d], label_neg [K, d] (computed once, then cached)."""
@@ -349,7 +346,7 @@ class Pretrained:
   def findings_from_embeddings(self, image_emb: np.ndarray) -> dict[str, Any]:
     """`classify_findings` from image embeddings [N, d]."""
     pe, emb = self.prompt_embeddings(), image_emb
-    diff = emb @ pe["label_pos"].T - emb @ pe["label_neg"].T
+    diff = scoring.finding_scores(emb, pe["label_pos"], pe["label_neg"])
     probs = 1.0 / (1.0 + np.exp(-self.logit_scale * diff))
     return dict(labels=list(self.labels), probs=probs.astype(np.float32),
                 prompts=self.label_prompts, label_views=self.label_views)

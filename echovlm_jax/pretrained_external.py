@@ -26,8 +26,8 @@ from echovlm_jax.echo import schema
 
 
 def model_config(arch: dict[str, Any]) -> ml_collections.ConfigDict:
-  """config.model for an `architecture` (float32, one frame, no scan)."""
-  image = dict(arch["image"], num_frames=1, mlp_ratio=4)
+  """config.model for an `architecture` (float32, no scan)."""
+  image = dict(arch["image"], mlp_ratio=4)
   text = dict(arch["text"], mlp_ratio=4)
   return ml_collections.ConfigDict(dict(
       image=image, text=text, embed_dim=arch["embed_dim"], dtype="float32", remat=False,

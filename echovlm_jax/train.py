@@ -1,18 +1,17 @@
 """The one trainer: state creation, the sharded train step, and the loop with
 periodic metrics, checkpoints and evaluation.
 
-`train_and_evaluate(config, workdir)` is what `main.py` calls; `restore_params`
-loads a workdir's checkpointed model for evaluation and export. Every experiment
-(the paper's ablations included) is a config, never a fork.
+`train_and_evaluate(config, workdir)` is what `main.py` calls. Every experiment
+(the paper's ablations included) is a config, never a fork. Evaluation and export
+restore checkpoints through checkpointing.py, never through this module.
 
-Fault injection: `config.debug_nan_step` (optional; absent from configs/echovlm.py,
-set by tests/train_tiny_config.py) turns that step's frames into NaN so tests can
-check that a non-finite loss stops the run cleanly. 0 or absent = off.
+Fault injection (configs/echovlm.py, 0 = off): `config.debug_nan_step` makes that step
+non-finite, `config.debug_nan_target` says where: "frames" (NaN inputs, so a NaN loss) or
+"grads" (a finite loss with a NaN gradient), so tests can check both stop the run cleanly.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,25 +23,23 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from echovlm_jax import checkpointing
-from echovlm_jax import distributed
 from echovlm_jax import losses
+from echovlm_jax import metrics_log
 from echovlm_jax import sharding
 from echovlm_jax.echo import schema
+# Start-up checks live beside the evaluator's; imported here under the names callers know.
+from echovlm_jax.run_config import ConfigError, create_mesh, validate_config  # noqa: F401
 
 # The data modules (tf.data, TFDS) and clu's writers are imported where the loop needs them, so
 # the state and step functions import without TensorFlow (benchmarks on accelerator images).
 
 
 class NonFiniteLossError(RuntimeError):
-  """The loss or one of its terms became NaN/inf; the run stopped before saving it."""
-
-
-class ConfigError(ValueError):
-  """A config value the trainer cannot run with; the message names the key and the fix."""
+  """The loss, one of its terms or the gradient norm became NaN/inf; the run stopped
+  before saving that step."""
 
 
 # ----------------------------------------------------------------------------
@@ -82,11 +79,14 @@ def create_state(config, mesh, vocab_size: int):
   state = {"params": nnx.State, "opt_state": optax state, "step": int32 []},
   created already sharded (jit with out_shardings), never materialised on one device.
   """
-  model = sharding.create_sharded_model(
-      config.model, vocab_size=vocab_size, num_measurements=len(schema.MEASUREMENTS),
-      mesh=mesh, rules=config.sharding_rules, seed=config.seed)
+  try:  # warns (or fails with config.sharding_strict) on partly replicated parameters
+    model = sharding.create_sharded_model(
+        config.model, vocab_size=vocab_size, num_measurements=len(schema.MEASUREMENTS),
+        mesh=mesh, rules=config.sharding_rules, seed=config.seed, strict=config.sharding_strict)
+  except sharding.ShardingError as e:
+    raise ConfigError(str(e)) from None
   graphdef, params = nnx.split(model, nnx.Param)
-  if config.get("model_init"):
+  if config.model_init:
     # Pretrained CLIP/SigLIP towers; on resume the checkpoint overwrites these.
     from echovlm_jax import model_init
     params = model_init.apply_model_init(params, config)
@@ -111,20 +111,22 @@ def create_state(config, mesh, vocab_size: int):
 # ----------------------------------------------------------------------------
 # The train step
 # ----------------------------------------------------------------------------
-def make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding) -> Callable:
+def make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding, *,
+                    poison_grads: bool = False) -> Callable:
   """Returns jitted step(state, batch) -> (state, metrics); the state is donated.
 
   With grad_accum_steps = k the global batch is split into k micro-batches whose
   gradients are averaged (contrastive negatives then come from one micro-batch).
   Micro-batch j takes rows j, j+k, j+2k, ... so every device holds B/(k*shards) rows
   of each one: no resharding, no idle devices.
-  A non-finite loss leaves the state unchanged, so nothing bad is ever saved.
+  A non-finite loss or gradient norm leaves the state unchanged, so nothing bad is ever
+  saved (a NaN gradient can come with a finite loss, e.g. from a sqrt at 0).
+  poison_grads: fault injection (config.debug_nan_target="grads"): one gradient leaf
+  becomes NaN while the loss stays finite.
   """
   loss_config = config.loss
   k = int(config.grad_accum_steps)
-  if config.batch_size % k:
-    raise ValueError(f"config.batch_size={config.batch_size} is not divisible by "
-                     f"config.grad_accum_steps={k}.")
+  sharding.check_batch_size(config.batch_size, mesh, "config.batch_size", k)
   schedule = make_schedule(config)
   micro_sharding = jax.sharding.NamedSharding(
       mesh, jax.sharding.PartitionSpec(None, sharding.batch_axes(mesh)))
@@ -156,15 +158,20 @@ def make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding)
       (total, terms, log_scale, grads), _ = jax.lax.scan(body, zeros, micro)
       total, terms, log_scale, grads = jax.tree.map(lambda x: x / k, (total, terms, log_scale, grads))
 
+    if poison_grads:
+      leaves, treedef = jax.tree.flatten(grads)
+      grads = jax.tree.unflatten(treedef, [leaves[0] * jnp.nan, *leaves[1:]])
+    grad_norm = optax.global_norm(grads)
     updates, new_opt = tx.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
-    finite = jnp.isfinite(total)
-    # Keep the old state when the loss is not finite: the host stops the run.
+    # One NaN/inf anywhere in the gradient makes its global norm non-finite, and clipping
+    # by that norm would spread it to every parameter: keep the old state, the host stops.
+    finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = {"params": keep(new_params, params), "opt_state": keep(new_opt, state["opt_state"]),
                  "step": state["step"] + 1}
     metrics = {"loss": total, **{f"loss/{n}": v for n, v in terms.items()},
-               "grad_norm": optax.global_norm(grads),
+               "grad_norm": grad_norm,
                "temperature": jnp.exp(log_scale), "lr": schedule(state["step"])}
     return new_state, metrics
 
@@ -183,123 +190,9 @@ def check_finite(step: int, metrics: dict[str, float]) -> None:
         "config.seed.")
 
 
-def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
-  """Fails at start (ConfigError) on values the loop would only trip over later."""
-  for key in ("total_steps", "batch_size", "log_every", "ckpt_every", "grad_accum_steps"):
-    if int(config[key]) < 1:
-      raise ConfigError(f"config.{key}={config[key]}: must be >= 1.")
-  shards = sharding.num_batch_shards(mesh)
-  k = int(config.grad_accum_steps)
-  if config.batch_size % (shards * k) or config.batch_size % jax.process_count():
-    raise ConfigError(
-        f"config.batch_size={config.batch_size} must be divisible by the mesh's batch axes "
-        f"data*fsdp={shards} times config.grad_accum_steps={k}, and by the process count "
-        f"{jax.process_count()}; pick a multiple of {shards * k * jax.process_count()}.")
-  if config.evals:
-    from echovlm_jax.evaluation import registry  # lazily: sklearn/matplotlib cost start-up time
-    try:
-      registry.check_evals_config(config.evals)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
-
-
-def create_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
-  """The (data, fsdp, tensor) mesh of config.mesh; a bad shape is a ConfigError."""
-  try:
-    return distributed.create_mesh(config.mesh)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-
-
-# ----------------------------------------------------------------------------
-# Restoring a trained model (evaluation, export)
-# ----------------------------------------------------------------------------
-def abstract_params(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, vocab_size: int):
-  """(graphdef, params) of config.model where params holds jax.ShapeDtypeStructs carrying
-  the rules' shardings on `mesh`: a restore target that allocates nothing."""
-  from echovlm_jax.models.dual_encoder import DualEncoder  # pylint: disable=g-import-not-at-top
-  model = nnx.eval_shape(lambda: DualEncoder(
-      config.model, vocab_size=vocab_size, num_measurements=len(schema.MEASUREMENTS),
-      rngs=nnx.Rngs(config.seed)))
-  graphdef, params = nnx.split(model, nnx.Param)
-  shardings = sharding.get_shardings(params, mesh, config.sharding_rules)
-  return graphdef, jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params, shardings)
-
-
-def checkpoint_steps(workdir: str) -> list[int]:
-  """Steps of the complete checkpoints in WORKDIR/checkpoints, ascending (read-only)."""
-  directory = os.path.join(workdir, checkpointing.CHECKPOINT_SUBDIR)
-  return sorted(ocp.utils.checkpoint_steps(directory)) if os.path.isdir(directory) else []
-
-
-def restore_params(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh,
-                   step: int | None = None, vocab_size: int | None = None
-                   ) -> tuple[nnx.Module, int]:
-  """(model, step): the DualEncoder of a workdir's checkpoint (latest when step is None),
-  sharded on `mesh` by config.sharding_rules (any mesh or device count).
-
-  Reads only the parameters (the optimizer state is never allocated) and never
-  writes to the workdir, so it is safe while a run is still training there.
-  vocab_size: default from the checkpoint's side-car, else the dataset's tokenizer.
-  """
-  workdir = os.path.abspath(workdir)
-  steps = checkpoint_steps(workdir)
-  if not steps:
-    raise FileNotFoundError(f"No complete checkpoint in {workdir}/"
-                            f"{checkpointing.CHECKPOINT_SUBDIR}: train first, or check --workdir.")
-  step = steps[-1] if step is None else int(step)
-  if step not in steps:
-    raise FileNotFoundError(f"No checkpoint for step {step} in {workdir}; available: {steps}.")
-  step_dir = os.path.join(workdir, checkpointing.CHECKPOINT_SUBDIR, str(step))
-  if vocab_size is None:
-    extra = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(os.path.join(step_dir, "extra"))
-    vocab_size = (extra or {}).get("vocab_size")
-  if vocab_size is None:  # checkpoints written before the side-car carried it
-    from echovlm_jax.data import input_pipeline
-    vocab_size = input_pipeline.load_tokenizer(config.input).vocab_size
-  graphdef, target = abstract_params(config, mesh, int(vocab_size))
-  item = {"params": target}
-  restored = ocp.PyTreeCheckpointer().restore(
-      os.path.join(step_dir, "state"),
-      args=ocp.args.PyTreeRestore(item=item, partial_restore=True,
-                                  restore_args=ocp.checkpoint_utils.construct_restore_args(item)))
-  logging.info("Restored the parameters of step %d from %s.", step, step_dir)
-  return nnx.merge(graphdef, restored["params"]), step
-
-
 # ----------------------------------------------------------------------------
 # Logging
 # ----------------------------------------------------------------------------
-class JsonlWriter:
-  """Appends one JSON object per logged step to WORKDIR/metrics.jsonl (process 0 only)."""
-
-  def __init__(self, path: str, enabled: bool):
-    self.path, self.enabled = path, enabled
-
-  def write(self, step: int, scalars: dict[str, float]) -> None:
-    if self.enabled:
-      with open(self.path, "a") as f:
-        f.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
-
-
-def read_metrics_history(workdir: str) -> list[dict]:
-  """WORKDIR/metrics.jsonl, one merged dict per step in step order.
-
-  A resumed run re-logs the steps after its checkpoint; the later value wins.
-  """
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  merged: dict[int, dict] = {}
-  with open(path) as f:
-    for line in f:
-      if line.strip():
-        rec = json.loads(line)
-        merged.setdefault(int(rec["step"]), {}).update(rec)
-  return [merged[s] for s in sorted(merged)]
-
-
 def progress_line(step: int, total: int, scalars: dict[str, float], eta_s: float) -> str:
   """One readable line: loss and its terms, lr, temperature, grad norm, speed, ETA."""
   terms = " ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(scalars.items()) if k.startswith("loss/"))
@@ -316,8 +209,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains (resuming from the latest checkpoint in workdir) and evaluates.
 
   Returns the last logged training metrics and evaluation results. Raises
-  ConfigError on a config it cannot run, NonFiniteLossError when the loss
-  stops being finite (the last good checkpoint stays). A SIGTERM saves the
+  ConfigError on a config it cannot run, NonFiniteLossError when the loss or the
+  gradient norm stops being finite (the last good checkpoint stays). A SIGTERM saves the
   current step and returns early.
   """
   workdir = os.path.abspath(workdir)
@@ -345,7 +238,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   logging.info("Mesh %s over %d devices (%d processes).", dict(mesh.shape), mesh.size,
                jax.process_count())
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
-  jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"), is_main)
+  jsonl = metrics_log.JsonlWriter(os.path.join(workdir, metrics_log.METRICS_FILE), is_main)
   if is_main:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
@@ -381,6 +274,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
   batch_sharding = sharding.batch_sharding(mesh)
   train_step = make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding)
+  nan_step, nan_target = int(config.debug_nan_step), config.debug_nan_target
+  poisoned_step = (make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding,
+                                   poison_grads=True)
+                   if nan_step and nan_target == "grads" else None)  # compiled only if used
   # The stream is deterministic in (seed, position, process count): rebuilding it at the
   # saved position gives exactly the batches an uninterrupted run would have seen.
   train_iter = input_pipeline.make_train_iterator(
@@ -392,17 +289,20 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     evaluator = evaluation.Evaluator(config, mesh, tokenizer)
 
   # --- Loop ----------------------------------------------------------------
-  nan_step = int(config.get("debug_nan_step", 0) or 0)
   last, preempted = {}, False
   t0, s0 = time.time(), start_step
   pending = None  # metrics of the previous step, checked one step late so dispatch never stalls
   try:
     for step in range(start_step + 1, config.total_steps + 1):
       batch = next(train_iter)
+      step_fn = train_step
       if step == nan_step:
-        logging.warning("config.debug_nan_step=%d: feeding NaN frames (fault injection).", step)
-        batch = dict(batch, frames=_poison(batch["frames"]))
-      state, metrics = train_step(state, batch)
+        logging.warning("config.debug_nan_step=%d: NaN %s (fault injection).", step, nan_target)
+        if nan_target == "frames":
+          batch = dict(batch, frames=_poison(batch["frames"]))
+        else:
+          step_fn = poisoned_step
+      state, metrics = step_fn(state, batch)
       if pending is not None:
         _check_pending(*pending)
       pending = (step, metrics)
@@ -461,7 +361,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     writer.flush()
 
   if evaluator is not None and is_main and not preempted:
-    report = evaluator.write_report(workdir, read_metrics_history(workdir))
+    report = evaluator.write_report(workdir, metrics_log.read_metrics_history(workdir))
     if report:
       print(f"Report: {report}", flush=True)
   return last
@@ -474,7 +374,7 @@ def _poison(frames: jax.Array) -> jax.Array:
 
 def _check_pending(step: int, metrics) -> None:
   check_finite(step, {k: float(v) for k, v in jax.device_get(metrics).items()
-                      if k == "loss" or k.startswith("loss/")})
+                      if k in ("loss", "grad_norm") or k.startswith("loss/")})
 
 
 def _fmt_seconds(s: float) -> str:

@@ -29,3 +29,31 @@ def tiny_echoground(tmp_path_factory):
   from echovlm_jax.data import build  # pylint: disable=g-import-not-at-top
   ic = tiny_input_config(tmp_path_factory.mktemp("tfds"))
   return ic, build.ensure_dataset(ic)
+
+
+@pytest.fixture(scope="session")
+def release_tree(tmp_path_factory):
+  """A MIMIC-IV-ECHO v1.0-layout tree at the release's geometry (708 x 1016 YBR_FULL_422 JPEG
+  cines and spectral stills, PHI in the headers; tests/mimic_tree.py), written once."""
+  from tests import mimic_tree  # pylint: disable=g-import-not-at-top
+  return mimic_tree.write_tree(tmp_path_factory.mktemp("mimic_v1"), num_subjects=8)
+
+
+@pytest.fixture(scope="session")
+def release_records(release_tree):
+  """(records, stats) of mimic.generate_records on `release_tree` (32 px, 1 frame)."""
+  import collections  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.data import mimic  # pylint: disable=g-import-not-at-top
+  stats = collections.Counter()
+  records = list(mimic.generate_records(release_tree["root"], image_size=32, num_frames=1,
+                                        stats=stats))
+  return records, stats
+
+
+@pytest.fixture(scope="session")
+def release_dataset(release_tree, tmp_path_factory):
+  """(input_config, prepared builder): the `mimic` config built from `release_tree` at 32 px."""
+  from echovlm_jax.data import build  # pylint: disable=g-import-not-at-top
+  ic = tiny_input_config(tmp_path_factory.mktemp("tfds_mimic"), builder_config="mimic",
+                         manual_dir=release_tree["root"], image_size=32, num_frames=1, num_shards=2)
+  return ic, build.ensure_dataset(ic)

@@ -95,32 +95,39 @@ def test_misaligned_pairs_are_whole_or_lose_their_negation(tok):
   assert _n_ids(tok, c) <= _n_ids(tok, CAPTION) // 2 - 1 and (n, has) == ("", False)
 
 
-def _a4c_mask(present=("lvef", "lavi", "tapse", "rvd_basal", "pericardial_effusion")):
-  m = np.zeros(len(schema.MEASUREMENTS), np.float32)
-  for name in present:
-    m[schema.MEASUREMENTS.index(name)] = 1.0
-  return m
+STRUCTURE = "- lvef lavi tapse rvd_basal pericardial_effusion"
 
 
-def test_stated_measurements_follow_the_caption_order():
-  a4c = schema.VIEWS.index("a4c")
-  got = ca.stated_measurements(a4c, _a4c_mask(), len(SENTS))
-  assert [schema.MEASUREMENTS[i] for i in got] == list(schema.view_measurements("a4c"))
-  # A caption whose sentences do not match what the view shows is not attributed.
-  assert ca.stated_measurements(a4c, _a4c_mask(("lvef",)), len(SENTS)) is None
+def test_stated_measurements_read_the_stored_structure():
+  got = ca.stated_measurements(STRUCTURE)
+  assert got[0] is None and [schema.MEASUREMENTS[i] for i in got[1:]] == list(
+      schema.view_measurements("a4c"))
+  assert ca.stated_measurements("- grade:rv_function lvef") == [
+      None, None, schema.MEASUREMENTS.index("lvef")]
+
+
+def test_surviving_counts_the_sentences_that_fit_whole():
+  assert ca.surviving([5, 4, 3], max_len=10) == 2      # 9 ids fit before EOS, 12 do not
+  assert ca.surviving([5, 4, 3], max_len=13) == 3
+  assert ca.surviving([12], max_len=10) == 0
+
+
+def _batch(tok, seeds, max_len, **kw):
+  caps = np.array([CAPTION.encode(), b"A short view."], dtype=object)
+  negs = np.array([NEGATED.encode(), b""], dtype=object)
+  has = np.array([1.0, 0.0], np.float32)
+  structure = np.array([STRUCTURE.encode(), b"-"], dtype=object)
+  args = dict(p_example=0.0, p_keep=1.0, tok=tok, max_len=max_len, fit=True)
+  args.update(kw)
+  return ca.augment_batch(caps, negs, has, np.array(seeds), structure, **args), (caps, negs, has,
+                                                                                   structure)
 
 
 def test_augment_batch_is_per_example_and_reports_what_is_stated(tok):
   max_len = _n_ids(tok, CAPTION) * 2 // 3
-  a4c = schema.VIEWS.index("a4c")
-  caps = np.array([CAPTION.encode(), b"A short view."], dtype=object)
-  negs = np.array([NEGATED.encode(), b""], dtype=object)
-  has = np.array([1.0, 0.0], np.float32)
-  views = np.array([a4c, a4c], np.int32)
-  masks = np.stack([_a4c_mask(), np.zeros(len(schema.MEASUREMENTS), np.float32)])
-  kw = dict(p_example=0.0, p_keep=1.0, tok=tok, max_len=max_len)
-  a = ca.augment_batch(caps, negs, has, np.array([7, 8]), views, masks, **kw)
-  b = ca.augment_batch(caps[::-1], negs[::-1], has[::-1], np.array([8, 7]), views, masks[::-1], **kw)
+  a, (caps, negs, has, structure) = _batch(tok, [7, 8], max_len)
+  b = ca.augment_batch(caps[::-1], negs[::-1], has[::-1], np.array([8, 7]), structure[::-1],
+                       p_example=0.0, p_keep=1.0, tok=tok, max_len=max_len, fit=True)
   for x, y in zip(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y)[::-1])
   assert a[0][1] == b"A short view." and a[3][1].sum() == 0
@@ -131,3 +138,15 @@ def test_augment_batch_is_per_example_and_reports_what_is_stated(tok):
            "pericardial_effusion": "effusion"}
   for name, word in words.items():
     assert (word in kept_text) == (name in stated), name
+
+
+def test_without_fitting_the_mask_follows_what_the_tokenizer_keeps(tok):
+  """Evaluation (seed < 0) and fit=False leave captions as stored: the tail the tokenizer cuts
+  is not counted as stated."""
+  max_len = sum(_n_ids(tok, s) for s in SENTS[:3]) + 1  # the view sentence and two statements
+  for seeds, fit in (([-1, -1], True), ([7, 8], False)):
+    (c, n, h, mask), _ = _batch(tok, seeds, max_len, fit=fit)
+    assert c[0] == CAPTION.encode() and n[0] == NEGATED.encode() and h[0] == 1.0
+    assert [schema.MEASUREMENTS[i] for i in np.nonzero(mask[0])[0]] == ["lvef", "lavi"]
+  (_, _, _, mask), _ = _batch(tok, [-1, -1], 1000)
+  assert mask[0].sum() == 5

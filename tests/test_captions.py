@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 
+from echovlm_jax.data import caption_augment
 from echovlm_jax.echo import captions
 from echovlm_jax.echo import guidelines
 from echovlm_jax.echo import negation
@@ -23,7 +24,7 @@ def test_the_issue_example():
                   "diameter in diastole is 6.1 cm, which is dilated.")
 
 
-@pytest.mark.parametrize("view", schema.VIEWS)
+@pytest.mark.parametrize("view", schema.KNOWN_VIEWS)
 def test_states_only_what_the_view_shows(view):
   for seed in range(8):
     text = captions.make_caption(view, FULL, "F", random.Random(seed))
@@ -37,9 +38,9 @@ def test_states_only_what_the_view_shows(view):
     assert sorted(re.findall(r"\d+(?:\.\d+)?", text)) == sorted(shown)
 
 
-def test_e_e_prime_is_in_no_caption():
+def test_e_e_prime_is_in_no_view_caption():
   assert not any("e_e_prime" in schema.view_measurements(v) for v in schema.VIEWS)
-  assert all("E/e'" not in captions.make_caption(v, FULL, "M") for v in schema.VIEWS)
+  assert all("E/e'" not in captions.make_caption(v, FULL, "M") for v in schema.KNOWN_VIEWS)
 
 
 @pytest.mark.parametrize("view", schema.KNOWN_VIEWS)
@@ -51,12 +52,40 @@ def test_names_the_view_even_when_nothing_is_measured(view):
   assert all(v == -1 for v in negation.caption_labels(text).values())
 
 
-def test_unknown_view_makes_no_view_claim_and_states_nothing():
+def test_unknown_view_states_the_whole_study_and_makes_no_view_claim():
+  grades = dict(rv_function="mild", tricuspid_regurgitation="moderate", la_size="severe")
   for seed in range(10):
-    text = captions.make_caption("unknown", FULL, "M", random.Random(seed))
-    assert text in captions.UNKNOWN_VIEW_TEMPLATES
+    stmts = captions.caption_statements("unknown", FULL, "M", random.Random(seed), grades=grades)
+    text = " ".join(s.text for s in stmts)
+    assert stmts[0].text in captions.UNKNOWN_VIEW_TEMPLATES and stmts[0].kind == "view"
+    # Every measurement of the report, in schema order, then the grades no number overrides
+    # (LAVI is measured, so the LA grade is not stated; TAPSE decides RV function).
+    assert [s.states for s in stmts[1:]] == list(schema.MEASUREMENTS) + ["tricuspid_regurgitation"]
     assert not any(schema.VIEW_INFO[v].description in text for v in schema.KNOWN_VIEWS)
     assert "unknown" not in text
+    # One finding per sentence, so the negated caption flips it sentence by sentence.
+    assert len(caption_augment.split_statements(text)) == len(stmts)
+
+
+def test_unknown_spectral_still_states_the_doppler_findings_only():
+  stmts = captions.caption_statements("unknown", FULL, "F", image_kind="spectral",
+                                      grades=dict(aortic_stenosis="moderate", la_size="mild"))
+  assert stmts[0].text in captions.SPECTRAL_TEMPLATES
+  assert [s.states for s in stmts[1:]] == ["av_vmax", "av_mean_gradient", "tr_vmax", "rvsp"]
+  doppler_only = captions.caption_statements("unknown", {"tr_vmax": 2.0}, "F", image_kind="spectral",
+                                             grades=dict(aortic_stenosis="moderate", la_size="mild"))
+  assert [s.states for s in doppler_only[1:]] == ["tr_vmax", "aortic_stenosis"]
+
+
+def test_grades_are_stated_where_no_number_decides_the_finding():
+  stmts = captions.caption_statements("a4c", {"lvef": 60.0}, "F",
+                                      grades=dict(rv_function="moderate", pericardial_effusion="mild",
+                                                  la_size="normal", lv_wall_thickness="severe"))
+  # a4c shows RV function, effusion and LA size; wall thickness is a PLAX / PSAX finding.
+  assert [s.text for s in stmts[2:]] == [
+      "The left atrium is normal in size.",
+      "Right ventricular systolic function is moderately reduced.",
+      "There is a small pericardial effusion."]
 
 
 def test_unknown_names_raise():
@@ -101,7 +130,8 @@ def test_stated_interpretation_agrees_with_derive_labels():
   n = 0
   for view, m, sex, rng in random_cases(700, seed=0):
     text = captions.make_caption(view, m, sex, rng)
-    shown = {k: v for k, v in m.items() if k in schema.view_measurements(view)}
+    said = (schema.MEASUREMENTS if view == schema.UNKNOWN_VIEW else schema.view_measurements(view))
+    shown = {k: v for k, v in m.items() if k in said}
     assert negation.caption_labels(text) == guidelines.derive_labels(shown, sex), text
     n += any(v >= 0 for v in guidelines.derive_labels(shown, sex).values())
   assert n > 300  # most cases assert something

@@ -9,7 +9,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 
 from echovlm_jax.data import dicom
-from echovlm_jax.data import fake_mimic as fm
+from tests import dicom_fixtures as fm
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on truncated files
 

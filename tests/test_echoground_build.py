@@ -6,6 +6,7 @@ masked, and every bad input counted instead of crashing the build.
 """
 
 import collections
+import hashlib
 import json
 import os
 
@@ -15,9 +16,12 @@ import tensorflow_datasets as tfds
 
 from echovlm_jax.data import build
 from echovlm_jax.data import tokenizer as tok_lib
+from echovlm_jax.data.caption_augment import split_statements
+from echovlm_jax.echo import grades as grades_lib
 from echovlm_jax.echo import guidelines, negation, schema
+from tests import mimic_tree
 from tests.echoground_fixtures import tiny_input_config
-from tfds_builders.echoground import artifacts
+from echovlm_jax.data import artifacts
 from tfds_builders.echoground import records
 
 
@@ -99,11 +103,11 @@ def test_config_names_spell_out_non_default_parameters(tmp_path):
   cfg = build.builder_config_for(ic)
   assert cfg.name == "synthetic_p12_s0_i32_t2_v256"
   assert (cfg.num_patients, cfg.image_size, cfg.num_frames, cfg.num_shards) == (12, 32, 2, 3)
-  default = tiny_input_config(tmp_path, synthetic_patients=2000, image_size=0, res=112, num_frames=1,
+  default = tiny_input_config(tmp_path, synthetic_patients=2000, image_size=128, res=112, num_frames=1,
                               vocab_size=1024)
   assert build.builder_config_for(default).name == "synthetic"
   assert build.get_builder(default).builder_config.name == "synthetic"  # the registered one
-  mimic = tiny_input_config(tmp_path, builder_config="mimic", image_size=0, res=112, num_frames=1,
+  mimic = tiny_input_config(tmp_path, builder_config="mimic", image_size=128, res=112, num_frames=1,
                             vocab_size=1024)
   assert build.get_builder(mimic).builder_config.name == "mimic"
 
@@ -142,54 +146,114 @@ def test_bad_records_are_skipped_and_counted_never_fatal():
   assert ex["sex"] == "" and np.isnan(ex["measurements"][schema.MEASUREMENTS.index("lvidd")])
   assert ex["frames"].shape == (1, 8, 8, 1)
   assert isinstance(ex["patient_id"], int) and "P1" not in json.dumps(
-      {k: v for k, v in ex.items() if k not in ("frames", "measurements", "labels")})
+      {k: v for k, v in ex.items() if k not in ("frames", "measurements", "labels", "grades",
+                                                "view_confidence")})
 
 
-def test_caption_code_errors_are_counted(monkeypatch):
+def test_caption_code_errors_are_counted_and_a_repeated_bug_stops_the_build(monkeypatch):
   from echovlm_jax.echo import captions
-  monkeypatch.setattr(captions, "make_caption", lambda *a, **k: 1 / 0)
+  monkeypatch.setattr(captions, "caption_statements", lambda *a, **k: 1 / 0)
   maker = records.ExampleMaker(num_frames=1, image_size=8)
-  assert maker("k", _good_record()) is None
-  assert maker.skipped == {"error:ZeroDivisionError": 1}
+  assert maker("k1", _good_record()) is None and maker("k2", _good_record()) is None
+  assert maker.skipped == {"bug:ZeroDivisionError": 2}
+  with pytest.raises(RuntimeError, match="bug"):
+    maker("k3", _good_record())
 
 
-def test_patient_split_is_deterministic_exact_and_non_empty():
+def test_patient_split_is_a_threshold_on_a_hash_and_stable_when_patients_are_added():
   ids = [records.stable_int64("patient", "synthetic", f"p{i}") for i in range(600)]
   a, b = records.split_patients(ids), records.split_patients(reversed(ids))
   assert a == b
-  assert collections.Counter(a.values()) == {"train": 480, "validation": 60, "test": 60}
+  for p, split in a.items():
+    h = hashlib.sha256(f"echoground/split/{p}".encode()).digest()
+    f = int.from_bytes(h[:8], "big") / 2 ** 64
+    assert split == ("test" if f < 0.1 else "validation" if f < 0.2 else "train")
+  counts = collections.Counter(a.values())
+  assert 45 <= counts["test"] <= 75 and 45 <= counts["validation"] <= 75
+  # Adding patients (another study set, a new mapping) never moves a patient.
+  more = records.split_patients(ids + [records.stable_int64("patient", "mimic", f"q{i}") for i in range(300)])
+  assert all(more[p] == a[p] for p in ids)
+  fewer = records.split_patients(ids[:200])
+  assert all(fewer[p] == a[p] for p in ids[:200])
+  # A tiny dataset still gets all three splits.
   small = collections.Counter(records.split_patients(ids[:4]).values())
-  assert small == {"train": 2, "validation": 1, "test": 1}
+  assert set(small) == {"train", "validation", "test"} and sum(small.values()) == 4
 
 
 # ----------------------------------------------------------------------------- mimic
 
 
 @pytest.fixture(scope="module")
-def fake_mimic(tmp_path_factory):
-  from echovlm_jax.data import fake_mimic as fm
-  root = tmp_path_factory.mktemp("mimic_manual")
-  tree = fm.write_fake_mimic_tree(root)
-  data_dir = tmp_path_factory.mktemp("tfds_mimic")
-  ic = tiny_input_config(data_dir, builder_config="mimic", manual_dir=str(root), image_size=32,
-                         num_frames=1, num_shards=2)
-  return tree, ic, build.ensure_dataset(ic)
+def mimic_build(release_tree, release_dataset):
+  """The `mimic` config built from the v1.0-layout tree (708 x 1016 DICOMs) at 32 px."""
+  return (release_tree, *release_dataset)
 
 
-def test_mimic_build_counts_every_bad_input(fake_mimic):
-  tree, _, builder = fake_mimic
+def _all(builder):
+  return [e for s in records.SPLITS for e in _examples(builder, s)]
+
+
+def test_mimic_build_report_gives_the_coverage(mimic_build):
+  tree, _, builder = mimic_build
   report = artifacts.load_report(builder.data_dir)
-  assert report["source_skipped"] == tree["expected_stats"]
-  assert sum(report["examples"].values()) == tree["expected_records"]
-  assert report["records_skipped"] == {}
+  cov = report["coverage"]
+  ok = [f for f in tree["files"] if f["expected"] == "ok"]
+  assert sum(report["examples"].values()) == len(ok) == 40 and report["records_skipped"] == {}
+  assert report["examples"] == {"train": 25, "validation": 5, "test": 10}  # split hashes: 5 / 1 / 2
+  # Per canonical key and per grade: the studies whose report has it (hand-computed in the tree).
+  want = collections.Counter(k for m in tree["measurements"].values() for k in m)
+  assert cov["studies"] == 8
+  assert cov["studies_with_measurement"] == {k: want.get(k, 0) for k in schema.MEASUREMENTS}
+  graded = collections.Counter(g for gr in tree["grades"].values() for g in gr)
+  assert {g: c["total"] for g, c in cov["studies_with_grade"].items()} == {
+      g: graded.get(g, 0) for g in schema.GRADES}
+  assert cov["views_by_source"] == {"echoview": sum(f["view"] != "unknown" for f in ok),
+                                    "none": sum(f["view"] == "unknown" for f in ok)}
+  assert cov["unknown_view_share"] == pytest.approx(17 / 40)
+  assert cov["image_kinds"] == dict(collections.Counter(f["kind"] for f in ok))
+  assert report["source_counts"]["skip"] == {"file_of_study_without_report": 1, "missing_file": 1,
+                                             "unreadable_dicom": 2}
+  assert report["source_counts"]["unmapped_code"] == {"lv_sparkle_index": 7}
+  # Grade and number of one finding: every study with both is counted once, agreeing or not.
+  both = sum(cov["grade_vs_number"]["studies"].values())
+  assert both > 0 and all(k.endswith((":agree", ":disagree")) for k in cov["grade_vs_number"]["studies"])
   patients = {s: {int(e["patient_id"]) for e in _examples(builder, s)} for s in records.SPLITS}
   assert all(patients.values())
   assert not (patients["train"] & patients["validation"] or patients["train"] & patients["test"]
               or patients["validation"] & patients["test"])
 
 
-def test_no_header_phi_anywhere_in_the_written_files(fake_mimic):
-  tree, ic, _ = fake_mimic
+def test_every_caption_states_what_its_study_report_says(mimic_build):
+  tree, _, builder = mimic_build
+  by_study = {records.stable_int64("study", "mimic", s): s for s in tree["measurements"]}
+  grade_only = 0
+  for e in _all(builder):
+    study = by_study[int(e["study_id"])]
+    meas, grades = tree["measurements"][study], tree["grades"][study]
+    view = schema.VIEWS[e["view"]]
+    kind = e["image_kind"].decode()
+    caption, structure = e["caption"].decode(), e["statements"].decode().split()
+    assert len(structure) == len(split_statements(caption)) and structure[0] == "-"
+    stated = {t for t in structure[1:] if not t.startswith("grade:")}
+    if view != "unknown":
+      shown = schema.view_measurements(view)
+    elif kind == "spectral":
+      shown = ("av_vmax", "av_mean_gradient", "tr_vmax", "rvsp")
+    else:
+      shown = schema.MEASUREMENTS       # the whole report
+    assert stated == {m for m in meas if m in shown}, (view, kind, caption)
+    np.testing.assert_array_equal(e["grades"], grades_lib.severities(grades))
+    labels = dict(zip(schema.LABELS, e["labels"].tolist()))
+    if not meas:   # the report of grades only: its labels come from them
+      grade_only += 1
+      assert labels["rv_dysfunction"] == 1 and labels["pericardial_effusion"] == 1
+    neg = negation.negate(caption)
+    assert e["negated_caption"].decode() == (neg or "")
+  assert grade_only == len(mimic_tree.FILES)
+
+
+def test_no_header_phi_anywhere_in_the_written_files(mimic_build):
+  tree, ic, _ = mimic_build
   phi = [s.encode() for s in tree["phi_strings"]]
   phi += [p.split(b"^")[0] for p in phi if b"^" in p]  # name parts on their own
   checked = 0
@@ -203,23 +267,40 @@ def test_no_header_phi_anywhere_in_the_written_files(fake_mimic):
   assert checked >= 8
 
 
-def test_stored_frames_are_the_masked_frames(fake_mimic):
+def test_stored_frames_are_the_masked_frames(mimic_build):
   from echovlm_jax.data import dicom
-  tree, ic, builder = fake_mimic
-  stored = {}
-  for split in records.SPLITS:
-    for e in _examples(builder, split):
-      stored[(int(e["study_id"]), int(e["view"]))] = e["frames"][..., 0]
-  checked = 0
+  tree, _, builder = mimic_build
+  stored = collections.defaultdict(list)
+  for e in _all(builder):
+    stored[int(e["study_id"])].append(e["frames"][..., 0].tobytes())
+  want = collections.defaultdict(list)
   for f in tree["files"]:
-    if f["expected"] != "ok":
-      continue
-    key = (records.stable_int64("study", "mimic", f["study_id"]), schema.VIEWS.index(f["view"]))
-    ds = dicom.read_dataset(f["path"])
-    raw = dicom.decode_frames(ds, range(dicom._num_frames(ds)), f["path"])  # pylint: disable=protected-access
-    mask = dicom.ultrasound_mask(ds, raw)
-    for (x0, y0, x1, y1) in f["text_boxes"]:  # burned-in text lies outside what is kept
-      assert not mask[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1].any()
-    np.testing.assert_array_equal(stored[key], dicom.load_frames(f["path"], num_frames=1, size=32))
-    checked += 1
-  assert checked == tree["expected_records"]
+    if f["expected"] == "ok":
+      frames = dicom.load_frames(os.path.join(tree["root"], f["rel"]), num_frames=1, size=32)
+      want[records.stable_int64("study", "mimic", f["study"])].append(frames.tobytes())
+  assert {k: sorted(v) for k, v in stored.items()} == {k: sorted(v) for k, v in want.items()}
+
+
+def test_a_dataset_built_by_other_caption_code_is_never_used(tmp_path, release_dataset):
+  """The build report stores a fingerprint of the code that decides example content; after an
+  edit a synthetic dataset is rebuilt and a real one stops with the rebuild command."""
+  ic = tiny_input_config(tmp_path, synthetic_patients=4, image_size=16, res=16, num_frames=1)
+  builder = build.ensure_dataset(ic)
+  report_path = os.path.join(builder.data_dir, artifacts.REPORT_FILENAME)
+  assert artifacts.load_report(builder.data_dir)["code_fingerprint"] == artifacts.code_fingerprint()
+  report = artifacts.load_report(builder.data_dir)
+  report["code_fingerprint"] = "0" * 16      # as if captions.py had changed since
+  artifacts.write_report(builder.data_dir, report)
+  again = build.ensure_dataset(ic)
+  assert artifacts.load_report(again.data_dir)["code_fingerprint"] == artifacts.code_fingerprint()
+  mic, mimic_builder = release_dataset
+  report = artifacts.load_report(mimic_builder.data_dir)
+  saved = dict(report)
+  report["code_fingerprint"] = "0" * 16
+  artifacts.write_report(mimic_builder.data_dir, report)
+  try:
+    with pytest.raises(RuntimeError, match="rm -r .*echovlm_jax.data.build"):
+      build.ensure_dataset(mic)
+  finally:
+    artifacts.write_report(mimic_builder.data_dir, saved)
+  assert os.path.exists(report_path)

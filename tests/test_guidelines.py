@@ -1,4 +1,5 @@
-"""Pins the guideline cut-offs (DESIGN.md's table), severity grades and their words."""
+"""Pins the guideline cut-offs (docs/design.md, "Labels and their cut-offs"), severity grades
+and their words."""
 
 import math
 

@@ -38,7 +38,8 @@ def test_train_batch_is_global_sharded_and_shaped(tiny_echoground, mesh):
               "view": ((BATCH,), np.int32), "measurements": ((BATCH, m), np.float32),
               "meas_mask": ((BATCH, m), np.float32), "text_meas_mask": ((BATCH, m), np.float32),
               "labels": ((BATCH, k), np.int32),
-              "study_id": ((BATCH,), np.int32), "valid": ((BATCH,), np.float32)}
+              "study_id": ((BATCH,), np.int32), "caption_id": ((BATCH,), np.int32),
+              "valid": ((BATCH,), np.float32)}
   assert set(batch) == set(expected)
   for key, (shape, dtype) in expected.items():
     x = batch[key]
@@ -61,11 +62,18 @@ def test_train_batch_contents(tiny_echoground, mesh):
   view_mask = ip.view_measurement_mask()[b["view"]]
   assert (b["meas_mask"] <= view_mask).all()
   assert b["meas_mask"].sum() > 0
-  # text_meas_mask: what the (possibly shortened) caption still states, one statement each.
-  assert (b["text_meas_mask"] <= b["meas_mask"]).all()
+  # text_meas_mask: what the (possibly shortened) caption still states, one statement each
+  # (a caption of unknown view states its study's values, which the image may not show).
+  known = b["view"] != schema.UNKNOWN_VIEW_ID
+  assert (b["text_meas_mask"][known] <= b["meas_mask"][known]).all()
   tok = ip.load_tokenizer(ic)
-  for row, stated in zip(b["text"], b["text_meas_mask"]):
-    assert tok.decode(row).count(". ") == int(stated.sum())
+  captions = [tok.decode(row) for row in b["text"]]
+  for text, stated in zip(captions, b["text_meas_mask"]):
+    assert text.count(". ") == int(stated.sum())
+  # caption_id: equal exactly for equal captions (what the losses mask as duplicates).
+  for i in range(BATCH):
+    for j in range(BATCH):
+      assert (b["caption_id"][i] == b["caption_id"][j]) == (captions[i] == captions[j])
   assert np.isfinite(b["measurements"]).all()
   assert set(np.unique(b["labels"])) <= {-1, 0, 1}
 
@@ -156,7 +164,7 @@ def test_eval_frames_are_not_augmented_and_train_ones_are(tiny_echoground, mesh)
   b = _np(next(ip.make_eval_iterator(ic, "validation", 8, mesh)))
   np.testing.assert_array_equal(a["frames"], b["frames"])
   plain = ic.copy_and_resolve_references()
-  plain.augment = False
+  plain.augment, plain.fit_statements = False, False  # fitting is its own switch
   frames_only = ic.copy_and_resolve_references()
   frames_only.caption_subsample, frames_only.fit_statements = 0.0, False
   x = _np(next(ip.make_train_iterator(plain, BATCH, mesh, seed=0)))

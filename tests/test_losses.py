@@ -28,13 +28,19 @@ def _same_view(view, i, j):
   return view[i] == view[j] or view[i] == UNK or view[j] == UNK
 
 
-def ref_clip(xp, img, txt, t, neg, *, view, valid, has_neg, same_view, negation):
+def _duplicate(cid, i, j):
+  """Identical captions (same caption id) are not each other's negatives."""
+  return cid is not None and j != i and cid[i] == cid[j]
+
+
+def ref_clip(xp, img, txt, t, neg, *, view, valid, has_neg, same_view, negation, cid=None):
   s, n = xp.exp(t), len(img)
   total, count = 0.0, 0
   for i in range(n):
     if not valid[i]:
       continue
-    cols = [j for j in range(n) if j == i or (valid[j] and (not same_view or _same_view(view, i, j)))]
+    cols = [j for j in range(n) if j == i or (valid[j] and not _duplicate(cid, i, j)
+                                              and (not same_view or _same_view(view, i, j)))]
     i2t = [s * xp.dot(img[i], txt[j]) for j in cols]
     if negation:
       i2t += [s * xp.dot(img[i], neg[j]) for j in range(n)
@@ -46,7 +52,8 @@ def ref_clip(xp, img, txt, t, neg, *, view, valid, has_neg, same_view, negation)
   return total / max(count, 1)
 
 
-def ref_sigmoid(xp, img, txt, t, bias, neg, *, view, valid, has_neg, same_view, negation):
+def ref_sigmoid(xp, img, txt, t, bias, neg, *, view, valid, has_neg, same_view, negation,
+                cid=None):
   s, n = xp.exp(t), len(img)
   log_sig = lambda x: -xp.log(1 + xp.exp(-x))
   total, count = 0.0, 0
@@ -57,7 +64,7 @@ def ref_sigmoid(xp, img, txt, t, bias, neg, *, view, valid, has_neg, same_view, 
     for j in range(n):
       if j == i:
         total = total - log_sig(s * xp.dot(img[i], txt[j]) + bias)
-      elif valid[j] and (not same_view or _same_view(view, i, j)):
+      elif valid[j] and not _duplicate(cid, i, j) and (not same_view or _same_view(view, i, j)):
         total = total - log_sig(-(s * xp.dot(img[i], txt[j]) + bias))
       if negation and valid[j] and has_neg[j] and (not same_view or _same_view(view, i, j)):
         total = total - log_sig(-(s * xp.dot(img[i], neg[j]) + bias))
@@ -221,6 +228,30 @@ def test_measurement_loss_matches_reference():
   assert float(losses.measurement_loss(jnp.asarray(pred), jnp.asarray(target), 0 * mask)) == 0.0
 
 
+@pytest.mark.parametrize("kind", ["clip", "sigmoid"])
+def test_identical_captions_are_not_each_others_negatives(kind):
+  """A batch whose examples 0-2 share one caption (one study's report, or "normal study"):
+  with caption ids the duplicates leave the denominators, so the loss equals the reference
+  without those pairs and differs from the loss that treats them as negatives."""
+  c = make_case("random", n=8)
+  c["txt"][1] = c["txt"][2] = c["txt"][0]
+  cid = np.array([5, 5, 5, 1, 2, 3, 4, 6], np.int32)
+  kw = dict(view=c["view"], valid=c["valid"], has_neg=c["has_neg"], same_view=False, negation=True)
+  args = [jnp.asarray(c[k]) for k in ("img", "txt", "t")]
+  if kind == "clip":
+    ours = lambda ids: losses.clip_loss(*args, view=c["view"], valid=c["valid"], caption_id=ids,
+                                        neg_text_emb=jnp.asarray(c["neg"]), has_negation=c["has_neg"])
+    ref = lambda ids: ref_clip(np, c["img"], c["txt"], c["t"], c["neg"], cid=ids, **kw)
+  else:
+    ours = lambda ids: losses.sigmoid_loss(*args, c["bias"], view=c["view"], valid=c["valid"],
+                                           caption_id=ids, neg_text_emb=jnp.asarray(c["neg"]),
+                                           has_negation=c["has_neg"])
+    ref = lambda ids: ref_sigmoid(np, c["img"], c["txt"], c["t"], c["bias"], c["neg"], cid=ids, **kw)
+  np.testing.assert_allclose(float(ours(jnp.asarray(cid))), ref(cid), rtol=2e-5)
+  np.testing.assert_allclose(float(ours(None)), ref(None), rtol=2e-5)
+  assert abs(float(ours(jnp.asarray(cid))) - float(ours(None))) > 1e-3
+
+
 def test_view_mask_definition():
   m = np.asarray(losses.view_mask(jnp.array([0, 0, UNK]), jnp.array([0, 1, UNK])))
   np.testing.assert_array_equal(m, [[1, 0, 1], [1, 0, 1], [1, 1, 1]])
@@ -262,7 +293,9 @@ def make_outputs_batch(n=16, d=6, m=5, seed=3):
                  meas_pred=rng.normal(size=(n, m)), text_meas_pred=rng.normal(size=(n, m)),
                  logit_scale=c["t"], logit_bias=c["bias"])
   meas_mask = (rng.random((n, m)) < 0.5).astype(np.float32)
+  # Caption ids with repeats: a study's report shared by several images (losses.py).
   batch = dict(view=c["view"], has_negation=c["has_neg"], valid=c["valid"],
+               caption_id=rng.integers(0, n // 2, n),
                measurements=rng.normal(size=(n, m)), meas_mask=meas_mask,
                text_meas_mask=meas_mask * (rng.random((n, m)) < 0.5))
   cast = lambda x: jnp.asarray(x, jnp.int32 if x.dtype.kind == "i" else jnp.float32)
@@ -299,14 +332,15 @@ def test_compute_losses_equals_sum_of_reference_terms(config_name):
   b = {k: np.asarray(v) for k, v in batch.items()}
   kw = dict(view=b["view"], valid=b["valid"], has_neg=b["has_negation"])
   same_view = cfg.view_mode == "same_view_negatives"
+  assert len(set(b["caption_id"].tolist())) < len(b["caption_id"])  # duplicates present
   if cfg.kind == "clip":
     expect = {"contrastive": ref_clip(np, o["image_emb"], o["text_emb"], o["logit_scale"],
                                       o["neg_text_emb"], same_view=same_view,
-                                      negation=cfg.negation, **kw)}
+                                      negation=cfg.negation, cid=b["caption_id"], **kw)}
   else:
     expect = {"contrastive": ref_sigmoid(np, o["image_emb"], o["text_emb"], o["logit_scale"],
                                          o["logit_bias"], o["neg_text_emb"], same_view=same_view,
-                                         negation=cfg.negation, **kw)}
+                                         negation=cfg.negation, cid=b["caption_id"], **kw)}
   weights = {"contrastive": 1.0}
   if cfg.view_mode == "view_supcon":
     expect["view"] = ref_supcon(np, o["image_emb"], o["logit_scale"], view=b["view"],

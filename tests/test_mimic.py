@@ -1,167 +1,175 @@
-"""The MIMIC-IV-ECHO reader on a fake tree: shapes, the mapping table, unit conversion,
-study linking, view labels, skip counting and the absence of header PHI in records."""
+"""The MIMIC-IV-ECHO v1.0 reader on a tree laid out as the release (tests/mimic_tree.py): files,
+the measurement_id link, test types, every value in its canonical unit, grades, ECHOVIEW
+views, image kinds, and every bad input counted by reason."""
 
 import collections
 import csv
 import os
+import shutil
 
 import numpy as np
 import pytest
 
-from echovlm_jax.data import dicom, fake_mimic, mimic, mimic_mapping
+from echovlm_jax.data import dicom, echoview, mimic
 from echovlm_jax.echo import schema
+from tests import mimic_tree
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on the truncated file
 
 
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-  return fake_mimic.write_fake_mimic_tree(tmp_path_factory.mktemp("mimic"), num_subjects=4, seed=0)
+def _by_key(tree):
+  return {mimic.record_key(f["rel"]): f for f in tree["files"]}
 
 
-@pytest.fixture(scope="module")
-def read(tree):
-  stats = collections.Counter()
-  records = list(mimic.generate_records(tree["root"], image_size=32, num_frames=3, stats=stats))
-  return records, stats
-
-
-def test_records_have_contract_shapes_and_fields(tree, read):
-  records, _ = read
-  assert len(records) == tree["expected_records"] == 12
-  keys = [k for k, _ in records]
-  assert len(set(keys)) == len(keys)
+def test_every_readable_file_of_a_linked_tte_study_is_a_record(release_tree, release_records):
+  records, _ = release_records
+  files = _by_key(release_tree)
+  assert sorted(k for k, _ in records) == sorted(k for k, f in files.items() if f["expected"] == "ok")
+  assert len(records) == 8 * len(mimic_tree.FILES)
   for _, r in records:
-    assert set(r) == {"frames", "view", "measurements", "sex", "patient_key", "study_key", "source"}
-    assert r["frames"].dtype == np.uint8 and r["frames"].shape == (3, 32, 32)
-    assert r["frames"].max() > 0
-    assert r["view"] in schema.VIEWS and r["source"] == "mimic"
-    assert r["sex"] in ("M", "F", None)
-    assert all(schema.is_plausible(k, v) for k, v in r["measurements"].items())
+    assert r["frames"].dtype == np.uint8 and r["frames"].shape == (1, 32, 32) and r["frames"].any()
+    assert r["source"] == "mimic" and r["sex"] == release_tree["sex"][r["patient_key"]]
 
 
-def test_views_sex_and_ids_follow_the_csvs(tree, read):
-  records, _ = read
-  ok_files = [f for f in tree["files"] if f["expected"] == "ok"]
-  by_key = {mimic.record_key(f["rel"]): f for f in ok_files}
-  assert set(by_key) == {k for k, _ in records}
+def test_values_come_through_in_canonical_units_from_the_linked_report(release_tree, release_records):
+  """Exactly the tree's hand-computed values: biplane > 3D > range middle for LVEF, LAVI =
+  volume / BSA, RVSP = TR gradient + RA pressure, E/e' by its priority, mm and cm/s converted,
+  TAPSE without a unit read by magnitude; the TEE and stress reports (LVEF 99 %) never leak."""
+  records, _ = release_records
+  for _, r in records:
+    want = release_tree["measurements"][r["study_key"]]
+    assert r["measurements"].keys() == want.keys(), r["study_key"]
+    for k, v in want.items():
+      assert r["measurements"][k] == pytest.approx(v, rel=1e-9), (r["study_key"], k)
+    assert r["grades"] == release_tree["grades"][r["study_key"]]
+
+
+def test_views_come_from_echoview_with_their_confidence(release_tree, release_records):
+  records, _ = release_records
+  files = _by_key(release_tree)
   for key, r in records:
-    f = by_key[key]
-    assert r["view"] == f["view"]
-    assert (r["patient_key"], r["study_key"]) == (f["subject_id"], f["study_id"])
-    assert r["sex"] == tree["expected_sex"][f["subject_id"]]
-    # Raw ids reach the builder only through patient_key / study_key, never the example key.
-    assert f["subject_id"] not in key and f["study_id"] not in key
-  assert {r["view"] for _, r in records} >= {"a4c", "plax", "cw_av", "unknown"}
-  assert None in {r["sex"] for _, r in records}
+    f = files[key]
+    assert r["view"] == f["view"], f["rel"]
+    if f["view"] == "unknown":
+      assert (r["view_source"], r["view_confidence"]) == ("none", 0.0)
+    else:
+      assert r["view_source"] == "echoview" and 0.5 <= r["view_confidence"] <= 1.0
+    assert r["image_kind"] == f["kind"], f["rel"]   # spectral stills told apart by their regions
+  assert {r["view"] for _, r in records} == {"a4c", "plax", "a2c", "unknown"}
 
 
-def test_mapping_prefers_biplane_and_converts_units(tree, read):
-  records, _ = read
-  for _, r in records:
-    expected = tree["expected_measurements"][r["study_key"]]
-    assert r["measurements"].keys() == expected.keys()
-    for k, v in expected.items():
-      assert r["measurements"][k] == pytest.approx(v), k
-  # Spelled out: the Teichholz EF (biplane + 9, listed first) lost; mm and cm/s converted.
-  one = dict(records)[mimic.record_key(tree["files"][0]["rel"])]["measurements"]
-  assert 2.0 < one["lvidd"] < 9.0 and 1.0 < one["av_vmax"] < 7.0 and one["tapse"] == pytest.approx(2.1)
+def test_every_bad_input_is_counted_by_reason(release_records):
+  _, stats = release_records
+  sections = ("skip:", "link:", "value:", "unmapped_code:")
+  got = {k: v for k, v in stats.items() if k.startswith(sections)}
+  assert got == {
+      "skip:unreadable_dicom": 2,                 # the truncated file and the text file
+      "skip:missing_file": 1,
+      "skip:file_of_study_without_report": 1,     # the study with an empty measurement_id
+      "link:by_measurement_id": 8,
+      "link:study_without_report": 1,
+      "value:value_not_numeric:lvedd": 1,         # "see report"
+      "value:value_empty:septal_thickness": 1,
+      "value:unit_unknown:av_pk_vel": 1,          # "furlong/s": dropped, never guessed
+      "value:unit_inferred:tapse": 3,             # no unit, 21 -> mm
+      "value:lavi_missing_bsa": 1,
+      "value:grade_unmapped:rv_function": 1,      # "Somewhat peculiar"
+      "value:grade_not_assessable:aortic_stenosis": 7,   # "Cannot exclude"
+      "value:lvef_from:biplane_lvef": 2, "value:lvef_from:lvef_3d": 3, "value:lvef_from:lvef_range": 2,
+      "unmapped_code:lv_sparkle_index": 7,
+  }
+  assert stats["view:echoview_low_confidence"] == 1
+  assert stats["view:echoview_class_without_view:other"] == 1
+  assert stats["rows:unmapped"] == 7 and stats["rows:ignored"] > 0
 
 
-def test_bad_inputs_are_counted_by_reason_not_fatal(tree, read):
-  _, stats = read
-  assert dict(stats) == tree["expected_stats"]
-  for reason in ("missing_file", "unreadable_dicom", "study_without_measurements",
-                 "measurement_value_missing", "measurement_out_of_range",
-                 "measurement_name_unmapped", "measurement_unit_unknown"):
-    assert stats[reason] > 0, reason
-  assert stats["unreadable_dicom"] == 2  # the truncated file and the text file named .dcm
+def test_records_hold_no_header_phi(release_tree, release_records):
+  records, _ = release_records
+  text = repr([{k: v for k, v in r.items() if k != "frames"} for _, r in records])
+  for s in release_tree["phi_strings"]:
+    assert s.lower() not in text.lower()
 
 
-def test_no_header_phi_or_burned_in_text_in_records(tree):
-  records = list(mimic.generate_records(tree["root"], image_size=16, num_frames=1))
-  for _, r in records:
-    text = repr({k: v for k, v in r.items() if k != "frames"})
-    for s in tree["phi_strings"]:
-      assert s.lower() not in text.lower()
-  # The tree's own files (with and without ultrasound regions): burned-in name masked away.
-  checked = collections.Counter()
-  for f in tree["files"]:
-    if f["expected"] != "ok":
-      continue
-    frames = dicom.load_frames(f["path"])
-    for x0, y0, x1, y1 in f["text_boxes"]:
-      assert frames[:, y0:y1 + 1, x0:x1 + 1].max() == 0, f["rel"]
-    checked[(f["kind"], f["has_regions"])] += 1
-  assert set(checked) == {("cine", True), ("cine", False), ("doppler", True)}
+def _small_tree(tmp_path, **kw):
+  return mimic_tree.write_tree(tmp_path / "tree", num_subjects=3, hw=(64, 96), cine_frames=2, **kw)
 
 
-def test_explicit_view_csv_and_invalid_labels(tree, tmp_path):
-  f = tree["files"][0]
-  path = tmp_path / "views.csv"
-  with open(path, "w", newline="") as fh:
-    w = csv.writer(fh)
-    w.writerow(["study_id", "file", "view"])
-    w.writerow([f["study_id"], f["rel"], "a2c"])  # a path works as well as a basename
-    w.writerow([f["study_id"], "nonsense.dcm", "left_elbow"])
-  stats = collections.Counter()
-  recs = dict(mimic.generate_records(tree["root"], image_size=16, stats=stats, view_csv=path))
-  assert recs[mimic.record_key(f["rel"])]["view"] == "a2c"
-  assert stats["view_label_invalid"] == 1
-  assert stats["view_unlabelled"] == len(recs) - 1
-
-
-def _write_csv(path, header, rows):
-  with open(path, "w", newline="") as fh:
-    w = csv.writer(fh)
-    w.writerow(header)
+def test_v01_study_list_links_by_nearest_time_to_the_same_reports(tmp_path):
+  v1 = _small_tree(tmp_path)
+  root01 = str(tmp_path / "v01")
+  shutil.copytree(v1["root"], root01)
+  rows = list(csv.DictReader(open(os.path.join(root01, "echo-study-list.csv"))))
+  assert "measurement_id" in rows[0]
+  with open(os.path.join(root01, "echo-study-list.csv"), "w", newline="") as f:
+    cols = ["subject_id", "study_id", "study_datetime", "note_id", "note_seq", "note_charttime"]
+    w = csv.DictWriter(f, cols, extrasaction="ignore")
+    w.writeheader()
     w.writerows(rows)
-  return str(path)
+
+  def link(root, test_type="tte"):
+    stats = collections.Counter()
+    studies = mimic.read_study_list(mimic.find(root, mimic.STUDY_LIST), stats)
+    reports = mimic.read_reports(mimic.find(root, mimic.MEASUREMENTS), {s.subject for s in studies.values()}, stats)
+    linked = mimic.link_studies(studies, reports, set(studies), mimic.ReaderOptions(test_type=test_type), stats)
+    return mimic.study_values(linked, stats), stats
+
+  (a, sa), (b, sb) = link(v1["root"]), link(root01)
+  assert a == b and len(a) == 3
+  assert sa["link:by_measurement_id"] == 3 and sb["link:by_time"] == 3
+  assert sb["link:nearest_report_too_far"] == 1  # the report-less study, 300 days away
+  # test_type is a filter: asked for TEE, the TTE-linked studies are left out (v1.0), and by
+  # time the TEE of two days later is beyond the 24 h tolerance (v0.1).
+  tee, stats = link(v1["root"], "tee")
+  assert not tee and stats["link:report_is_tte"] == 3
 
 
-def test_measurements_link_to_the_nearest_study_within_tolerance(tmp_path):
-  studies = {"s1": ("p1", mimic._time("2180-01-01 10:00:00")),
-             "s2": ("p1", mimic._time("2180-01-11 10:00:00"))}
-  header = ["subject_id", "measurement_id", "measurement_datetime", "test_type", "measurement",
-            "measurement_description", "result", "unit"]
-  rows = [
-      ["p1", 1, "2180-01-01 13:00:00", "TTE", "LVEF", "", "60", "%"],        # -> s1 (visual)
-      ["p1", 2, "2180-01-01 14:00:00", "TTE", "LVEF_MMODE", "", "70", "%"],  # worse method
-      ["p1", 3, "2180-01-11 09:00:00", "TTE", "IVSd", "", "12", "mm"],       # -> s2, mm -> cm
-      ["p1", 4, "2180-01-05 09:00:00", "TTE", "TAPSE", "", "2", "cm"],       # 4 days away
-      ["p1", 5, "2180-01-11 09:30:00", "TTE", "xx", "LV ejection fraction (biplane)", "41", "%"],
-      ["p2", 6, "2180-01-11 09:30:00", "TTE", "LVEF", "", "50", "%"],        # other subject
-      ["p1", 7, "2180-01-11 09:30:00", "TTE", "RVSP", "", "abc", "mmHg"],
-  ]
-  path = _write_csv(tmp_path / "m.csv", header, rows)
+def test_no_view_source_fails_at_start_unless_allowed(tmp_path):
+  tree = _small_tree(tmp_path)
+  os.remove(os.path.join(tree["root"], echoview.ECHOVIEW_FILENAME))
+  with pytest.raises(FileNotFoundError, match="MIMIC_ECHO_View_Classifications.csv.*allow_unknown_views"):
+    next(mimic.generate_records(tree["root"], image_size=16))
+  records = list(mimic.generate_records(tree["root"], image_size=16,
+                                        options=mimic.ReaderOptions(allow_unknown_views=True)))
+  assert records and {r["view"] for _, r in records} == {"unknown"}
+
+
+def test_a_table_of_unknown_codes_fails_with_the_fix(tmp_path):
+  tree = _small_tree(tmp_path)
+  path = os.path.join(tree["root"], "structured-measurement.csv.gz")
+  import gzip  # pylint: disable=g-import-not-at-top
+  with gzip.open(path, "rt") as f:
+    rows = list(csv.reader(f))
+  for r in rows[1:]:
+    r[4] = "LEGACY_" + r[4].upper()   # codes of some other export
+  with gzip.open(path, "wt", newline="") as f:
+    csv.writer(f).writerows(rows)
+  with pytest.raises(ValueError, match=r"do(es)? not know.*LEGACY_|mimic_mapping"):
+    next(mimic.generate_records(tree["root"], image_size=16))
+
+
+def test_old_file_names_are_a_setup_error_naming_the_release_file(tmp_path):
+  tree = _small_tree(tmp_path)
+  os.remove(os.path.join(tree["root"], "structured-measurement.csv.gz"))
+  with pytest.raises(FileNotFoundError, match="structured-measurement.csv"):
+    next(mimic.generate_records(tree["root"], image_size=16))
+
+
+def test_bug_type_errors_stop_the_build_and_bad_files_do_not(tmp_path, monkeypatch):
+  tree = _small_tree(tmp_path)
+  real = dicom.load_clip
+
+  def odd_decoder(path, *a, **k):  # a decoder that fails on bad data: counted, build goes on
+    if path.endswith("_0002.dcm"):
+      raise OSError("broken JPEG stream")
+    return real(path, *a, **k)
+  monkeypatch.setattr(dicom, "load_clip", odd_decoder)
   stats = collections.Counter()
-  out = mimic.read_measurements(path, studies, {"p1"}, stats, tolerance_h=24)
-  assert out == {"s1": {"lvef": 60.0}, "s2": {"ivsd": pytest.approx(1.2), "lvef": 41.0}}
-  assert stats == {"measurement_row_unlinked": 1, "measurement_value_not_numeric": 1}
+  records = list(mimic.generate_records(tree["root"], image_size=16, stats=stats))
+  assert stats["skip:decoder_error:OSError"] == 3 and len(records) == 3 * (len(mimic_tree.FILES) - 1)
 
-
-def test_mapping_table_lookups():
-  assert mimic_mapping.normalise_name("LVEF (Biplane)") == "lvef biplane"
-  assert mimic_mapping.normalise_unit("mL/m²") == "ml/m2" == mimic_mapping.normalise_unit("ml/m^2")
-  assert mimic_mapping.lookup("LVIDd").key == "lvidd"
-  assert mimic_mapping.lookup("E/e' (average)").key == "e_e_prime"
-  assert mimic_mapping.lookup("LVEF_BIPLANE").priority < mimic_mapping.lookup("LVEF").priority
-  assert mimic_mapping.lookup("LVEF").priority < mimic_mapping.lookup("LVEF (Teichholz)").priority
-  assert mimic_mapping.lookup("mystery", "unknown thing") is None
-  assert mimic_mapping.convert("lvidd", 48.0, "mm") == pytest.approx(4.8)
-  assert mimic_mapping.convert("tr_vmax", 280.0, "cm/s") == pytest.approx(2.8)
-  assert mimic_mapping.convert("lvidd", 4.8, "inches") is None
-  assert {s.key for s in mimic_mapping.MAPPING} == set(schema.MEASUREMENTS)
-
-
-def test_missing_csv_is_a_clear_setup_error(tmp_path):
-  with pytest.raises(FileNotFoundError, match="echo-record-list.csv"):
-    list(mimic.generate_records(tmp_path))
-  assert os.listdir(tmp_path) == []
-
-
-def test_docs_list_every_mapping_name():
-  doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "mimic.md")).read()
-  for src in mimic_mapping.MAPPING:
-    for name in src.names:
-      assert f"`{name}`" in doc, f"{name!r} ({src.key}) is missing from docs/mimic.md's table"
+  def buggy(path, *a, **k):         # a bug in our code: stops after MAX_BUGS, with the cause
+    raise TypeError("unsupported operand")
+  monkeypatch.setattr(dicom, "load_clip", buggy)
+  with pytest.raises(RuntimeError, match="bug") as e:
+    list(mimic.generate_records(tree["root"], image_size=16))
+  assert isinstance(e.value.__cause__, TypeError)

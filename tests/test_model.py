@@ -93,7 +93,7 @@ def test_text_mean_pool_is_not_eos_pool():
 
 @pytest.mark.parametrize("pool", ["map", "gap", "tok"])
 def test_image_mean_over_frames(pool):
-  model = make_model(tiny_config(image=dict(pool=pool, num_frames=2)))
+  model = make_model(tiny_config(image=dict(pool=pool)))  # T comes from the frames
   enc = nnx.jit(lambda m, x: m.image(x))
   b = make_batch(n=2, t=2)["frames"]
   per_frame = [enc(model, b[:, i:i + 1]) for i in range(2)]

@@ -15,7 +15,7 @@ VOCAB, M = 40, 15
 
 def _config(pool="map", scan=False, res=32, max_len=12):
   return ml_collections.ConfigDict(dict(
-      image=dict(patch=8, mlp_ratio=2, pool=pool, channels=1, num_frames=1, width=32, depth=1,
+      image=dict(patch=8, mlp_ratio=2, pool=pool, channels=1, width=32, depth=1,
                  heads=2, res=res),
       text=dict(mlp_ratio=2, pool="eos", causal=False, width=32, depth=1, heads=2, max_len=max_len),
       embed_dim=16, dtype="float32", remat=False, scan_layers=scan, init_temperature=10.0,

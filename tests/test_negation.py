@@ -47,7 +47,49 @@ REPORT_SENTENCES = [
      {"lv_dilation": 1, "rv_dilation": 0},
      "The left ventricle is normal in size, and the right ventricle is dilated."),
     ("Normal LVEF.", {"lv_systolic_dysfunction": 0}, "Reduced LVEF."),
+    # Real report wording: a value with what it suggests, a value without words.
+    ("Tricuspid regurgitation peak velocity is 3.6 m/s, suggesting pulmonary hypertension.",
+     {"pulmonary_hypertension": 1}, None),
+    ("Left ventricular systolic function is normal, with an estimated ejection fraction of 60 %.",
+     {"lv_systolic_dysfunction": 0}, None),
+    ("Severe aortic stenosis with a mean gradient of 45 mmHg.", {"aortic_stenosis": 1}, None),
+    ("E/e' is 16, consistent with elevated filling pressures.", {"elevated_filling_pressure": 1},
+     None),
+    ("Aortic stenosis is mild.", {"aortic_stenosis": 1}, "Aortic stenosis is absent."),
+    # Grade statements (echo/grades.py) flip like numeric ones.
+    ("There is a small to moderate pericardial effusion.", {"pericardial_effusion": 1},
+     "There is no pericardial effusion."),
+    ("Pulmonary artery systolic pressure is moderately to severely elevated.",
+     {"pulmonary_hypertension": 1}, "Pulmonary artery systolic pressure is normal."),
 ]
+
+
+def test_report_values_cross_their_cutoff():
+  neg = negation.negate("Tricuspid regurgitation peak velocity is 3.6 m/s, suggesting pulmonary "
+                        "hypertension.")
+  v = float(re.search(r"(\d+\.\d) m/s", neg).group(1))
+  assert v < 2.8 and neg.endswith(", suggesting no pulmonary hypertension.")
+  neg = negation.negate("Left ventricular systolic function is normal, with an estimated ejection "
+                        "fraction of 60 %.")
+  v = float(re.search(r"of (\d+) %", neg).group(1))
+  assert v < 52 and neg.startswith("Left ventricular systolic function is reduced")
+
+
+@pytest.mark.parametrize("text,finding", [
+    ("There is moderate to severe tricuspid regurgitation.", "tricuspid_regurgitation"),
+    ("There is no significant mitral regurgitation.", "mitral_regurgitation"),
+    ("Aortic regurgitation is mild.", "aortic_regurgitation"),
+    ("The right atrium is mildly dilated.", "ra_enlargement"),
+])
+def test_grade_only_findings_flip_both_ways(text, finding):
+  """Findings with no label of their own (schema.GRADES) still flip, and flip back."""
+  (f,) = negation.findings(text)
+  assert f.labels == (finding,)
+  neg = negation.negate(text)
+  (g,) = negation.findings(neg)
+  assert g.labels == (finding,) and g.abnormal != f.abnormal
+  (h,) = negation.findings(negation.negate(neg))
+  assert h.abnormal == f.abnormal
 
 
 @pytest.mark.parametrize("text,labels,expected", REPORT_SENTENCES)
@@ -106,10 +148,9 @@ def test_mixed_two_input_label_flips_as_a_label():
     "This is an apical four-chamber view.",
     "An echocardiographic image.",
     "The left ventricular internal diameter in systole is 4.0 cm.",
-    "Mitral regurgitation is mild.",
     # Unsafe to flip: a number the statement does not account for, another unit, a
     # conjunction sharing one predicate. None, never a wrong caption.
-    "Severe aortic stenosis with a mean gradient of 45 mmHg.",
+    "Severe aortic stenosis with a peak gradient of 45 mmHg.",
     "LVIDd 61 mm, dilated.",
     "The left ventricle and left atrium are dilated.",
     "LVEF is reduced at 35 %.",

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from echovlm_jax import predict
-from echovlm_jax.data import fake_mimic
+from tests import dicom_fixtures as fake_mimic
 from tests.test_export import make_artifact
 
 

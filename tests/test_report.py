@@ -88,3 +88,31 @@ def test_training_curves_cover_every_loss_term_but_not_throughput():
   keys = report.training_curve_keys(_history())
   assert keys[0] == "train/loss"
   assert set(keys) == {"train/loss", "train/loss/clip", "train/loss/negation", "train/loss/meas"}
+
+
+def _summary(md: str) -> list[str]:
+  start = md.index("## Summary")
+  return [l for l in md[start:md.index("\n## ", start + 1)].splitlines() if l.startswith("|")]
+
+
+def test_targets_come_from_the_config_and_only_for_its_data(tmp_path):
+  from configs import echovlm  # pylint: disable=g-import-not-at-top
+  config = echovlm.get_config()
+  targets = report.config_targets(config)
+  assert targets == {"zero_shot_views/accuracy": 0.95, "zero_shot_findings/macro_auc": 0.90,
+                     "negation/sensitivity": 0.90}
+  results = synthetic_results()
+  views_acc = results["zero_shot_views"]["accuracy"]
+  md = open(report.write_report(str(tmp_path / "syn"), results, _history(), targets=targets)).read()
+  rows = _summary(md)
+  assert rows[0] == "| metric | split | value | target |"
+  views = next(r for r in rows if r.startswith("| zero-shot view accuracy"))
+  assert views.endswith(f">= 0.95 {'(met)' if views_acc >= 0.95 else '(not met)'} |"), views
+  # A MIMIC run: the synthetic targets do not apply, so there is no targets column at all.
+  config.input.builder_config = "mimic"
+  assert report.config_targets(config) == {}
+  md = open(report.write_report(str(tmp_path / "mimic"), results, _history(),
+                                targets=report.config_targets(config))).read()
+  rows = _summary(md)
+  assert rows[0] == "| metric | split | value |" and not any("met)" in r for r in rows)
+  assert len(rows) == 2 + 3  # header, rule, the three headline metrics

@@ -119,3 +119,54 @@ def test_train_step_on_mesh_equals_single_device(shape, single_device_step, num_
                                err_msg=str(path))
     nonzero += bool(np.abs(b).max() > 0)
   assert nonzero > 20   # the gradient reaches both towers, the projections and the head
+
+
+class _Toy(nnx.Module):
+  """Two parameters: 3 heads (tensor=2 cannot split them) and an mlp dim it can."""
+
+  def __init__(self):
+    self.qkv = nnx.Param(jnp.zeros((8, 3, 4)), out_sharding=("embed", "heads", "kv"),
+                         eager_sharding=False)  # as models/layers.param: placed by sharding.py
+    self.fc = nnx.Param(jnp.zeros((8, 16)), out_sharding=("embed", "mlp"), eager_sharding=False)
+
+
+def test_undivided_axes_warn_at_start_listing_the_parameters(num_devices, caplog):
+  mesh = mesh_of(4, 1, 2)
+  dropped = []
+  assert sharding.logical_to_spec(("embed", "heads"), RULES, mesh, (8, 3), dropped) == P("fsdp")
+  assert dropped == ["dim 1 (heads=3) not over tensor=2"]
+  with caplog.at_level("WARNING"):
+    model = sharding.create_sharded(_Toy, mesh, RULES)
+  warned = [r.getMessage() for r in caplog.records if "partly replicated" in r.getMessage()]
+  assert len(warned) == 1 and "qkv: dim 1 (heads=3) not over tensor=2" in warned[0], warned
+  assert "fc" not in warned[0]
+  assert model.qkv[...].sharding.spec == P("fsdp")  # heads replicated over tensor
+  assert model.fc[...].sharding.spec == P("fsdp", "tensor")
+  # On a mesh every rule divides, nothing is reported.
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    sharding.create_sharded(_Toy, mesh_of(8, 1, 1), RULES)
+  assert not any("partly replicated" in r.getMessage() for r in caplog.records)
+
+
+def test_strict_sharding_fails_before_allocating(num_devices):
+  mesh = mesh_of(4, 1, 2)
+  created = []
+
+  def init():
+    created.append(1)  # traced once by eval_shape; a second call would be the real init
+    return _Toy()
+
+  with pytest.raises(sharding.ShardingError, match=r"qkv: dim 1 \(heads=3\).*sharding_strict"):
+    sharding.create_sharded(init, mesh, RULES, strict=True)
+  assert len(created) == 1
+  assert sharding.undivided(nnx.state(_Toy()), mesh_of(8, 1, 1), RULES) == {}
+
+
+def test_check_batch_size_names_the_key_and_a_fix(num_devices):
+  mesh = mesh_of(4, 2, 1)
+  assert sharding.check_batch_size(16, mesh) == 16  # one process: the local batch is global
+  with pytest.raises(ValueError, match=r"config.eval_batch_size=12 .*data\*fsdp=8.*multiple of 8"):
+    sharding.check_batch_size(12, mesh, "config.eval_batch_size")
+  with pytest.raises(ValueError, match="grad_accum_steps=4.*multiple of 32"):
+    sharding.check_batch_size(16, mesh, micro_batches=4)

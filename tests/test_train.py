@@ -1,6 +1,7 @@
 """The trainer's pieces in-process: the lr schedule, the weight-decay mask, one train step
 giving the same parameters on every mesh as on one device, gradient accumulation as the
-mean of micro-batch gradients, the non-finite message, and config errors at start."""
+mean of micro-batch gradients, a NaN gradient leaving the state as it was, the non-finite
+message, and config errors at start."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import optax
 import pytest
 from flax import nnx
 
-from echovlm_jax import distributed, losses, main, sharding, train
+from echovlm_jax import checkpointing, distributed, losses, main, run_config, sharding, train
 from echovlm_jax.echo import schema
 from tests import multiprocess_utils
 from tests import train_tiny_config
@@ -33,9 +34,9 @@ def _config(**overrides):
 
 
 def _batch(batch_size: int, config, seed: int = 0) -> dict[str, np.ndarray]:
-  """A contract-shaped training batch (CONTRACTS.md "Training batch"), host numpy."""
+  """A training batch of the documented shapes (docs/design.md, "Batches"), host numpy."""
   rng = np.random.default_rng(seed)
-  t, res, length = config.model.image.num_frames, config.input.res, config.input.max_text_len
+  t, res, length = config.input.num_frames, config.input.res, config.input.max_text_len
   m, k = len(schema.MEASUREMENTS), len(schema.LABELS)
   text = rng.integers(2, VOCAB, size=(batch_size, length)).astype(np.int32)
   text[:, length // 2:] = 0
@@ -71,7 +72,7 @@ def test_schedule_warms_up_then_decays_to_zero():
 def test_decay_mask_spares_norms_biases_and_temperature(num_devices):
   c = _config()
   mesh = distributed.create_mesh(c.mesh)
-  _, params = train.abstract_params(c, mesh, VOCAB)
+  _, params = checkpointing.abstract_params(c, mesh, VOCAB)
   flat = {jax.tree_util.keystr(p): bool(m) for p, m in
           jax.tree_util.tree_leaves_with_path(train.decay_mask(params))}
   shapes = {jax.tree_util.keystr(p): x.shape for p, x in jax.tree_util.tree_leaves_with_path(params)}
@@ -136,22 +137,57 @@ def test_grad_accumulation_is_the_mean_of_micro_batch_grads(num_devices):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6)
 
 
+@pytest.mark.slow
+def test_nan_gradient_with_a_finite_loss_keeps_the_state(num_devices):
+  """A NaN in one gradient leaf (the loss finite) must not reach the params or the moments:
+  clipping by a NaN global norm would otherwise spread it to every parameter."""
+  c = _config()
+  mesh = distributed.create_mesh(c.mesh)
+  graphdef, state, shardings, tx = train.create_state(c, mesh, VOCAB)
+  before = _host((state["params"], state["opt_state"]))
+  step = train.make_train_step(c, graphdef, tx, mesh, shardings, sharding.batch_sharding(mesh),
+                               poison_grads=True)
+  state, metrics = step(state, sharding.shard_batch(_batch(8, c), mesh))
+  metrics = jax.device_get(metrics)
+  assert math.isfinite(metrics["loss"]) and not math.isfinite(metrics["grad_norm"])
+  assert int(state["step"]) == 1  # only the counter moves on
+  for a, b in zip(_host((state["params"], state["opt_state"])), before):
+    np.testing.assert_array_equal(a, b)
+  # The host check the loop runs on these metrics stops the run, naming the gradient.
+  with pytest.raises(train.NonFiniteLossError, match="grad_norm"):
+    train._check_pending(1, metrics)  # pylint: disable=protected-access
+
+
 def test_non_finite_message_names_the_step_and_the_terms():
-  train.check_finite(3, {"loss": 1.0, "loss/contrastive": 0.5})
+  train.check_finite(3, {"loss": 1.0, "loss/contrastive": 0.5, "grad_norm": 2.0})
   with pytest.raises(train.NonFiniteLossError) as e:
     train.check_finite(7, {"loss": float("nan"), "loss/contrastive": float("inf"), "loss/meas": 0.3})
   msg = str(e.value)
   assert "step 7" in msg and "loss/contrastive" in msg and "loss/meas" not in msg
+  with pytest.raises(train.NonFiniteLossError, match="step 4 in grad_norm"):
+    train.check_finite(4, {"loss": 1.0, "grad_norm": float("nan")})
 
 
 def test_config_errors_name_the_key(num_devices):
   c = _config(batch_size=12)  # not a multiple of the 8-way batch sharding
-  with pytest.raises(train.ConfigError, match="config.batch_size=12"):
-    train.validate_config(c, distributed.create_mesh(c.mesh))
+  mesh = distributed.create_mesh(c.mesh)
+  with pytest.raises(run_config.ConfigError, match="config.batch_size=12 .* multiple of 8"):
+    run_config.validate_config(c, mesh)
+  with pytest.raises(run_config.ConfigError, match="config.eval_batch_size=12"):
+    run_config.validate_config(_config(eval_batch_size=12), mesh)
+  run_config.validate_config(_config(eval_batch_size=16), mesh)
+  with pytest.raises(run_config.ConfigError, match="grad_accum_steps=2"):
+    run_config.validate_config(_config(grad_accum_steps=2), mesh)  # 8 / 2 rows on 8 devices
+  with pytest.raises(run_config.ConfigError, match="debug_nan_target='loss'"):
+    run_config.validate_config(_config(debug_nan_target="loss"), mesh)
+  c = _config()
+  c.input.res = c.input.image_size + 8  # a lone res override past the stored frames
+  with pytest.raises(run_config.ConfigError, match="config.input.image_size=32 < config.input.res"):
+    run_config.validate_config(c, mesh)
   c = _config()
   c.mesh.data = 3
-  with pytest.raises(train.ConfigError, match="needs 3 devices"):
-    train.create_mesh(c)
+  with pytest.raises(run_config.ConfigError, match="needs 3 devices"):
+    run_config.create_mesh(c)
   c = _config()
   assert "did you mean config.model.embed_dim" in main.unknown_config_key(
       c, ["x", "--config.model.embed_dmi=3"])
@@ -174,3 +210,20 @@ def test_unknown_config_key_fails_at_start(tmp_path, override, expected):
   assert lines[-1].startswith("error: Unknown config key") and expected in lines[-1], proc.stderr
   assert "Traceback" not in proc.stderr
   assert not os.listdir(tmp_path)  # nothing was started
+
+
+def test_sharding_strict_stops_a_partly_replicated_run(num_devices, caplog):
+  """3 heads on tensor=2: a warning naming the attention kernels, or with
+  config.sharding_strict a ConfigError before any parameter is allocated."""
+  c = _config()
+  c.model.image.update(width=48, heads=3)
+  mesh = distributed.create_mesh(dict(data=4, fsdp=1, tensor=2))
+  c.sharding_strict = True
+  with pytest.raises(run_config.ConfigError, match=r"image/.*query: dim 1 \(heads=3\) not over "
+                                                   r"tensor=2"):
+    train.create_state(c, mesh, VOCAB)
+  c.sharding_strict = False
+  with caplog.at_level("WARNING"):
+    train.create_state(c, mesh, VOCAB)
+  assert any("partly replicated" in r.getMessage() and "query" in r.getMessage()
+             for r in caplog.records)

@@ -21,12 +21,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   with_evals = "evals" in items
   c = echovlm.get_config(",".join(a for a in items if a != "evals") or "size=ti,res=32,frames=2")
   tiny = echoground_fixtures.TINY
-  with c.unlocked():  # image_size is optional in config.input (default max(128, res))
-    for k in ("synthetic_patients", "synthetic_seed", "image_size", "num_frames", "vocab_size",
-              "num_shards", "shuffle_buffer", "prefetch"):
-      c.input[k] = tiny[k]
+  for k in ("synthetic_patients", "synthetic_seed", "image_size", "num_frames", "vocab_size",
+            "num_shards", "shuffle_buffer", "prefetch"):
+    c.input[k] = tiny[k]
   c.input.max_text_len = 32
-  c.model.image.update(width=32, depth=1, heads=2, num_frames=tiny["num_frames"])
+  c.model.image.update(width=32, depth=1, heads=2)
   c.model.text.update(width=32, depth=1, heads=2)
   c.model.embed_dim = 16
   c.model.meas_hidden = 8
@@ -38,7 +37,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.keep_ckpts = 10
   with c.unlocked():
     c.evals = ml_collections.ConfigDict()  # evals off: each test that wants one adds it
-    c.debug_nan_step = 0  # fault injection (echovlm_jax/train.py): NaN frames at this step
     if with_evals:
       c.evals.test_views = dict(type="zero_shot_views", split="test", every=0)
       c.evals.test_retrieval = dict(type="retrieval", split="test", every=0)

@@ -10,19 +10,20 @@ The trainer calls `ensure_dataset(config.input)`; the same code is a CLI:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
+import shutil
 import time
 from typing import Any, Mapping
 
 import jax
 import tensorflow_datasets as tfds
 
-from tfds_builders.echoground import artifacts
+from echovlm_jax.data import artifacts
+from echovlm_jax.data import build_report
 from tfds_builders.echoground import Builder, EchogroundConfig
-
-DEFAULT_IMAGE_SIZE = 128
-
 
 def _registered(name: str) -> EchogroundConfig:
   return next(c for c in Builder.BUILDER_CONFIGS if c.name == name)
@@ -31,20 +32,25 @@ def _registered(name: str) -> EchogroundConfig:
 def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
   """The BuilderConfig a config.input asks for.
 
-  The stored image size is `input.image_size` when set, else max(128, res): the
-  pipeline crops and resizes from it. A config equal to a registered one keeps its
+  The stored image size is `input.image_size`: the pipeline crops and resizes from it. A
+  config equal to a registered one keeps its
   name (`synthetic`, `mimic`); any other gets a name spelling out its parameters,
   so two differently-sized datasets never share a directory.
   """
   kind = input_config["builder_config"]
   if kind not in ("synthetic", "mimic"):
     raise ValueError(f"config.input.builder_config={kind!r}: expected 'synthetic' or 'mimic'.")
-  image_size = int(input_config.get("image_size", 0) or max(DEFAULT_IMAGE_SIZE, int(input_config["res"])))
+  image_size = int(input_config["image_size"])
   params = dict(image_size=image_size, num_frames=int(input_config["num_frames"]),
                 vocab_size=int(input_config["vocab_size"]), num_shards=int(input_config["num_shards"]))
   if kind == "synthetic":
     params.update(num_patients=int(input_config["synthetic_patients"]),
                   seed=int(input_config["synthetic_seed"]))
+  else:
+    m = input_config["mimic"]
+    params.update(test_type=str(m["test_type"]).lower(), echoview_csv=str(m["echoview_csv"]),
+                  view_csv=str(m["view_csv"]), view_min_prob=float(m["view_min_prob"]),
+                  allow_unknown_views=bool(m["allow_unknown_views"]))
   base = _registered(kind)
   cfg = dataclasses.replace(base, **params)
   # num_shards is how the data is laid out, not what it contains: not part of the name.
@@ -52,6 +58,11 @@ def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
   if same:
     return base  # TFDS accepts a registered config only as itself; shards go via DownloadConfig
   name = f"{kind}_i{cfg.image_size}_t{cfg.num_frames}_v{cfg.vocab_size}"
+  reader = {k: getattr(cfg, k) for k in ("test_type", "echoview_csv", "view_csv", "view_min_prob",
+                                         "allow_unknown_views")}
+  if any(getattr(base, k) != v for k, v in reader.items()):
+    # Reader options change what the dataset holds: a short fingerprint keeps them apart.
+    name += "_r" + hashlib.sha256(json.dumps(reader, sort_keys=True).encode()).hexdigest()[:8]
   if kind == "synthetic":
     name = f"{kind}_p{cfg.num_patients}_s{cfg.seed}_i{cfg.image_size}_t{cfg.num_frames}_v{cfg.vocab_size}"
   description = f"{base.description.split(',')[0]}: {name}." if kind == "synthetic" else f"{base.description} ({name})"
@@ -70,6 +81,31 @@ def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
              ("dataset_info.json", artifacts.TOKENIZER_FILENAME, artifacts.STATS_FILENAME))
 
 
+def _stale(builder: tfds.core.DatasetBuilder) -> str | None:
+  """The fingerprint a prepared dataset was built with, when it is not the current code's."""
+  path = os.path.join(builder.data_dir, artifacts.REPORT_FILENAME)
+  built = artifacts.load_report(builder.data_dir).get("code_fingerprint") if os.path.exists(path) else None
+  return None if built == artifacts.code_fingerprint() else str(built)
+
+
+def _drop_if_stale(builder: tfds.core.DatasetBuilder) -> bool:
+  """A dataset built by other caption / label / reader code is never used: a synthetic one is
+  deleted for a rebuild (about a minute; by process 0, True when it was), a real one stops the
+  run, on every host, with the command that rebuilds it."""
+  built = _stale(builder)
+  if built is None:
+    return False
+  msg = (f"{builder.data_dir} was built by other caption / label / reader code (fingerprint "
+         f"{built}, now {artifacts.code_fingerprint()}; artifacts.CONTENT_MODULES).")
+  if builder.builder_config.source != "synthetic":
+    raise RuntimeError(msg + f" Remove it and rebuild: rm -r {builder.data_dir} && python -m "
+                       "echovlm_jax.data.build --config <your config> (see docs/mimic.md).")
+  if jax.process_index() == 0:
+    print(msg + " Rebuilding it.", flush=True)
+    shutil.rmtree(builder.data_dir)
+  return True
+
+
 def ensure_dataset(input_config: Mapping[str, Any]) -> tfds.core.DatasetBuilder:
   """Returns the prepared builder for config.input, building it first if missing.
 
@@ -79,6 +115,11 @@ def ensure_dataset(input_config: Mapping[str, Any]) -> tfds.core.DatasetBuilder:
   the tokenizer and measurement_stats.json.
   """
   builder = get_builder(input_config)
+  if _is_prepared(builder) and _drop_if_stale(builder):
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("echoground_stale_dropped")
+    builder = get_builder(input_config)
   if not _is_prepared(builder):
     if jax.process_index() == 0:
       cfg = builder.builder_config
@@ -104,7 +145,7 @@ def ensure_dataset(input_config: Mapping[str, Any]) -> tfds.core.DatasetBuilder:
 def main(argv) -> None:
   del argv
   builder = ensure_dataset(_CONFIG.value.input)
-  print(artifacts.format_report(artifacts.load_report(builder.data_dir)))
+  print(build_report.format_report(artifacts.load_report(builder.data_dir)))
   print(f"Dataset: {builder.data_dir}")
 
 

@@ -1,8 +1,8 @@
 """Training-caption augmentation: statement subsampling and fitting long captions.
 
-A caption is a view sentence followed by one statement per measurement the view shows
-(captions.make_caption); the negated caption flips statements in place, sentence for
-sentence. Both augmentations drop whole statements, the same ones from both captions,
+A caption is a view (or study) sentence followed by one statement per measurement or grade
+(captions.caption_statements; the dataset's `statements` feature says which sentence states
+what); the negated caption flips statements in place, sentence for sentence. Both augmentations drop whole statements, the same ones from both captions,
 so a pair stays a negation pair, and they report which measurements the text still
 states (the text side of the measurement-grounded objective regresses only those).
 
@@ -16,7 +16,8 @@ states (the text side of the measurement-grounded objective regresses only those
   in 12-68 % of them, and the RV diameter in 46 % of apical four-chamber ones. Dropping
   random statements until the pair fits lets every statement be read equally often.
 
-Evaluation never augments: it reads captions as stored.
+Evaluation never augments: it reads captions as stored. Either way `text_meas_mask` holds
+the measurements whose sentences survive augmentation and the tokenizer's max_len.
 """
 
 from __future__ import annotations
@@ -89,37 +90,60 @@ def augment_pair(caption: str, negated: str, has_negation: bool, rng: np.random.
   return Augmented(new_caption, new_negated, flipped, kept)
 
 
-def stated_measurements(view: int, meas_mask: np.ndarray, n_sentences: int
-                        ) -> list[int] | None:
-  """Measurement index stated by each statement (sentence 1..n-1) of a caption of `view`
-  (index into schema.VIEWS) whose present, view-shown measurements are meas_mask [M] > 0;
-  None when the caption's sentence count does not match (then nothing is attributed)."""
-  shown = [schema.MEASUREMENTS.index(n) for n in schema.view_measurements(schema.VIEWS[int(view)])]
-  idx = [i for i in shown if meas_mask[i] > 0]
-  return idx if len(idx) == n_sentences - 1 else None
+def stated_measurements(structure: str) -> list[int | None]:
+  """Measurement index (into schema.MEASUREMENTS) stated by each sentence of a caption, None
+  for the view sentence and grades, from the dataset's `statements` feature (one token per
+  sentence: a measurement name, `grade:<name>` or `-`)."""
+  index = {m: i for i, m in enumerate(schema.MEASUREMENTS)}
+  return [index.get(t) for t in structure.split()]
+
+
+def surviving(lengths: Sequence[int], max_len: int) -> int:
+  """How many leading sentences (token lengths `lengths`) fit whole in max_len - 1 ids (the
+  tokenizer's tail truncation keeps max_len ids, the last being EOS)."""
+  total = 0
+  for n, length in enumerate(lengths):
+    total += length
+    if total > max_len - 1:
+      return n
+  return len(lengths)
 
 
 def augment_batch(captions: Sequence[bytes], negated: Sequence[bytes], has_negation: np.ndarray,
-                  seeds: np.ndarray, views: np.ndarray, meas_mask: np.ndarray, *,
-                  p_example: float, p_keep: float, tok: tokenizer_lib.Tokenizer | None,
-                  max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """augment_pair over a batch. captions, negated: object [B] (bytes); has_negation float32
-  [B]; seeds int64 [B] (one generator per example, so batch order does not matter); views
-  int32 [B]; meas_mask float32 [B, M]. tok None = no fitting.
+                  seeds: np.ndarray, statements: Sequence[bytes], *, p_example: float,
+                  p_keep: float, tok: tokenizer_lib.Tokenizer, max_len: int, fit: bool
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """augment_pair over a batch, and what each caption still states once tokenized.
+
+  captions, negated, statements: object [B] (bytes); has_negation float32 [B]; seeds int64
+  [B], one generator per example so batch order does not matter, or < 0 for an example that
+  is not augmented (evaluation). p_example / p_keep: subsampling; fit: drop statements until
+  the pair fits max_len (else the tail is cut by the tokenizer).
   Returns (captions [B], negated [B], has_negation float32 [B], text_meas_mask float32 [B, M]:
-  meas_mask restricted to the measurements the augmented caption still states)."""
+  1 for each measurement a sentence that survives augmentation and tokenization states;
+  all 0 when the structure does not match the caption's sentences).
+  """
   out_c, out_n, out_h = [], [], []
-  text_mask = np.zeros_like(meas_mask, dtype=np.float32)
-  for b, (c, n, h, s) in enumerate(zip(captions, negated, has_negation, seeds)):
-    caption = c.decode("utf-8")
-    a = augment_pair(caption, n.decode("utf-8"), bool(h > 0), np.random.default_rng(int(s)),
-                     p_example=p_example, p_keep=p_keep, tok=tok, max_len=max_len)
+  text_mask = np.zeros((len(captions), len(schema.MEASUREMENTS)), np.float32)
+  for b, (c, n, h, s, st) in enumerate(zip(captions, negated, has_negation, seeds, statements)):
+    caption, neg = c.decode("utf-8"), n.decode("utf-8")
+    if s >= 0:
+      a = augment_pair(caption, neg, bool(h > 0), np.random.default_rng(int(s)),
+                       p_example=p_example, p_keep=p_keep, tok=tok if fit else None,
+                       max_len=max_len)
+    else:
+      a = Augmented(caption, neg if h > 0 else "", bool(h > 0),
+                    tuple(range(len(split_statements(caption)))))
     out_c.append(a.caption.encode("utf-8"))
     out_n.append(a.negated.encode("utf-8"))
     out_h.append(1.0 if a.has_negation else 0.0)
-    stated = stated_measurements(views[b], meas_mask[b], len(split_statements(caption)))
-    if stated is not None:
-      for i in a.kept[1:]:
-        text_mask[b, stated[i - 1]] = 1.0
+    sents = split_statements(caption)
+    stated = stated_measurements(st.decode("utf-8"))
+    if len(stated) != len(sents):
+      continue  # a dataset built before the structure was stored: nothing is attributed
+    fit_n = surviving([len(tok.encode(sents[i])) for i in a.kept], max_len)
+    for i in a.kept[:fit_n]:
+      if stated[i] is not None:
+        text_mask[b, stated[i]] = 1.0
   return (np.array(out_c, dtype=object), np.array(out_n, dtype=object),
           np.array(out_h, dtype=np.float32), text_mask)

@@ -265,17 +265,20 @@ def resize_square(frames: np.ndarray, size: int, mask: np.ndarray | None = None)
   return out
 
 
-def load_frames(path: str | os.PathLike, num_frames: int | None = None, size: int | None = None,
-                *, mask: bool = True) -> np.ndarray:
-  """A DICOM file as masked grayscale frames: uint8 [T, H, W].
+def image_kind(ds: pydicom.Dataset) -> str:
+  """What the image shows, from its ultrasound regions (schema.IMAGE_KINDS): "spectral" when
+  any region is a spectral Doppler strip (stills show it under a small 2D preview), else
+  "m_mode", else "2d"; "unknown" without regions."""
+  formats = {_IMAGE_REGION_FORMATS[r["spatial_format"]] for r in ultrasound_regions(ds)}
+  for kind in ("spectral", "m_mode", "2d"):
+    if kind in formats:
+      return kind
+  return "unknown"
 
-  num_frames: T evenly spaced frames (see `sample_indices`); None = every frame; a still
-    image with num_frames > 1 repeats its frame.
-  size: None keeps the stored geometry [T, Rows, Columns]; an int S crops to the ultrasound
-    mask's bounding box, resizes keeping the aspect ratio and pads to [T, S, S].
-  mask: zero everything outside `ultrasound_mask` (burned-in text, ECG, overlays).
-  Raises DicomError for missing, corrupt, truncated or unsupported files.
-  """
+
+def load_clip(path: str | os.PathLike, num_frames: int | None = None, size: int | None = None,
+              *, mask: bool = True) -> tuple[np.ndarray, str]:
+  """(`load_frames`'s uint8 [T, H, W], `image_kind`) with one read of the file."""
   ds = read_dataset(path)
   total = _num_frames(ds)
   idx = sample_indices(total, num_frames)
@@ -288,7 +291,21 @@ def load_frames(path: str | os.PathLike, num_frames: int | None = None, size: in
     frames = frames * m[None].astype(np.uint8)
   if size is not None:
     frames = resize_square(frames, int(size), m)
-  return frames
+  return frames, image_kind(ds)
+
+
+def load_frames(path: str | os.PathLike, num_frames: int | None = None, size: int | None = None,
+                *, mask: bool = True) -> np.ndarray:
+  """A DICOM file as masked grayscale frames: uint8 [T, H, W].
+
+  num_frames: T evenly spaced frames (see `sample_indices`); None = every frame; a still
+    image with num_frames > 1 repeats its frame.
+  size: None keeps the stored geometry [T, Rows, Columns]; an int S crops to the ultrasound
+    mask's bounding box, resizes keeping the aspect ratio and pads to [T, S, S].
+  mask: zero everything outside `ultrasound_mask` (burned-in text, ECG, overlays).
+  Raises DicomError for missing, corrupt, truncated or unsupported files.
+  """
+  return load_clip(path, num_frames, size, mask=mask)[0]
 
 
 # ----------------------------------------------------------------------------- metadata

@@ -3,7 +3,7 @@
 Each host reads its own even slice of a split (tfds.split_for_jax_process),
 decodes, augments (train), tokenizes, batches its B / process_count examples and
 prefetches; `jax.make_array_from_process_local_data` assembles the global batch,
-sharded over ("data", "fsdp"). Batch keys and shapes: CONTRACTS.md "Training batch".
+sharded over ("data", "fsdp"). Batch keys: `BATCH_KEYS`; shapes in `make_train_iterator`.
 
 Position and resume: the training stream is a sequence of epochs; epoch e's order
 and augmentation depend only on (seed, e, host), every epoch has the same number
@@ -31,7 +31,7 @@ from echovlm_jax.data import build
 from echovlm_jax.data import caption_augment
 from echovlm_jax.data import tokenizer as tokenizer_lib
 from echovlm_jax.echo import schema
-from tfds_builders.echoground import artifacts
+from echovlm_jax.data import artifacts
 
 # tf.data runs on the host CPU only; it must never take accelerator memory from JAX.
 try:
@@ -45,7 +45,7 @@ GAMMA_LOG_RANGE = 0.25        # gamma = exp(U(-r, r)): depth / compression setti
 GAIN_RANGE = (0.85, 1.15)     # overall gain; multiplicative so the black background stays black
 
 BATCH_KEYS = ("frames", "text", "neg_text", "has_negation", "view", "measurements", "meas_mask",
-              "text_meas_mask", "labels", "study_id", "valid")
+              "text_meas_mask", "labels", "study_id", "caption_id", "valid")
 
 
 # ----------------------------------------------------------------------------
@@ -144,7 +144,10 @@ def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray):
   view_mask = tf.constant(view_measurement_mask())
   mean_t, std_t = tf.constant(mean, tf.float32), tf.constant(std, tf.float32)
 
-  def preprocess(ex: Mapping[str, tf.Tensor], seed: tf.Tensor | None) -> dict[str, tf.Tensor]:
+  def preprocess(ex: Mapping[str, tf.Tensor], seed: tf.Tensor | None,
+                 text_seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+    """seed: frame augmentation (None = none); text_seed: a training example's caption
+    augmentation (None = evaluation: captions as stored)."""
     meas = ex["measurements"]
     present = tf.math.is_finite(meas)
     view = tf.cast(ex["view"], tf.int32)
@@ -158,52 +161,47 @@ def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray):
         "caption": ex["caption"],
         "negated_caption": tf.where(has_negation, ex["negated_caption"], ""),
         "has_negation": tf.cast(has_negation, tf.float32),
+        "statements": ex["statements"],
         "view": view,
         "measurements": tf.where(present, (meas - mean_t) / std_t, 0.0),
         "meas_mask": meas_mask,
-        # What the caption states: every present measurement the view shows
-        # (captions.make_caption); caption augmentation narrows it.
-        "text_meas_mask": meas_mask,
         "labels": tf.cast(ex["labels"], tf.int32),
         "study_id": tf.bitcast(tf.cast(folded, tf.uint32), tf.int32),
         "valid": tf.constant(1.0, tf.float32),
+        # The generator caption_augment uses for this example; -1: not augmented.
+        "text_seed": tf.constant(-1, tf.int64) if text_seed is None else tf.random.stateless_uniform(
+            [], tf.random.experimental.stateless_fold_in(text_seed, 11), minval=0,
+            maxval=2 ** 62, dtype=tf.int64),
     }
-    if seed is not None:  # the generator caption_augment uses for this example
-      out["text_seed"] = tf.random.stateless_uniform(
-          [], tf.random.experimental.stateless_fold_in(seed, 11), minval=0, maxval=2 ** 62,
-          dtype=tf.int64)
     return out
   return preprocess
 
 
-def _augment_captions(batch: dict[str, tf.Tensor], **kwargs) -> None:
-  """caption_augment.augment_batch in the graph (in place): caption, negated_caption,
-  has_negation and text_meas_mask of a training batch that carries text_seed."""
-  keys = ("caption", "negated_caption", "has_negation", "text_meas_mask")
-  out = tf.numpy_function(
-      lambda c, n, h, s, v, m: caption_augment.augment_batch(c, n, h, s, v, m, **kwargs),
-      [batch["caption"], batch["negated_caption"], batch["has_negation"], batch.pop("text_seed"),
-       batch["view"], batch["meas_mask"]],
-      [tf.string, tf.string, tf.float32, tf.float32], stateful=False)
-  for k, v in zip(keys, out):
-    batch[k] = tf.ensure_shape(v, batch[k].shape)
-
-
 def _make_tokenize(tok: tokenizer_lib.Tokenizer, max_len: int, p_subsample: float,
                    p_keep: float, fit_statements: bool):
-  """Batch transform: captions -> text / neg_text ids [B, max_len]. Training batches (those
-  carrying a text_seed) are first augmented (caption_augment): statement subsampling with
-  p_subsample / p_keep, and with fit_statements, too-long captions drop statements rather
-  than lose their tail. Evaluation batches never are."""
-  augment = p_subsample > 0 or fit_statements
+  """Batch transform: captions -> text / neg_text ids [B, max_len], text_meas_mask [B, M] and
+  caption_id [B]. Training examples (text_seed >= 0) are first augmented (caption_augment):
+  statement subsampling with p_subsample / p_keep, and with fit_statements, too-long captions
+  drop statements rather than lose their tail. Evaluation examples never are. caption_id
+  hashes the final caption, so identical captions in a batch are not each other's negatives
+  (losses.py)."""
 
   def tokenize(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     batch = dict(batch)
-    if augment and "text_seed" in batch:
-      _augment_captions(batch, p_example=p_subsample, p_keep=p_keep,
-                        tok=tok if fit_statements else None, max_len=max_len)
-    batch.pop("text_seed", None)
-    batch["text"] = tok.tf_encode_batch(batch.pop("caption"), max_len)
+    keys = ("caption", "negated_caption", "has_negation", "text_meas_mask")
+    out = tf.numpy_function(
+        lambda c, n, h, s, st: caption_augment.augment_batch(
+            c, n, h, s, st, p_example=p_subsample, p_keep=p_keep, tok=tok, max_len=max_len,
+            fit=fit_statements),
+        [batch["caption"], batch["negated_caption"], batch["has_negation"], batch.pop("text_seed"),
+         batch.pop("statements")],
+        [tf.string, tf.string, tf.float32, tf.float32], stateful=False)
+    for k, v in zip(keys, out):
+      batch[k] = tf.ensure_shape(v, batch["meas_mask"].shape if k == "text_meas_mask"
+                                 else batch["has_negation"].shape)
+    caption = batch.pop("caption")
+    batch["caption_id"] = tf.cast(tf.strings.to_hash_bucket_fast(caption, 2 ** 31 - 1), tf.int32)
+    batch["text"] = tok.tf_encode_batch(caption, max_len)
     neg = tok.tf_encode_batch(batch.pop("negated_caption"), max_len)
     batch["neg_text"] = neg * tf.cast(batch["has_negation"][:, None] > 0, tf.int32)
     return batch
@@ -212,14 +210,6 @@ def _make_tokenize(tok: tokenizer_lib.Tokenizer, max_len: int, p_subsample: floa
 
 def _to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
   return sharding.shard_batch({k: batch[k] for k in BATCH_KEYS}, mesh)
-
-
-def _check_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> int:
-  pc, shards = jax.process_count(), sharding.num_batch_shards(mesh)
-  if batch_size % shards or batch_size % pc:
-    raise ValueError(f"batch_size={batch_size} must be divisible by the mesh batch axes "
-                     f"data*fsdp={shards} and by the process count {pc}.")
-  return batch_size // pc
 
 
 class EchogroundData:
@@ -233,8 +223,11 @@ class EchogroundData:
     self.preprocess = _make_preprocess(self.res, self.mean, self.std)
     self.tokenizer = (_checkpoint_tokenizer(input_config["tokenizer"])
                       if input_config.get("tokenizer") else _tokenizer_in(self.builder.data_dir))
+    # `augment` switches off frame augmentation and statement subsampling; fitting long
+    # captions is its own switch (without it the tokenizer cuts their tail).
+    augment = bool(input_config["augment"])
     self.tokenize = _make_tokenize(self.tokenizer, self.max_len,
-                                   float(input_config["caption_subsample"]),
+                                   float(input_config["caption_subsample"]) if augment else 0.0,
                                    float(input_config["statement_keep"]),
                                    bool(input_config["fit_statements"]))
 
@@ -265,7 +258,7 @@ class TrainIterator:
   def __init__(self, input_config: Mapping[str, Any], batch_size: int, mesh: jax.sharding.Mesh,
                seed: int, start_step: int = 0):
     self.mesh, self.seed = mesh, int(seed)
-    self.local_batch = _check_batch_size(batch_size, mesh)
+    self.local_batch = sharding.check_batch_size(batch_size, mesh)
     self._data = EchogroundData(input_config)
     self._split, _, _ = self._data.host_split("train")
     n_train, pc = self._data.builder.info.splits["train"].num_examples, jax.process_count()
@@ -290,7 +283,8 @@ class TrainIterator:
     preprocess, augment = self._data.preprocess, self.augment
 
     def one(i, ex):
-      return preprocess(ex, tf.stack([tf.constant(epoch_seed, tf.int64), i]) if augment else None)
+      seed = tf.stack([tf.constant(epoch_seed, tf.int64), i])
+      return preprocess(ex, seed if augment else None, seed)
 
     ds = ds.map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(self.local_batch, drop_remainder=True)
@@ -314,7 +308,11 @@ class TrainIterator:
 
 def make_train_iterator(input_config: Mapping[str, Any], batch_size: int, mesh: jax.sharding.Mesh,
                         seed: int, start_step: int = 0) -> TrainIterator:
-  """Infinite iterator of global training batches (dict of jax.Arrays, CONTRACTS.md keys).
+  """Infinite iterator of global training batches: dict of jax.Arrays with keys BATCH_KEYS:
+  frames float32 [B, T, res, res, 1] in [-1, 1]; text, neg_text int32 [B, max_text_len];
+  has_negation, valid float32 [B]; view, study_id, caption_id int32 [B]; measurements
+  (z-scored, 0 where absent), meas_mask (present and shown by the view), text_meas_mask
+  (stated by the caption as tokenized) float32 [B, M]; labels int32 [B, K].
 
   batch_size is global; each host reads batch_size / process_count examples of its own
   slice of the train split. Deterministic for (seed, process count); start the
@@ -340,7 +338,7 @@ def make_eval_iterator(input_config: Mapping[str, Any], split: str, batch_size: 
   The last batches are padded (valid = 0, zeros elsewhere) so every host yields the
   same number of full batches; weight any metric by `valid`.
   """
-  local_batch = _check_batch_size(batch_size, mesh)
+  local_batch = sharding.check_batch_size(batch_size, mesh)
   data = EchogroundData(input_config)
   sub, n_local, n_max = data.host_split(split)
   num_batches = -(-n_max // local_batch)

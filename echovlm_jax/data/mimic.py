@@ -1,8 +1,11 @@
-"""Reads a MIMIC-IV-ECHO manual_dir into source records (one per DICOM file).
+"""Reads a MIMIC-IV-ECHO v1.0 manual_dir into source records (one per DICOM file).
 
-Joins echo-record-list.csv (files) -> echo-study-list.csv (study time) -> v1.0's long-format
-structured_measurement.csv (linked by subject and nearest time), maps measurements through
-`mimic_mapping`, decodes frames with `dicom`, and counts every skipped input by reason.
+echo-record-list.csv (files) -> echo-study-list.csv (study -> `measurement_id`, the report)
+-> structured-measurement.csv.gz (long format, one row per value, filtered by `test_type`)
+-> mimic_mapping (codes -> measurements and grades) ; views from ECHOVIEW or a view CSV
+(data/echoview.py); frames from dicom.py. v0.1's study list (no measurement_id) links by
+nearest time instead. Every input that is skipped is counted in `stats` under a section prefix
+("skip:", "link:", "value:", "rows:", "unmapped_code:", "view:"); the builder reports them.
 """
 
 from __future__ import annotations
@@ -10,44 +13,69 @@ from __future__ import annotations
 import bisect
 import collections
 import csv
+import dataclasses
 import datetime
 import gzip
 import hashlib
 import logging
-import math
 import os
 from typing import Any, Iterator
 
+from echovlm_jax.data import bug_guard
 from echovlm_jax.data import dicom
+from echovlm_jax.data import echoview
 from echovlm_jax.data import mimic_mapping
 from echovlm_jax.echo import schema
 
 RECORD_LIST = "echo-record-list.csv"
 STUDY_LIST = "echo-study-list.csv"
-MEASUREMENTS = "structured_measurement.csv"
-VIEW_CSV = "view_labels.csv"
+MEASUREMENTS = "structured-measurement.csv"   # shipped gzipped: structured-measurement.csv.gz
 PATIENTS = "patients.csv"
-# A report's measurements are charted after the images are acquired, sometimes hours later;
-# two echo exams of one patient within a day are rare. Measured in hours.
+# v0.1 only (no measurement_id): a report is charted after the images, sometimes hours later;
+# two echo exams of one patient within a day are rare. Hours.
 DEFAULT_LINK_TOLERANCE_H = 24.0
+# The build fails when more than this share of the measurement rows of the linked reports
+# has codes the mapping does not know: the file is not the release, or the release changed.
+MAX_UNMAPPED_SHARE = 0.5
 
 _log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReaderOptions:
+  """What a `mimic` build reads; see docs/mimic.md. Paths empty = looked up in manual_dir."""
+  test_type: str = "tte"
+  echoview_csv: str = ""
+  view_csv: str = ""
+  view_min_prob: float = echoview.DEFAULT_MIN_PROB
+  allow_unknown_views: bool = False
+  link_tolerance_h: float = DEFAULT_LINK_TOLERANCE_H
 
 
 # ----------------------------------------------------------------------------- CSV helpers
 
 
-def _find(manual_dir: str, name: str, *subdirs: str) -> str | None:
-  for sub in ("",) + subdirs:
-    for ext in ("", ".gz"):
-      p = os.path.join(manual_dir, sub, name + ext)
+def find(manual_dir: str, name: str) -> str | None:
+  """`name` or `name`.gz in manual_dir (hyphenated release name or its underscore twin)."""
+  for n in (name, name.replace("-", "_")):
+    for ext in (".gz", ""):
+      p = os.path.join(manual_dir, n + ext)
       if os.path.isfile(p):
         return p
   return None
 
 
-def _rows(path: str, required: tuple[str, ...]) -> Iterator[dict[str, str]]:
-  """Streams a CSV (optionally gzipped) as dicts; a missing column is a setup error."""
+def _required(manual_dir: str, name: str) -> str:
+  p = find(manual_dir, name)
+  if p is None:
+    raise FileNotFoundError(f"{os.path.join(manual_dir, name)}[.gz] not found: put MIMIC-IV-ECHO "
+                            f"v1.0's {name} in the manual_dir (see docs/mimic.md).")
+  return p
+
+
+def rows(path: str, required: tuple[str, ...]) -> Iterator[dict[str, str]]:
+  """Streams a CSV (optionally gzipped) as dicts of stripped strings; a missing column is a
+  setup error naming the file."""
   opener = gzip.open if path.endswith(".gz") else open
   with opener(path, "rt", newline="") as f:
     reader = csv.DictReader(f)
@@ -55,7 +83,7 @@ def _rows(path: str, required: tuple[str, ...]) -> Iterator[dict[str, str]]:
     missing = [c for c in required if c not in cols]
     if missing:
       raise ValueError(f"{path}: missing column(s) {missing}; found {cols}. See docs/mimic.md "
-                       "for the expected MIMIC-IV-ECHO layout.")
+                       "for the MIMIC-IV-ECHO v1.0 layout.")
     reader.fieldnames = cols
     for row in reader:
       yield {k: (v or "").strip() for k, v in row.items() if k is not None}
@@ -68,108 +96,132 @@ def _time(s: str) -> datetime.datetime | None:
     return None
 
 
-def _required(manual_dir: str, name: str) -> str:
-  p = _find(manual_dir, name)
-  if p is None:
-    raise FileNotFoundError(f"{os.path.join(manual_dir, name)} not found: put MIMIC-IV-ECHO's "
-                            f"{name} in the manual_dir (see docs/mimic.md).")
-  return p
-
-
-# ----------------------------------------------------------------------------- tables
-
-
-def read_study_list(path: str, stats: collections.Counter) -> dict[str, tuple[str, datetime.datetime | None]]:
-  """study_id -> (subject_id, study_datetime). Several note rows of one study: first wins."""
-  studies: dict[str, tuple[str, datetime.datetime | None]] = {}
-  for r in _rows(path, ("subject_id", "study_id", "study_datetime")):
-    if r["study_id"] in studies:
-      continue
-    when = _time(r["study_datetime"])
-    if when is None:
-      stats["study_datetime_unparseable"] += 1
-    studies[r["study_id"]] = (r["subject_id"], when)
-  return studies
-
-
 def read_sex(manual_dir: str) -> dict[str, str]:
   """subject_id -> "M" / "F" from MIMIC-IV hosp `patients.csv[.gz]` when it is provided."""
-  path = _find(manual_dir, PATIENTS, "hosp")
+  path = find(manual_dir, PATIENTS) or find(os.path.join(manual_dir, "hosp"), PATIENTS)
   if path is None:
     return {}
-  return {r["subject_id"]: r["gender"] for r in _rows(path, ("subject_id", "gender"))
+  return {r["subject_id"]: r["gender"] for r in rows(path, ("subject_id", "gender"))
           if r["gender"] in schema.SEXES}
 
 
-def read_views(path: str | None, stats: collections.Counter) -> dict[tuple[str, str], str]:
-  """(study_id, file basename) -> view from a CSV with columns study_id, file, view."""
-  if path is None:
-    return {}
-  views = {}
-  for r in _rows(path, ("study_id", "file", "view")):
-    v = r["view"].lower()
-    if v not in schema.VIEW_INFO:
-      stats["view_label_invalid"] += 1
+# ----------------------------------------------------------------------------- reports
+
+
+@dataclasses.dataclass
+class Study:
+  subject: str
+  when: datetime.datetime | None
+  measurement_id: str | None     # None: v0.1 list, link by time
+
+
+def read_study_list(path: str, stats: collections.Counter) -> dict[str, Study]:
+  """study_id -> Study. v1.0 repeats a study once per note row: the first non-empty
+  measurement_id wins."""
+  studies: dict[str, Study] = {}
+  for r in rows(path, ("subject_id", "study_id", "study_datetime")):
+    mid = r.get("measurement_id")  # None in v0.1
+    s = studies.get(r["study_id"])
+    if s is None:
+      studies[r["study_id"]] = Study(r["subject_id"], _time(r["study_datetime"]), mid)
+    elif mid and not s.measurement_id:
+      s.measurement_id = mid
+  return studies
+
+
+@dataclasses.dataclass
+class Report:
+  subject: str
+  when: datetime.datetime | None
+  test_type: str
+  rows: dict[str, tuple[str, str]]   # code -> (result, unit)
+
+
+def read_reports(path: str, subjects: set[str], stats: collections.Counter) -> dict[str, Report]:
+  """measurement_id -> Report, for the subjects that have DICOMs (the table covers ~91k
+  patients, the DICOMs ~4.6k)."""
+  reports: dict[str, Report] = {}
+  for r in rows(path, ("subject_id", "measurement_id", "measurement_datetime", "test_type",
+                       "measurement", "result", "unit")):
+    if r["subject_id"] not in subjects:
       continue
-    views[(r["study_id"], os.path.basename(r["file"]))] = v
-  return views
+    rep = reports.get(r["measurement_id"])
+    if rep is None:
+      rep = reports[r["measurement_id"]] = Report(
+          r["subject_id"], _time(r["measurement_datetime"]), r["test_type"].lower(), {})
+    code = mimic_mapping.normalise_code(r["measurement"])
+    if code in rep.rows:
+      stats["value:duplicate_code_in_report"] += 1
+      continue
+    rep.rows[code] = (r["result"], r["unit"])
+  return reports
 
 
-def read_measurements(path: str, studies: dict[str, tuple[str, datetime.datetime | None]],
-                      subjects: set[str], stats: collections.Counter,
-                      tolerance_h: float = DEFAULT_LINK_TOLERANCE_H) -> dict[str, dict[str, float]]:
-  """study_id -> {canonical key: value in canonical unit} for the studies of `subjects`.
-
-  v1.0's table has no study_id, so each row goes to the same subject's study (from the study
-  list) nearest in time to measurement_datetime, if within `tolerance_h` hours. Per key the
-  value from the best-priority source wins (see mimic_mapping.MAPPING), then the row nearest
-  in time, then the first in the file. Dropped rows are counted in `stats` by reason.
-  """
+def link_studies(studies: dict[str, Study], reports: dict[str, Report], wanted: set[str],
+                 options: ReaderOptions, stats: collections.Counter) -> dict[str, Report]:
+  """study_id -> its report of options.test_type: by measurement_id (v1.0), else (v0.1) the
+  same subject's report nearest in time within the tolerance."""
   by_subject: dict[str, list[tuple[datetime.datetime, str]]] = collections.defaultdict(list)
-  for study, (subject, when) in studies.items():
-    if subject in subjects and when is not None:
-      by_subject[subject].append((when, study))
+  for mid, rep in reports.items():
+    if rep.test_type == options.test_type and rep.when is not None:
+      by_subject[rep.subject].append((rep.when, mid))
   for v in by_subject.values():
     v.sort()
-  best: dict[str, dict[str, tuple[int, float, float]]] = collections.defaultdict(dict)
-  for r in _rows(path, ("subject_id", "measurement_datetime", "measurement", "result", "unit")):
-    if r["subject_id"] not in subjects:
-      continue  # the measurement table covers ~91k patients, the DICOMs ~4.6k
-    src = mimic_mapping.lookup(r["measurement"], r.get("measurement_description", ""))
-    if src is None:
-      stats["measurement_name_unmapped"] += 1
-      stats[f"unmapped_name:{r['measurement']}"] += 1
+  linked = {}
+  for sid in sorted(wanted):
+    s = studies[sid]
+    if s.measurement_id is not None:
+      rep = reports.get(s.measurement_id) if s.measurement_id else None
+      if rep is None:
+        stats["link:study_without_report" if not s.measurement_id else "link:report_id_not_in_table"] += 1
+        continue
+      if rep.test_type != options.test_type:
+        stats[f"link:report_is_{rep.test_type or 'untyped'}"] += 1
+        continue
+      linked[sid] = rep
+      stats["link:by_measurement_id"] += 1
       continue
-    try:
-      value = float(r["result"]) if r["result"] else math.nan
-    except ValueError:
-      stats["measurement_value_not_numeric"] += 1
+    cands = by_subject.get(s.subject, [])
+    if s.when is None or not cands:
+      stats["link:study_without_report"] += 1
       continue
-    if not schema.is_present(value):
-      stats["measurement_value_missing"] += 1
+    i = bisect.bisect_left(cands, (s.when, ""))
+    near = min(cands[max(0, i - 1):i + 1], key=lambda c: abs((c[0] - s.when).total_seconds()))
+    if abs((near[0] - s.when).total_seconds()) > options.link_tolerance_h * 3600:
+      stats["link:nearest_report_too_far"] += 1
       continue
-    value = mimic_mapping.convert(src.key, value, r["unit"])
-    if value is None:
-      stats["measurement_unit_unknown"] += 1
-      continue
-    if not schema.is_plausible(src.key, value):
-      stats["measurement_out_of_range"] += 1
-      continue
-    when = _time(r["measurement_datetime"])
-    cands = by_subject.get(r["subject_id"], [])
-    if when is None or not cands:
-      stats["measurement_row_unlinked"] += 1
-      continue
-    i = bisect.bisect_left(cands, (when, ""))
-    near = min(cands[max(0, i - 1):i + 1], key=lambda c: abs((c[0] - when).total_seconds()))
-    gap_h = abs((near[0] - when).total_seconds()) / 3600.0
-    if gap_h > tolerance_h:
-      stats["measurement_row_unlinked"] += 1
-      continue
-    cur = best[near[1]].get(src.key)
-    if cur is None or (src.priority, gap_h) < cur[:2]:
-      best[near[1]][src.key] = (src.priority, gap_h, value)
-  return {study: {k: v[2] for k, v in keys.items()} for study, keys in best.items()}
+    linked[sid] = reports[near[1]]
+    stats["link:by_time"] += 1
+  return linked
+
+
+def study_values(linked: dict[str, Report], stats: collections.Counter
+                 ) -> dict[str, tuple[dict[str, float], dict[str, str]]]:
+  """study_id -> (measurements, grades) of its report; counts every row by code class."""
+  out = {}
+  for sid, rep in linked.items():
+    for code in rep.rows:
+      kind = mimic_mapping.classify_code(code)
+      stats[f"rows:{kind}"] += 1
+      if kind == "unmapped":
+        stats[f"unmapped_code:{code}"] += 1
+    value_counts: collections.Counter = collections.Counter()
+    out[sid] = mimic_mapping.report_values(rep.rows, value_counts)
+    stats.update({f"value:{k}": v for k, v in value_counts.items()})
+  return out
+
+
+def check_mapping_coverage(stats: collections.Counter, path: str) -> None:
+  """Fails when most rows of the linked reports have codes nobody mapped."""
+  total = sum(stats[f"rows:{k}"] for k in ("numeric", "grade", "ignored", "unmapped"))
+  if total and stats["rows:unmapped"] > MAX_UNMAPPED_SHARE * total:
+    top = sorted(((k.split(":", 1)[1], v) for k, v in stats.items()
+                  if k.startswith("unmapped_code:")), key=lambda kv: -kv[1])[:15]
+    raise ValueError(
+        f"{path}: {stats['rows:unmapped']} of {total} measurement rows of the linked reports have "
+        f"codes echovlm_jax/data/mimic_mapping.py does not know (most common: {top}). Is this "
+        "MIMIC-IV-ECHO v1.0's structured-measurement.csv.gz? If the release renamed its codes, "
+        "add them to mimic_mapping.DIRECT / mimic_grades.GRADE_CODES (docs/mimic.md).")
 
 
 # ----------------------------------------------------------------------------- records
@@ -181,69 +233,70 @@ def record_key(dicom_filepath: str) -> str:
 
 
 def generate_records(manual_dir: str | os.PathLike, image_size: int = 128, num_frames: int = 1,
-                     stats: collections.Counter | None = None, view_csv: str | os.PathLike | None = None,
-                     *, link_tolerance_h: float = DEFAULT_LINK_TOLERANCE_H
-                     ) -> Iterator[tuple[str, dict[str, Any]]]:
-  """(key, record) per readable DICOM of a study with measurements, in record-list order.
+                     stats: collections.Counter | None = None,
+                     options: ReaderOptions = ReaderOptions()) -> Iterator[tuple[str, dict[str, Any]]]:
+  """(key, record) per readable DICOM of a study linked to a report, in record-list order.
 
-  record: frames uint8 [num_frames, image_size, image_size], view (from `view_csv`, default
-  manual_dir/view_labels.csv if present, else "unknown"), measurements {key: float} (only
-  present, plausible, canonical-unit values), sex ("M"/"F" from patients.csv, else None),
-  patient_key / study_key (raw MIMIC ids: the builder hashes them), source "mimic".
-  Bad inputs are skipped and counted in `stats` by reason (docs/mimic.md lists them).
-  Missing CSVs or columns raise: that is a setup error, not bad data.
+  record: frames uint8 [num_frames, image_size, image_size]; view, view_source,
+  view_confidence (data/echoview.py; "unknown" / "none" / 0.0 without a label); image_kind
+  (dicom.image_kind); measurements {key: float}; grades {grade: level}; sex ("M"/"F" from
+  patients.csv, else None); patient_key / study_key (raw MIMIC ids: the builder hashes them);
+  source "mimic". Setup errors (missing files or columns, an unmapped table, no view source
+  without options.allow_unknown_views) raise before any DICOM is decoded.
   """
   manual_dir = os.fspath(manual_dir)
   stats = collections.Counter() if stats is None else stats
-  record_list = _required(manual_dir, RECORD_LIST)
+  records = list(rows(_required(manual_dir, RECORD_LIST), ("subject_id", "study_id", "dicom_filepath")))
   studies = read_study_list(_required(manual_dir, STUDY_LIST), stats)
-  records = list(_rows(record_list, ("subject_id", "study_id", "dicom_filepath")))
-  subjects = {r["subject_id"] for r in records}
-  meas = read_measurements(_required(manual_dir, MEASUREMENTS), studies, subjects, stats,
-                           link_tolerance_h)
-  if view_csv is None:
-    view_csv = _find(manual_dir, VIEW_CSV)
-  views = read_views(os.fspath(view_csv) if view_csv else None, stats)
+  meas_path = _required(manual_dir, MEASUREMENTS)
+  reports = read_reports(meas_path, {r["subject_id"] for r in records}, stats)
+  wanted = {r["study_id"] for r in records if r["study_id"] in studies}
+  linked = link_studies(studies, reports, wanted, options, stats)
+  values = study_values(linked, stats)
+  check_mapping_coverage(stats, meas_path)
+  views, view_files = echoview.load_views(manual_dir, stats, echoview_csv=options.echoview_csv,
+                                          view_csv=options.view_csv, min_prob=options.view_min_prob)
+  if not view_files and not options.allow_unknown_views:
+    raise FileNotFoundError(
+        f"No view labels in {manual_dir}: put ECHOVIEW's {echoview.ECHOVIEW_FILENAME} there (or set "
+        "config.input.echoview_csv / view_csv). Without views every caption is a study caption "
+        "and the view-informed objective and evaluators have nothing to work with; set "
+        "config.input.allow_unknown_views=True to build anyway.")
+  for name in view_files:
+    stats[f"view:source_file:{name}"] += 1
   sex = read_sex(manual_dir)
-  unmapped = {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("unmapped_name:")}
-  if unmapped:
-    top = sorted(unmapped.items(), key=lambda kv: -kv[1])[:20]
-    _log.warning("%d measurement rows have names not in mimic_mapping.MAPPING (most common: %s)",
-                 sum(unmapped.values()), top)
-
-  seen_no_meas: set[str] = set()
+  guard = bug_guard.BugGuard(stats, "skip:decoder_")
   for r in records:
     rel, study, subject = r["dicom_filepath"], r["study_id"], r["subject_id"]
     if not rel or not study or not subject:
-      stats["bad_record_row"] += 1
+      stats["skip:bad_record_row"] += 1
       continue
     if study not in studies:
-      stats["study_not_in_study_list"] += 1
+      stats["skip:study_not_in_study_list"] += 1
       continue
-    if not meas.get(study):
-      if study not in seen_no_meas:
-        seen_no_meas.add(study)
-        stats["study_without_measurements"] += 1
-      stats["file_skipped_study_without_measurements"] += 1
+    if study not in values:
+      stats["skip:file_of_study_without_report"] += 1
+      continue
+    measurements, grades = values[study]
+    if not measurements and not grades:
+      stats["skip:file_of_study_with_empty_report"] += 1
       continue
     path = os.path.join(manual_dir, rel)
     if not os.path.isfile(path):
-      stats["missing_file"] += 1
+      stats["skip:missing_file"] += 1
       continue
     try:
-      frames = dicom.load_frames(path, num_frames=num_frames, size=image_size)
+      frames, kind = dicom.load_clip(path, num_frames=num_frames, size=image_size)
     except dicom.DicomError as e:
       _log.info("skipping %s", e)
-      stats["unreadable_dicom"] += 1
+      stats["skip:unreadable_dicom"] += 1
       continue
-    except Exception:  # noqa: BLE001 - a build must survive a decoder bug; counted, logged
-      _log.exception("unexpected error decoding %s", path)
-      stats["dicom_unexpected_error"] += 1
+    except Exception as e:  # noqa: BLE001 - a decoder may raise anything on a bad file
+      guard(e, path)
       continue
-    view = views.get((study, os.path.basename(rel)))
-    if view is None:
-      stats["view_unlabelled"] += 1
-      view = schema.UNKNOWN_VIEW
+    label = views.get(os.path.basename(rel), echoview.ViewLabel(schema.UNKNOWN_VIEW, "none", 0.0))
     yield record_key(rel), dict(
-        frames=frames, view=view, measurements=dict(meas[study]), sex=sex.get(subject),
+        frames=frames, view=label.view, view_source=label.source,
+        view_confidence=float(label.confidence), image_kind=kind,
+        measurements=dict(measurements), grades=dict(grades), sex=sex.get(subject),
         patient_key=subject, study_key=study, source="mimic")

@@ -1,135 +1,214 @@
-"""The table from MIMIC-IV-ECHO structured measurement names and units to canonical keys.
+"""MIMIC-IV-ECHO v1.0 measurement codes -> canonical measurements and grades, one report at a time.
 
-Pure data plus two lookups. A name that is not in the table is never guessed: the reader
-counts it and reports it, and a user extends `MAPPING` (docs/mimic.md says how).
+`report_values(rows, counts)` takes one report's rows of `structured-measurement.csv.gz`
+(code -> (result, unit)) and returns ({canonical key: value in canonical unit},
+{grade name: level}). Direct codes are converted by unit; LVEF, LAVI, RVSP and E/e' are
+derived as clinicians do (each rule below names its source); every value that fails is
+counted in `counts` by reason, and codes this table does not know are never guessed.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import collections
 import re
+from typing import Mapping
 
+from echovlm_jax.data import mimic_grades
 from echovlm_jax.echo import schema
 
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-  key: str                # canonical measurement (echovlm_jax.echo.schema.MEASUREMENTS)
-  method: str             # how it was measured, for the docs and for debugging
-  priority: int           # lower wins when one study has several sources for one key
-  names: tuple[str, ...]  # normalised (see `normalise_name`) `measurement` codes or descriptions
-
-
-# Names are matched after `normalise_name`, first on the `measurement` column, then on
-# `measurement_description`. Priorities encode guideline preferences: biplane Simpson LVEF
-# (ASE 2015) over single-plane, 3D, visual and M-mode (Teichholz, unreliable with regional
-# wall motion); biplane LAVI over single-plane; average E/e' (ASE/EACVI 2016) over one site.
-MAPPING: tuple[Source, ...] = (
-    Source("lvef", "biplane Simpson", 0, (
-        "lvef biplane", "lvef bp", "lvef mod bp", "lvef simpson biplane", "ef biplane",
-        "biplane ef", "lv ejection fraction biplane", "ejection fraction biplane",
-        "lvef biplane simpson", "lvef mod biplane")),
-    Source("lvef", "single-plane Simpson", 1, (
-        "lvef a4c", "lvef mod a4c", "lvef 4ch", "lvef a2c", "lvef mod a2c", "lvef 2ch",
-        "lv ejection fraction a4c", "lv ejection fraction a2c", "lvef single plane")),
-    Source("lvef", "3D volumetric", 2, ("lvef 3d", "lv ejection fraction 3d", "3d lvef")),
-    Source("lvef", "visual estimate / reported", 3, (
-        "lvef", "ef", "lv ejection fraction", "ejection fraction", "lvef visual",
-        "lvef estimated", "lvef reported", "lv ejection fraction visual")),
-    Source("lvef", "M-mode Teichholz", 4, (
-        "lvef mmode", "lvef m mode", "lvef teichholz", "lvef teich", "ef teich",
-        "lv ejection fraction teichholz", "lv ejection fraction m mode")),
-    Source("lvidd", "2D / M-mode", 0, (
-        "lvidd", "lvid d", "lvid diastole", "lvedd", "lv internal diameter diastole",
-        "lv end diastolic dimension", "lv end diastolic diameter", "lvidd 2d", "lvidd mmode")),
-    Source("lvids", "2D / M-mode", 0, (
-        "lvids", "lvid s", "lvid systole", "lvesd", "lv internal diameter systole",
-        "lv end systolic dimension", "lv end systolic diameter", "lvids 2d", "lvids mmode")),
-    Source("ivsd", "2D / M-mode", 0, (
-        "ivsd", "ivs d", "ivs diastole", "interventricular septum diastole",
-        "interventricular septal thickness diastole", "septal wall thickness", "ivs")),
-    Source("lvpwd", "2D / M-mode", 0, (
-        "lvpwd", "lvpw d", "lvpw diastole", "lv posterior wall diastole",
-        "lv posterior wall thickness diastole", "posterior wall thickness", "lvpw",
-        "inferolateral wall thickness")),
-    Source("lavi", "biplane", 0, (
-        "lavi", "lavi biplane", "la vol index", "la volume index", "la volume index biplane",
-        "left atrial volume index", "la vol index bp")),
-    Source("lavi", "single-plane", 1, (
-        "lavi a4c", "la vol index a4c", "lavi a2c", "la vol index a2c", "la volume index a4c")),
-    Source("tapse", "M-mode", 0, ("tapse", "tricuspid annular plane systolic excursion")),
-    Source("rvd_basal", "2D, RV-focused A4C", 0, (
-        "rvd1", "rvd basal", "rv basal diameter", "rv diameter basal", "rv basal dimension",
-        "rvd")),
-    Source("aortic_root", "2D, sinus of Valsalva", 0, (
-        "ao root", "ao root diam", "aortic root", "aortic root diameter", "aortic sinus diameter",
-        "aortic root sinus", "ao sinus")),
-    Source("av_vmax", "CW Doppler", 0, (
-        "av peak vel", "av vmax", "av peak velocity", "av max vel", "av v2 max", "ao v2 max",
-        "aortic valve peak velocity")),
-    Source("av_mean_gradient", "CW Doppler", 0, (
-        "av mean grad", "av mean gradient", "av mean pg", "av pg mean", "ao v2 mean pg",
-        "aortic valve mean gradient")),
-    Source("tr_vmax", "CW Doppler", 0, (
-        "tr peak vel", "tr vmax", "tr max vel", "tr peak velocity",
-        "tricuspid regurgitation peak velocity")),
-    Source("rvsp", "TR gradient + RA pressure", 0, (
-        "rvsp", "rv systolic pressure", "right ventricular systolic pressure", "pasp",
-        "pa systolic pressure", "estimated pa systolic pressure")),
-    Source("e_e_prime", "average of septal and lateral", 0, (
-        "e e", "e e prime", "e e average", "e e avg", "average e e", "e e ratio",
-        "mitral e e average")),
-    Source("e_e_prime", "one annular site", 1, (
-        "e e lateral", "e e lat", "e e septal", "e e medial", "e e sept")),
-    Source("pericardial_effusion", "largest diastolic separation", 0, (
-        "pericardial effusion", "pericardial effusion size", "pe size",
-        "pericardial effusion diastole", "pericardial effusion max")),
-)
-
-# Normalised unit -> factor into the canonical unit of schema.MEASUREMENT_INFO[key].unit.
-_CM = {"cm": 1.0, "mm": 0.1, "m": 100.0}
-_MS = {"m/s": 1.0, "m/sec": 1.0, "cm/s": 0.01, "cm/sec": 0.01, "mm/s": 0.001}
-_MMHG = {"mmhg": 1.0}
-UNIT_FACTORS: dict[str, dict[str, float]] = {
-    # An empty unit is taken as the canonical one only where no other reading is possible
-    # (a percentage, a ratio); fractions like 0.55 then fail the plausibility check.
-    "lvef": {"%": 1.0, "percent": 1.0, "": 1.0},
-    "lvidd": _CM, "lvids": _CM, "ivsd": _CM, "lvpwd": _CM, "tapse": _CM, "rvd_basal": _CM,
-    "aortic_root": _CM, "pericardial_effusion": _CM,
-    "lavi": {"ml/m2": 1.0, "cc/m2": 1.0, "cm3/m2": 1.0},
-    "av_vmax": _MS, "tr_vmax": _MS,
-    "av_mean_gradient": _MMHG, "rvsp": _MMHG,
-    "e_e_prime": {"": 1.0, "ratio": 1.0, "none": 1.0},
+# Release code (lower case) -> canonical key, for values stored as the key itself.
+DIRECT: dict[str, str] = {
+    "lvedd": "lvidd", "lvesd": "lvids",
+    "septal_thickness": "ivsd",
+    "inf_lat_thickness": "lvpwd",    # the release has no separate posterior-wall code
+    "tapse": "tapse",
+    "rv_diam": "rvd_basal",
+    "sinus_diam": "aortic_root",     # aortic root at the sinuses of Valsalva
+    "av_pk_vel": "av_vmax",
+    "av_mean_grad": "av_mean_gradient",
+    "tr_velocity": "tr_vmax",
 }
+# Codes read by the derivations below.
+DERIVED_INPUTS = ("biplane_lvef", "lvef_3d", "lvef", "lvef_upper", "la_vol", "body_surface_area",
+                  "tr_mmhg", "ivc", "mean_e_to_eprime", "e_e_prime", "mv_peak_e", "sept_e_prime",
+                  "lat_e_prime")
+# Codes of the release that we know and do not use (stress-test and LVOT values, vitals, ...):
+# counted as ignored, not as unmapped.
+IGNORED: frozenset[str] = frozenset((
+    "rest_lvef", "stress_lvef", "biplane_lvedv", "biplane_lvesv", "fs", "av_pk_grad",
+    "av_area_continuity", "av_vti", "lvot_diam", "lvot_vti", "annulus_diam", "ascending_diam",
+    "arch_diam", "mv_peak_a", "mv_peak_e_a", "mv_e_decel", "lateral_e_to_eprime",
+    "septal_e_to_eprime", "resting_hr", "resting_sbp", "resting_dbp", "diastolic_fcn",
+    "tamponade", "septal_motion", "lv_obstruction", "mac_severity", "mitral_stenosis",
+))
 
-
-def normalise_name(name: str) -> str:
-  """'LVEF (Biplane)' -> 'lvef biplane'; "E/e' avg" -> 'e e avg'; 'LVIDd' -> 'lvidd'."""
-  return re.sub(r"[^a-z0-9]+", " ", str(name).lower()).strip()
+# Unit families: normalised unit -> factor into the family's canonical unit.
+_LENGTH = {"cm": 1.0, "mm": 0.1, "m": 100.0}                        # -> cm
+_SPEED = {"m/s": 1.0, "m/sec": 1.0, "cm/s": 0.01, "cm/sec": 0.01, "mm/s": 0.001}  # -> m/s
+_PRESSURE = {"mmhg": 1.0}
+_PERCENT = {"%": 1.0, "percent": 1.0}
+_VOLUME = {"ml": 1.0, "cc": 1.0, "cm3": 1.0}
+_AREA = {"m2": 1.0}
+_RATIO = {"ratio": 1.0}
+UNITS: dict[str, dict[str, float]] = {
+    "lvedd": _LENGTH, "lvesd": _LENGTH, "septal_thickness": _LENGTH, "inf_lat_thickness": _LENGTH,
+    "tapse": _LENGTH, "rv_diam": _LENGTH, "sinus_diam": _LENGTH,
+    "av_pk_vel": _SPEED, "tr_velocity": _SPEED, "mv_peak_e": _SPEED, "sept_e_prime": _SPEED,
+    "lat_e_prime": _SPEED,
+    "av_mean_grad": _PRESSURE, "tr_mmhg": _PRESSURE,
+    "biplane_lvef": _PERCENT, "lvef_3d": _PERCENT, "lvef": _PERCENT, "lvef_upper": _PERCENT,
+    "la_vol": _VOLUME, "body_surface_area": _AREA,
+    "mean_e_to_eprime": _RATIO, "e_e_prime": _RATIO,
+}
+# Plausible ranges of the inputs that are not canonical measurements themselves.
+_INPUT_RANGES = {"la_vol": (5.0, 400.0), "body_surface_area": (0.8, 3.2), "tr_mmhg": (2.0, 130.0),
+                 "mv_peak_e": (0.1, 3.0), "sept_e_prime": (0.01, 0.4), "lat_e_prime": (0.01, 0.4)}
 
 
 def normalise_unit(unit: str) -> str:
-  """'mL/m²' -> 'ml/m2'; 'mm Hg' -> 'mmhg'; 'cm/sec' -> 'cm/sec'."""
-  u = str(unit or "").strip().lower().replace("²", "2").replace("^2", "2").replace(" ", "")
-  return "" if u in ("nan", "null") else u
+  """'mL/m²' -> 'ml/m2'; 'mm Hg' -> 'mmhg'; 'm^2' -> 'm2'; 'NaN' -> ''."""
+  u = str(unit or "").strip().lower().replace("²", "2").replace("³", "3").replace("^", "")
+  u = u.replace(" ", "")
+  return "" if u in ("nan", "null", "none") else u
 
 
-_BY_NAME: dict[str, Source] = {}
-for _src in MAPPING:
-  assert _src.key in schema.MEASUREMENT_INFO, _src.key
-  for _n in _src.names:
-    assert _n == normalise_name(_n), f"mapping name {_n!r} is not normalised"
-    assert _n not in _BY_NAME, f"mapping name {_n!r} listed twice"
-    _BY_NAME[_n] = _src
-assert set(UNIT_FACTORS) == set(schema.MEASUREMENTS), "every canonical key needs its units"
+def _range(code: str) -> tuple[float, float]:
+  return _INPUT_RANGES.get(code) or schema.MEASUREMENT_INFO[
+      DIRECT.get(code) or {"biplane_lvef": "lvef", "lvef_3d": "lvef", "lvef": "lvef",
+                           "lvef_upper": "lvef", "mean_e_to_eprime": "e_e_prime",
+                           "e_e_prime": "e_e_prime"}[code]].plausible_range
 
 
-def lookup(measurement: str, description: str = "") -> Source | None:
-  """The mapping row for a MIMIC measurement (code first, then description), or None."""
-  return _BY_NAME.get(normalise_name(measurement)) or _BY_NAME.get(normalise_name(description))
+def read_number(code: str, result: str, unit: str, counts: collections.Counter) -> float | None:
+  """One numeric row in the family's canonical unit (cm, m/s, mmHg, %, mL, m2, ratio).
+
+  A stated unit of the family converts; another stated unit is dropped (counted: never
+  guessed). An empty unit is read in the canonical unit when that gives a plausible value,
+  else in the one other unit of the family that does (TAPSE 21 -> 2.1 cm, 250 -> 2.5 m/s),
+  counted as `unit_inferred:<code>`. Implausible values are dropped and counted.
+  """
+  try:
+    value = float(result)
+  except (TypeError, ValueError):
+    counts[f"value_not_numeric:{code}" if result.strip() else f"value_empty:{code}"] += 1
+    return None
+  if value != value or value in (float("inf"), float("-inf")):
+    counts[f"value_empty:{code}"] += 1
+    return None
+  lo, hi = _range(code)
+  family, u = UNITS[code], normalise_unit(unit)
+  if u:
+    if u not in family:
+      counts[f"unit_unknown:{code}"] += 1
+      return None
+    value *= family[u]
+  elif not lo <= value <= hi:
+    fits = {round(value * f, 9) for f in family.values() if lo <= value * f <= hi}
+    if len(fits) == 1:
+      counts[f"unit_inferred:{code}"] += 1
+      value = fits.pop()
+  if not lo <= value <= hi:
+    counts[f"value_implausible:{code}"] += 1
+    return None
+  return value
 
 
-def convert(key: str, value: float, unit: str) -> float | None:
-  """`value` in `unit` -> the canonical unit of `key`; None when the unit is not known."""
-  factor = UNIT_FACTORS[key].get(normalise_unit(unit))
-  return None if factor is None else value * factor
+def _first(values: Mapping[str, float], *codes: str) -> tuple[str, float] | None:
+  for c in codes:
+    if c in values:
+      return c, values[c]
+  return None
+
+
+def report_values(rows: Mapping[str, tuple[str, str]], counts: collections.Counter
+                  ) -> tuple[dict[str, float], dict[str, str]]:
+  """One report's rows {code: (result, unit)} -> (measurements, grades).
+
+  LVEF: biplane Simpson > 3D > the middle of the reported `lvef`..`lvef_upper` range (the
+    release stores a visual estimate as a range; `lvef` alone is its lower bound, counted)
+    (ASE 2015: biplane disc summation is the recommended 2D method).
+  LAVI: `la_vol` / `body_surface_area` of the same report (ASE 2015 indexes LA volume to BSA).
+  RVSP: `tr_mmhg` (the TR pressure gradient, 4v^2) + RA pressure from the `ivc` grade
+    (ASE 2010: 3, 8 or 15 mmHg).
+  E/e': `mean_E_to_eprime` > `e_e_prime` > `mv_peak_e` over the mean of the septal and lateral
+    e' present (ASE/EACVI 2016 uses the average E/e').
+  TAPSE and every length: cm or mm by the unit, or by magnitude when the unit is empty.
+  """
+  nums: dict[str, float] = {}
+  grades: dict[str, str] = {}
+  ra_text = None
+  for code, (result, unit) in rows.items():
+    if code == "ivc":
+      ra_text = result
+    elif code in mimic_grades.GRADE_CODES:
+      try:
+        grade, level = mimic_grades.lookup(code, result)
+      except LookupError:
+        counts[f"grade_unmapped:{code}"] += 1
+        continue
+      if level is None:
+        counts[f"grade_not_assessable:{code}"] += 1
+      else:
+        grades[grade] = level
+    elif code in UNITS:
+      v = read_number(code, result, unit, counts)
+      if v is not None:
+        nums[code] = v
+
+  out = {key: nums[code] for code, key in DIRECT.items() if code in nums}
+  ef = _first(nums, "biplane_lvef", "lvef_3d")
+  if ef is None and "lvef" in nums:
+    upper = nums.get("lvef_upper")
+    if upper is None or upper < nums["lvef"]:
+      counts["lvef_range_without_upper"] += 1
+    ef = ("lvef_range", nums["lvef"] if upper is None or upper < nums["lvef"]
+          else (nums["lvef"] + upper) / 2)
+  if ef is not None:
+    out["lvef"] = ef[1]
+    counts[f"lvef_from:{ef[0]}"] += 1
+  if "la_vol" in nums:
+    if "body_surface_area" in nums:
+      out["lavi"] = nums["la_vol"] / nums["body_surface_area"]
+    else:
+      counts["lavi_missing_bsa"] += 1
+  if "tr_mmhg" in nums:
+    ra = None
+    if ra_text is not None:
+      try:
+        ra = mimic_grades.ra_pressure(ra_text)
+      except LookupError:
+        counts["grade_unmapped:ivc"] += 1
+    if ra is None:
+      counts["rvsp_missing_ra_pressure"] += 1
+    else:
+      out["rvsp"] = nums["tr_mmhg"] + ra
+  ee = _first(nums, "mean_e_to_eprime", "e_e_prime")
+  if ee is None and "mv_peak_e" in nums:
+    eprimes = [nums[c] for c in ("sept_e_prime", "lat_e_prime") if c in nums]
+    if eprimes:
+      ee = ("e_over_mean_eprime", nums["mv_peak_e"] / (sum(eprimes) / len(eprimes)))
+      if len(eprimes) == 1:
+        counts["e_e_prime_one_site"] += 1
+  if ee is not None:
+    out["e_e_prime"] = ee[1]
+  for key, value in list(out.items()):
+    if not schema.is_plausible(key, value):
+      counts[f"derived_implausible:{key}"] += 1
+      del out[key]
+  return out, grades
+
+
+def classify_code(code: str) -> str:
+  """'numeric', 'grade', 'ignored' or 'unmapped' for a `measurement` code (lower-cased)."""
+  if code in UNITS or code in DIRECT:
+    return "numeric"
+  if code in mimic_grades.GRADE_CODES or code == "ivc":
+    return "grade"
+  if code in IGNORED:
+    return "ignored"
+  return "unmapped"
+
+
+def normalise_code(code: str) -> str:
+  """'mean_E_to_eprime' -> 'mean_e_to_eprime': codes are matched case-insensitively."""
+  return re.sub(r"\s+", "", str(code or "")).lower()

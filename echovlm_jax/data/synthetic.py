@@ -155,18 +155,25 @@ def patient_records(seed: int, index: int, image_size: int = 128,
       view = names[vi]
       frames = render_view(view, true, patient["sex"], rng, image_size, num_frames, bsa=patient["bsa"])
       label = schema.UNKNOWN_VIEW if rng.random() < UNKNOWN_RATE else view
+      # A Doppler display is told apart by its layout even when its view was not recorded,
+      # as a real DICOM's ultrasound regions tell.
+      kind = "spectral" if schema.VIEW_INFO[view].kind == "doppler" else "2d"
       yield f"{skey}-i{i:02d}", {
           "frames": frames, "view": label, "measurements": dict(reported),
+          "view_source": "synthetic" if label != schema.UNKNOWN_VIEW else "none",
+          "view_confidence": 1.0 if label != schema.UNKNOWN_VIEW else 0.0, "image_kind": kind,
           "sex": patient["sex"], "patient_key": pkey, "study_key": skey, "source": "synthetic"}
 
 
 def generate_records(num_patients: int, seed: int, image_size: int = 128,
                      num_frames: int = 1) -> Iterator[tuple[str, dict]]:
-  """Yields (key, record) for patients 0..num_patients-1 (CONTRACTS.md "Source record").
+  """Yields (key, record) for patients 0..num_patients-1 (see tfds_builders/echoground/records.py).
 
   record: frames uint8 [T, H, W] (T = num_frames, H = W = image_size), view (in
-  schema.VIEWS; ~3 % 'unknown', drawn as a real view), measurements (study-level,
-  canonical names, ~10 % absent), sex, patient_key, study_key, source='synthetic'.
+  schema.VIEWS; ~3 % 'unknown', drawn as a real view), view_source / view_confidence
+  ("synthetic" / 1.0, or "none" / 0.0 when unknown), image_kind ("spectral" for Doppler
+  views, else "2d"), measurements (study-level, canonical names, ~10 % absent), sex,
+  patient_key, study_key, source='synthetic'.
   The builder owns the split (by patient_key); `patient_records` renders one patient.
   """
   for index in range(num_patients):

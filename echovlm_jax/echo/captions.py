@@ -6,8 +6,9 @@ one of several phrasings chosen by an rng. `negation.py` parses and flips these 
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
+from echovlm_jax.echo import grades as grades_lib
 from echovlm_jax.echo import guidelines
 from echovlm_jax.echo import schema
 
@@ -29,7 +30,7 @@ VIEW_TEMPLATES = (
     "{A} {desc}.",
     "Echocardiogram, {desc}.",
 )
-# The unknown view makes no view claim and shows no measurement: a generic sentence only.
+# The unknown view makes no view claim: its caption opens with a study sentence.
 UNKNOWN_VIEW_TEMPLATES = (
     "An echocardiographic image.",
     "An echocardiogram of the heart.",
@@ -122,22 +123,79 @@ def view_sentence(view: str, rng=None) -> str:
       a=a, A=_cap(a), desc=info.description)
 
 
-def make_caption(view: str, measurements: Mapping[str, float], sex: str | None,
-                 rng=None) -> str:
-  """Caption of one image: the view, then each present measurement the view shows.
+class Statement(NamedTuple):
+  """One sentence of a caption and what it states: `kind` "measurement" or "grade" with the
+  name in `states`, or "view" (states None) for the view / study sentence."""
+  text: str
+  states: str | None
+  kind: str
 
-  view: a name in schema.VIEWS ("unknown" gives a generic sentence and no measurement,
-  since an unknown view cannot be said to show any). measurements: canonical name ->
-  value (absent / None / NaN are skipped; values are taken as given, the reader filters
-  implausible ones). sex: "M" / "F" / other = unknown (female cut-offs). rng: None for
-  the first phrasing of every sentence, or random.Random / numpy Generator to vary them.
-  Raises ValueError on an unknown view or measurement name.
+
+# An image of unknown view speaks for its whole study, as EchoCLIP pairs a study's report with
+# each of its videos; a spectral Doppler still (known from its ultrasound regions) states the
+# Doppler findings only.
+SPECTRAL_TEMPLATES = (
+    "A spectral Doppler recording.",
+    "A Doppler spectral display.",
+)
+_DOPPLER_VIEWS = tuple(v for v in schema.VIEWS if schema.VIEW_INFO[v].kind == "doppler")
+
+
+def _shown(view: str, image_kind: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+  """(measurements, grades) a caption of this image states, in schema order."""
+  if view != schema.UNKNOWN_VIEW:
+    return schema.view_measurements(view), schema.view_grades(view)
+  if image_kind == "spectral":
+    meas = tuple(m for m in schema.MEASUREMENTS
+                 if set(schema.MEASUREMENT_INFO[m].views) & set(_DOPPLER_VIEWS))
+    grades = tuple(g for g in schema.GRADES if set(schema.GRADE_INFO[g].views) & set(_DOPPLER_VIEWS))
+    return meas, grades
+  return schema.MEASUREMENTS, schema.GRADES
+
+
+def caption_statements(view: str, measurements: Mapping[str, float], sex: str | None, rng=None,
+                       *, grades: Mapping[str, str] | None = None,
+                       image_kind: str | None = None) -> list[Statement]:
+  """The caption of one image as statements: the view (or study) sentence, each present
+  measurement the image shows, then each grade it shows whose label no stated number
+  decides (a number wins over a grade of the same finding).
+
+  view "unknown": the whole study (every measurement and grade), or with image_kind
+  "spectral" its Doppler findings. grades: grade name -> level (echo/grades.py).
   """
   schema.check_view(view)
   schema.check_measurement_names(measurements)
-  sentences = [view_sentence(view, rng)]
-  for name in schema.view_measurements(view):
+  grades = dict(grades or {})
+  for g, level in grades.items():
+    grades_lib.check_level(g, level)
+  meas_names, grade_names = _shown(view, image_kind)
+  if view != schema.UNKNOWN_VIEW:
+    first = view_sentence(view, rng)
+  else:
+    t = SPECTRAL_TEMPLATES if image_kind == "spectral" else UNKNOWN_VIEW_TEMPLATES
+    first = t[_pick(rng, len(t))]
+  out = [Statement(first, None, "view")]
+  for name in meas_names:
     value = measurements.get(name)
     if schema.is_present(value):
-      sentences.append(measurement_sentence(name, value, sex, rng))
-  return " ".join(sentences)
+      out.append(Statement(measurement_sentence(name, value, sex, rng), name, "measurement"))
+  for name in grade_names:
+    if name in grades and not grades_lib.numeric_label_stated(name, measurements):
+      out.append(Statement(grades_lib.sentence(name, grades[name]), name, "grade"))
+  return out
+
+
+def make_caption(view: str, measurements: Mapping[str, float], sex: str | None,
+                 rng=None, *, grades: Mapping[str, str] | None = None,
+                 image_kind: str | None = None) -> str:
+  """Caption of one image: the view, then each present measurement (and grade) it shows.
+
+  view: a name in schema.VIEWS ("unknown": the study's whole report, see
+  `caption_statements`). measurements: canonical name -> value (absent / None / NaN are
+  skipped; values are taken as given, the reader filters implausible ones). sex: "M" / "F" /
+  other = unknown (female cut-offs). rng: None for the first phrasing of every sentence, or
+  random.Random / numpy Generator to vary them. grades, image_kind: see `caption_statements`.
+  Raises ValueError on an unknown view, measurement or grade name.
+  """
+  return " ".join(s.text for s in caption_statements(view, measurements, sex, rng, grades=grades,
+                                                     image_kind=image_kind))

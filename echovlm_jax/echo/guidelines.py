@@ -1,7 +1,7 @@
 """Guideline rules: measurements + sex -> labels, severity grades and the words for them.
 
 ASE 2015 chamber quantification, ASE/EACVI 2017 valve stenosis and 2016 diastology, with
-the cut-offs fixed in DESIGN.md. Captions, negation and prompts take their interpretation
+the cut-offs fixed in docs/design.md. Captions, negation and prompts take their interpretation
 words from `interpret`, so a caption can never state a finding its labels disagree with.
 """
 
@@ -28,7 +28,7 @@ class Rule:
   """One measurement's cut-off and grading.
 
   direction: "high" (abnormal above the cut-off) or "low" (abnormal below it).
-  cutoff: {"M": x, "F": x}; the unknown-sex value is the female one (DESIGN.md).
+  cutoff: {"M": x, "F": x}; the unknown-sex value is the female one (docs/design.md).
   inclusive: the cut-off value itself is abnormal (">=" / "<=") rather than (">" / "<").
   grades: ordered Grade steps past the cut-off, see `grade`.
   normal_phrase / abnormal_phrase: caption words; "{sev}" / "{sevly}" take the grade.
@@ -48,7 +48,7 @@ def _both(x: float) -> dict[str, float]:
   return {"M": x, "F": x}
 
 
-# DESIGN.md prints grade ranges with integer or one-decimal ends ("moderate 30-40", "mild
+# docs/design.md prints grade ranges with integer or one-decimal ends ("moderate 30-40", "mild
 # 41-51"); for continuous values a gap between two printed ranges goes to the range whose
 # printed limit is the guideline's stated one: LVEF moderate [30, 41), mild [41, cut);
 # wall mild (cut, 1.3], moderate (1.3, 1.6]; LAVI mild (34, 41], moderate (41, 48],
@@ -91,7 +91,7 @@ RULES: dict[str, Rule] = {
         (Grade(_both(3.0), "mild", False), Grade(_both(4.0), "moderate", False),
          Grade(_both(_INF), "severe", False)),
         "normal", "consistent with {sev} aortic stenosis", "consistent with aortic stenosis"),
-    # DESIGN.md grades AS by Vmax only; the mean gradient uses ASE/EACVI 2017 (moderate
+    # docs/design.md grades AS by Vmax only; the mean gradient uses ASE/EACVI 2017 (moderate
     # 20-39, severe >= 40). Below 20 mmHg the gradient does not indicate AS, but a mild AS
     # (by Vmax) also has a gradient < 20, so its words are "not significantly elevated".
     "av_mean_gradient": Rule(
@@ -117,7 +117,7 @@ RULES: dict[str, Rule] = {
         "no pericardial effusion", "a {sev} pericardial effusion", "a pericardial effusion"),
 }
 
-# Measurements the guideline table does not grade (DESIGN.md gives them no label): their
+# Measurements the guideline table does not grade (docs/design.md gives them no label): their
 # captions state value and unit only.
 UNGRADED: tuple[str, ...] = tuple(m for m in schema.MEASUREMENTS if m not in RULES)
 

@@ -38,7 +38,6 @@ def _norm_unit(unit: str) -> str:
 # ---------------------------------------------------------------------------------------
 
 _EXTRA_ALIASES = {
-    "lvef": ["LV ejection fraction", "ejection fraction", "EF"],
     "lvidd": ["LVEDD", "LV internal diameter in diastole", "LV end-diastolic diameter",
               "left ventricular end-diastolic diameter"],
     "ivsd": ["interventricular septal thickness", "septal thickness", "IVS thickness"],
@@ -46,11 +45,15 @@ _EXTRA_ALIASES = {
               "left ventricular posterior wall thickness"],
     "lavi": ["LA volume index", "left atrial volume indexed"],
     "rvd_basal": ["basal RV diameter", "RV basal diameter"],
+    "lvef": ["LV ejection fraction", "ejection fraction", "EF", "estimated ejection fraction",
+             "estimated LVEF"],
     "av_vmax": ["aortic valve peak velocity", "peak aortic velocity", "peak AV velocity",
                 "aortic Vmax"],
     "av_mean_gradient": ["mean AV gradient", "aortic valve mean gradient", "mean gradient",
                          "mean transaortic gradient"],
-    "tr_vmax": ["peak TR velocity", "TR velocity", "tricuspid regurgitation velocity"],
+    "tr_vmax": ["peak TR velocity", "TR velocity", "tricuspid regurgitation velocity",
+                "tricuspid regurgitation peak velocity", "TR peak velocity", "TR jet velocity",
+                "tricuspid regurgitant jet velocity", "peak tricuspid regurgitant velocity"],
     "rvsp": ["PASP", "pulmonary artery systolic pressure",
              "estimated pulmonary artery systolic pressure"],
     "e_e_prime": ["E/e'", "E/e′", "E/e’", "average E/e'"],
@@ -72,7 +75,27 @@ _SYNONYMS = {  # (normal, abnormal) words a report may use beside the caption wo
 _ADVERBS = ("", "mildly ", "moderately ", "severely ")
 _GAP = r"[\s:=,]+(?:(?:is|was|are|measures|measured|measuring|of|at|estimated|calculated|approximately|about)[\s:=,]+){0,3}"
 _CONNECTOR = (r"\s*(?:[,(:;]\s*)?(?:(?:which|that)\s+(?:is|was)\s+|"
-              r"(?:and|indicating|suggesting)\s+(?:is\s+)?)?")
+              r"(?:and|indicating|suggesting|suggestive\s+of)\s+(?:is\s+)?)?")
+# What a report says a value implies ("3.6 m/s, suggesting pulmonary hypertension"), as
+# (abnormal regex, normal regex, abnormal words, normal words) for the flipped statement.
+# "consistent with" belongs to the phrase (the caption words of lavi / AV already start so).
+_WITH = r"(?:(?:consistent|compatible)\s+with\s+)?"
+_SEV = r"(?:(?:mild|moderate|severe|significant|mild\s+to\s+moderate|moderate\s+to\s+severe)\s+)?"
+_PH = r"pulmonary\s+(?:arterial\s+)?hypertension"
+_AS = r"aortic\s+(?:valve\s+)?stenosis"
+_FP = r"(?:left\s+ventricular\s+|LV\s+)?filling\s+pressures?"
+CONSEQUENCES: dict[str, tuple[str, str, str, str]] = {
+    "tr_vmax": (_WITH + _SEV + _PH, _WITH + r"no\s+(?:evidence\s+of\s+)?" + _PH, "pulmonary hypertension",
+                "no pulmonary hypertension"),
+    "rvsp": (_WITH + _SEV + _PH, _WITH + r"no\s+(?:evidence\s+of\s+)?" + _PH, "pulmonary hypertension",
+             "no pulmonary hypertension"),
+    "av_vmax": (_SEV + _AS, r"no\s+(?:significant\s+)?" + _AS, "aortic stenosis",
+                "no aortic stenosis"),
+    "av_mean_gradient": (_SEV + _AS, r"no\s+(?:significant\s+)?" + _AS, "aortic stenosis",
+                         "no aortic stenosis"),
+    "e_e_prime": (_WITH + r"(?:elevated|increased|raised)\s+" + _FP, _WITH + r"normal\s+" + _FP,
+                  "elevated filling pressure", "normal filling pressure"),
+}
 
 # Counterfactual ranges (normal, abnormal) per graded measurement: values drawn here and
 # kept only when M, F and unknown sex all read them the same, so the flipped caption is
@@ -108,8 +131,6 @@ def counterfactual_value(name: str, abnormal: bool, rng: random.Random) -> float
 
 
 def _measurement_regex(name: str) -> re.Pattern:
-  aliases = [schema.MEASUREMENT_INFO[name].description, captions.ABBREVIATIONS[name]]
-  aliases += _EXTRA_ALIASES.get(name, [])
   normal, abnormal = guidelines.phrases(name)
   rule = guidelines.RULES[name]
   syn_normal, syn_abnormal = _SYNONYMS.get(name, ([], []))
@@ -119,14 +140,30 @@ def _measurement_regex(name: str) -> re.Pattern:
   abnormal = list(abnormal) + [rule.generic_abnormal]
   abnormal += [a + w for a in _ADVERBS for w in syn_abnormal + [rule.generic_abnormal]
                if " " not in w]
+  abn, norm = _alt(abnormal), _alt(normal)
+  if name in CONSEQUENCES:
+    abn, norm = f"{CONSEQUENCES[name][0]}|{abn}", f"{CONSEQUENCES[name][1]}|{norm}"
   return re.compile(
-      rf"(?<![\w/'])(?P<alias>{_alt(aliases)})(?![\w'′’])(?P<gap>{_GAP})"
+      rf"(?<![\w/'])(?P<alias>{_alt(_aliases(name))})(?![\w'′’])(?P<gap>{_GAP})"
       rf"(?:{_NUM}{_UNIT}(?P<conn>{_CONNECTOR}))?"
-      rf"(?:(?P<abn>{_alt(abnormal)})|(?P<norm>{_alt(normal)}))(?![\w-])", _FLAGS)
+      rf"(?:(?P<abn>{abn})|(?P<norm>{norm}))(?![\w-])", _FLAGS)
+
+
+def _aliases(name: str) -> list[str]:
+  return [schema.MEASUREMENT_INFO[name].description, captions.ABBREVIATIONS[name],
+          *_EXTRA_ALIASES.get(name, [])]
+
+
+def _value_regex(name: str) -> re.Pattern:
+  """A value stated without words ("an estimated ejection fraction of 60 %"): its reading
+  comes from the cut-off, so the number itself is the finding."""
+  return re.compile(rf"(?<![\w/'])(?P<alias>{_alt(_aliases(name))})(?![\w'′’])(?P<gap>{_GAP})"
+                    rf"{_NUM}{_UNIT}(?![\w.]*\d)", _FLAGS)
 
 
 _MEASUREMENT_RES = {m: _measurement_regex(m) for m in guidelines.RULES
                     if m != "pericardial_effusion"}
+_VALUE_RES = {m: _value_regex(m) for m in _MEASUREMENT_RES}
 
 
 # ---------------------------------------------------------------------------------------
@@ -144,10 +181,17 @@ _DISEASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"(?:left\s+ventricular|LV)\s+(?:systolic\s+)?dysfunction", ("lv_systolic_dysfunction",)),
     (r"(?:right\s+ventricular|RV)\s+(?:systolic\s+)?dysfunction", ("rv_dysfunction",)),
     (r"biventricular\s+(?:systolic\s+)?dysfunction", ("lv_systolic_dysfunction", "rv_dysfunction")),
+    # Grade-only findings (echo/schema.py GRADES): flipped like the others, no label of their own.
+    (r"tricuspid\s+(?:valve\s+)?regurgitation", ("tricuspid_regurgitation",)),
+    (r"mitral\s+(?:valve\s+)?regurgitation", ("mitral_regurgitation",)),
+    (r"aortic\s+(?:valve\s+)?regurgitation", ("aortic_regurgitation",)),
 )
 _QUAL = (r"(?:(?:mild|moderate|severe|small|large|trivial|trace|minimal|significant|critical|"
-         r"mild\s+to\s+moderate|moderate\s+to\s+severe|concentric|eccentric|asymmetric|"
+         r"mild\s+to\s+moderate|moderate\s+to\s+severe|small\s+to\s+moderate|moderate\s+to\s+large|concentric|eccentric|asymmetric|"
          r"circumferential|loculated|small-sized|moderate-sized|large-sized)\s+)*")
+_GRADE_WORDS = (r"(?:mild|moderate|severe|small|large|trivial|trace|minimal|significant|"
+                r"mild\s+to\s+moderate|moderate\s+to\s+severe|small\s+to\s+moderate|"
+                r"moderate\s+to\s+large)")
 _VALUE = rf"(?:\s+(?:of|measuring)\s+{_NUM}{_UNIT}|\s*\(\s*{_NUM.replace('num', 'num2')}" \
          rf"{_UNIT.replace('unit', 'unit2')}\s*\))?"
 _ABSENT_CUES = {"no evidence of": "evidence of", "without evidence of": "with evidence of",
@@ -171,7 +215,11 @@ def _disease_regexes(pattern: str) -> dict[str, re.Pattern]:
       present_pre=re.compile(rf"(?<![\w-])(?P<cue>{_alt(_PRESENT_CUES)})\s+(?:(?:a|an)\s+)?"
                              rf"(?P<qual>{_QUAL}){d}{_VALUE}", _FLAGS),
       absent_post=re.compile(rf"(?<![\w-]){d}\s+(?:is|was)\s+(?P<post>{_alt(_ABSENT_POST)})(?![\w-])", _FLAGS),
-      present=re.compile(rf"(?<![\w-])(?P<det>(?:a|an)\s+)?(?P<qual>{_QUAL}){d}{_VALUE}", _FLAGS),
+      # "Tricuspid regurgitation is moderate.": graded after a copula.
+      present_post=re.compile(rf"(?<![\w-]){d}\s+(?:is|was)\s+(?P<grade>{_GRADE_WORDS})(?![\w-])", _FLAGS),
+      # Not before a copula and a grade: that is present_post's.
+      present=re.compile(rf"(?<![\w-])(?P<det>(?:a|an)\s+)?(?P<qual>{_QUAL}){d}{_VALUE}"
+                         rf"(?!\s+(?:is|was)\s+{_GRADE_WORDS}(?![\w-]))", _FLAGS),
   )
 
 
@@ -211,6 +259,7 @@ _SUBJECTS = (
     ("size", ("rv_dilation",), ["right ventricle", "right ventricular size", "RV", "RV size",
                                 "right ventricular cavity", "RV cavity size",
                                 "right ventricular cavity size"]),
+    ("size", ("ra_enlargement",), ["right atrium", "right atrial size", "RA", "RA size"]),
     ("function", ("lv_systolic_dysfunction",),
      ["left ventricular systolic function", "left ventricular function", "LV systolic function",
       "LV function", "left ventricular ejection fraction", "ejection fraction", "LVEF", "EF",
@@ -310,7 +359,25 @@ def _measurement_findings(sent: str, off: int) -> list[Finding]:
       found.append(Finding((guidelines.RULES[name].label,), m.group("abn") is not None,
                            off + m.start(), off + m.end(), _measurement_flipper(name, m),
                            has_number))
+  for name, rx in _VALUE_RES.items():
+    unit = _norm_unit(schema.MEASUREMENT_INFO[name].unit)
+    for m in rx.finditer(sent):
+      if (_norm_unit(m.group("unit") or "") != unit) or not schema.is_present(m.group("num")):
+        continue  # no unit, or another one: the number cannot be read against the cut-off
+      reads = {guidelines.is_abnormal(name, float(m.group("num")), s) for s in ("M", "F", None)}
+      if len(reads) != 1:
+        continue  # the reading depends on the (unstated) sex
+      abnormal = reads.pop()
+      found.append(Finding((guidelines.RULES[name].label,), abnormal, off + m.start(),
+                           off + m.end(), _value_flipper(name, m, abnormal), True))
   return found
+
+
+def _value_flipper(name: str, m: re.Match, abnormal: bool) -> Callable[[random.Random], str]:
+  def flip(rng: random.Random) -> str:
+    number = captions.format_number(name, counterfactual_value(name, not abnormal, rng), None)
+    return m.string[m.start():m.start("num")] + number + m.string[m.end("num"):m.end()]
+  return flip
 
 
 def _measurement_flipper(name: str, m: re.Match) -> Callable[[random.Random], str]:
@@ -322,13 +389,21 @@ def _measurement_flipper(name: str, m: re.Match) -> Callable[[random.Random], st
     s = m.string
     base = m.start()
     pieces = []
+    consequence = CONSEQUENCES.get(name)
+    if consequence and re.fullmatch(consequence[int(to_abnormal)], m.group(phrase_key), _FLAGS):
+      # "suggesting [no] pulmonary hypertension", "consistent with [no] ..."
+      with_ = re.match(_WITH, m.group(phrase_key), _FLAGS).group()
+      phrase = with_ + consequence[2 + int(not to_abnormal)]
+    else:
+      consequence = None
     if m.group("num") is not None:
       v = counterfactual_value(name, to_abnormal, rng)
-      phrase = guidelines.interpret(name, v, None).phrase
+      phrase = phrase if consequence else guidelines.interpret(name, v, None).phrase
       number = captions.format_number(name, v, None)
       pieces.append(s[base:m.start("num")] + number + s[m.end("num"):m.start(phrase_key)])
     else:
-      phrase = rule.generic_abnormal if to_abnormal else rule.normal_phrase
+      if not consequence:
+        phrase = rule.generic_abnormal if to_abnormal else rule.normal_phrase
       pieces.append(s[base:m.start(phrase_key)])
     pieces.append(_match_case(m.group(phrase_key), phrase))
     return "".join(pieces)
@@ -350,10 +425,11 @@ def _disease_findings(sent: str, off: int) -> list[Finding]:
         if form == "present" and not _SAFE_BEFORE.search(sent[:m.start()]):
           continue
         present = form.startswith("present")
-        units = [m.group(g) for g in ("unit", "unit2")] if present else []
+        valued = form in ("present", "present_pre")  # the forms that may carry a value clause
+        units = [m.group(g) for g in ("unit", "unit2")] if valued else []
         if any(u and _norm_unit(u) != "cm" for u in units):
           continue  # "effusion of 5 mm": the value clause would be misread
-        has_number = present and bool(m.group("num") or m.group("num2"))
+        has_number = valued and bool(m.group("num") or m.group("num2"))
         found.append(Finding(labels, present, off + m.start(), off + m.end(),
                              _disease_flipper(form, m, effusion), has_number))
   return found
@@ -364,6 +440,8 @@ def _disease_flipper(form: str, m: re.Match, effusion: bool) -> Callable[[random
     dis = m.group("dis")
     if not dis[:2].isupper():  # "Aortic stenosis" moves off the sentence start; "LVH" stays
       dis = dis[:1].lower() + dis[1:]
+    if form == "present_post":
+      return m.group()[:m.start("grade") - m.start()] + "absent"
     if form == "absent_post":
       post = m.group("post")
       new_post = _ABSENT_POST[re.sub(r"\s+", " ", post.lower())]

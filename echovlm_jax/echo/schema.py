@@ -48,7 +48,7 @@ class Measurement:
   views: tuple[str, ...]         # views from which this measurement is made
 
 
-# Units and names exactly as in DESIGN.md. Plausible ranges are wide physiological
+# Units and names exactly as in docs/design.md. Plausible ranges are wide physiological
 # bounds used to reject data-entry errors (e.g. LVIDd of 45 means mm, not cm).
 _MEASUREMENT_LIST = (
     Measurement("lvef", "%", "left ventricular ejection fraction", (5.0, 85.0),
@@ -99,7 +99,7 @@ LABELS: tuple[str, ...] = (
     "pericardial_effusion",
 )
 
-# Which measurements decide each label (DESIGN.md's table).
+# Which measurements decide each label (docs/design.md's table).
 LABEL_INPUTS: dict[str, tuple[str, ...]] = {
     "lv_systolic_dysfunction": ("lvef",),
     "lv_dilation": ("lvidd",),
@@ -116,10 +116,75 @@ LABEL_INPUTS: dict[str, tuple[str, ...]] = {
 SEXES = ("M", "F")
 
 
+@dataclasses.dataclass(frozen=True)
+class GradeInfo:
+  """A cardiologist's graded finding (no number), stored as an ordinal severity.
+
+  kind: how captions word it (echo/grades.py): "function", "size", "wall", "pressure",
+    "filling" (post-nominal: "<subject> is mildly reduced") or "disease" ("There is mild
+    <subject>.").
+  label: the label it speaks for where no measurement decides that label; a name outside
+    LABELS (regurgitation, right atrial size) is a finding captions state and negation
+    flips without a label of its own.
+  threshold: the lowest severity that makes `label` present.
+  views: views that show the finding (like Measurement.views).
+  """
+  name: str
+  kind: str
+  subject: str
+  label: str
+  threshold: int
+  views: tuple[str, ...]
+
+
+# Ordinal severities stored in the dataset's `grades` feature: -1 absent or not assessable.
+SEVERITIES: tuple[str, ...] = ("normal", "mild", "moderate", "severe")
+_GRADE_LIST = (
+    GradeInfo("lv_size", "size", "left ventricle", "lv_dilation", 1, ("plax", "psax_mid", "a4c", "a2c")),
+    GradeInfo("lv_wall_thickness", "wall", "left ventricular wall thickness", "lv_hypertrophy", 1,
+              ("plax", "psax_mid")),
+    GradeInfo("la_size", "size", "left atrium", "la_enlargement", 1, ("plax", "a4c", "a2c")),
+    GradeInfo("rv_function", "function", "right ventricular systolic function", "rv_dysfunction", 1,
+              ("a4c", "subcostal")),
+    GradeInfo("rv_size", "size", "right ventricle", "rv_dilation", 1, ("a4c", "subcostal", "psax_mid")),
+    GradeInfo("ra_size", "size", "right atrium", "ra_enlargement", 1, ("a4c", "subcostal")),
+    GradeInfo("aortic_stenosis", "disease", "aortic stenosis", "aortic_stenosis", 1,
+              ("psax_av", "cw_av")),
+    GradeInfo("aortic_regurgitation", "disease", "aortic regurgitation", "aortic_regurgitation", 1,
+              ("plax", "psax_av", "a5c")),
+    GradeInfo("mitral_regurgitation", "disease", "mitral regurgitation", "mitral_regurgitation", 1,
+              ("plax", "a4c", "a2c", "a3c")),
+    GradeInfo("tricuspid_regurgitation", "disease", "tricuspid regurgitation",
+              "tricuspid_regurgitation", 1, ("a4c", "cw_tr", "psax_av")),
+    GradeInfo("pa_pressure", "pressure", "pulmonary artery systolic pressure",
+              "pulmonary_hypertension", 1, ("cw_tr",)),
+    # Grade I diastolic dysfunction has a normal filling pressure (ASE/EACVI 2016); II and up
+    # an elevated one. No view in VIEWS shows tissue Doppler, as for E/e'.
+    GradeInfo("diastolic_function", "filling", "left ventricular filling pressure",
+              "elevated_filling_pressure", 2, ()),
+    GradeInfo("pericardial_effusion", "disease", "pericardial effusion", "pericardial_effusion", 1,
+              ("plax", "psax_mid", "a4c", "subcostal")),
+)
+GRADE_INFO: dict[str, GradeInfo] = {g.name: g for g in _GRADE_LIST}
+GRADES: tuple[str, ...] = tuple(g.name for g in _GRADE_LIST)
+
+# Where an example's view came from (the `view_source` feature) and what its image is.
+VIEW_SOURCES: tuple[str, ...] = ("synthetic", "echoview", "view_csv", "none")
+# From the DICOM's ultrasound regions (RegionSpatialFormat): a spectral Doppler still is
+# told apart from a B-mode clip even when nobody labelled its view.
+IMAGE_KINDS: tuple[str, ...] = ("2d", "m_mode", "spectral", "unknown")
+
+
 def view_measurements(view: str) -> tuple[str, ...]:
   """Measurements a view shows, in MEASUREMENTS order. Raises on an unknown name."""
   check_view(view)
   return tuple(m.name for m in _MEASUREMENT_LIST if view in m.views)
+
+
+def view_grades(view: str) -> tuple[str, ...]:
+  """Grades a view shows, in GRADES order."""
+  check_view(view)
+  return tuple(g.name for g in _GRADE_LIST if view in g.views)
 
 
 def view_labels(view: str) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from jax.experimental import multihost_utils
 from echovlm_jax import sharding
 from echovlm_jax.echo import schema
 from echovlm_jax.evaluation import metrics
+from echovlm_jax.scoring import average_prompts  # its home: shared with pretrained.py
 
 # Batch fields carried to host next to the embeddings (all per example).
 _HOST_FIELDS = ("view", "labels", "measurements", "meas_mask", "has_negation", "study_id", "text")
@@ -73,7 +74,7 @@ def compute_embeddings(model_or_encode_fn: nnx.Module | EncodeFn, eval_iterator:
                        max_batches: int | None = None) -> dict[str, np.ndarray]:
   """Embeds a whole eval split once; returns host arrays without padding rows.
 
-  eval_iterator yields global batches (CONTRACTS.md) with `valid` [B]. Returns
+  eval_iterator yields global batches (docs/design.md, "Batches") with `valid` [B]. Returns
   image_emb, text_emb, neg_text_emb [N, d] float32; view [N]; labels [N, K];
   measurements, meas_mask [N, M]; has_negation [N]; study_id [N]; text [N, L];
   caption_id [N] (equal for identical captions). N = number of valid examples.
@@ -108,19 +109,6 @@ def encode_texts(model: nnx.Module, tokenizer, texts: Sequence[str], max_len: in
   tokens = np.asarray(tokenizer.encode_batch(list(texts), max_len), np.int32)
   graphdef, state = nnx.split(_eval_view(model))
   return to_host(_encode_text(graphdef, state, tokens)).astype(np.float32)
-
-
-def average_prompts(emb: np.ndarray, groups: Sequence[int]) -> np.ndarray:
-  """Consecutive groups of phrasings [sum(groups), d] -> [len(groups), d].
-
-  Each group's embedding is the mean of its L2-normalised phrasings, renormalised.
-  """
-  emb = metrics.l2_normalize(emb)
-  bounds = np.cumsum([0, *groups])
-  if bounds[-1] != len(emb):
-    raise ValueError(f"average_prompts: groups sum to {bounds[-1]}, got {len(emb)} embeddings.")
-  return metrics.l2_normalize(np.stack([emb[a:b].mean(axis=0) for a, b in zip(bounds[:-1],
-                                                                               bounds[1:])]))
 
 
 def prompt_embeddings(model: nnx.Module, tokenizer, max_len: int,

@@ -12,6 +12,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from echovlm_jax.echo import schema
+from echovlm_jax.scoring import l2_normalize  # noqa: F401  (its home is scoring.py)
 
 
 # --- Classification -----------------------------------------------------------
@@ -160,9 +161,6 @@ def label_eligible(emb: Mapping[str, np.ndarray], k: int) -> np.ndarray:
 
 # --- Study-level pooling ------------------------------------------------------
 
-def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
-  x = np.asarray(x, np.float32)
-  return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
 
 
 def pool_by_study(emb: np.ndarray, study_id: np.ndarray, mask: np.ndarray | None = None

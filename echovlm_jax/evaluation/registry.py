@@ -1,9 +1,9 @@
 """Evaluators listed in config.evals (big_vision style) and the loop that runs the due ones.
 
 config.evals is a ConfigDict name -> {type, split, every (<= 0: last step only)}; probes
-also take train_split (default "train") and train_max_batches. One embedding pass per
-split (and one prompt encoding) per step is shared by every evaluator that needs it;
-`Evaluator` is what the trainer holds, `run_evals` the functional core.
+also take train_split (default "train") and train_max_batches (0 or absent: all). One
+embedding pass per split (and one prompt encoding) per step is shared by every evaluator
+that needs it; `Evaluator` is what the trainer holds, `run_evals` the functional core.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import jax
 import numpy as np
 from flax import nnx
 
+from echovlm_jax import run_config
 from echovlm_jax.evaluation import embeddings as emb_lib
 from echovlm_jax.evaluation import probes
+from echovlm_jax.evaluation import report  # matplotlib is imported only when a plot is drawn
 from echovlm_jax.evaluation import retrieval
 from echovlm_jax.evaluation import zero_shot
 
@@ -86,7 +88,9 @@ def _negation(cfg, ctx: _Context):
 
 
 def _probes(cfg, ctx: _Context):
-  train = ctx.embeddings(cfg.get("train_split", "train"), cfg.get("train_max_batches", None))
+  # Both keys are declared in configs/echovlm.py; entries written by hand may leave them out.
+  train = ctx.embeddings(cfg.get("train_split", "train"),
+                         int(cfg.get("train_max_batches", 0)) or None)
   test = ctx.embeddings(cfg["split"])
   res = dict(views=probes.view_probe(train, test), labels=probes.label_probes(train, test),
              measurements=probes.measurement_probes(train, test, ctx.meas_std))
@@ -207,7 +211,8 @@ class Evaluator:
     check_evals_config(config.evals)
     self.evals_config = config.evals
     self.input_config = config.input
-    self.batch_size = int(config.get("eval_batch_size", None) or config.batch_size)
+    self.batch_size = run_config.eval_batch_size(config)
+    self.targets = report.config_targets(config)
     self.mesh, self.tokenizer = mesh, tokenizer
     self.make_iterator = make_iterator
     self.meas_std = meas_std if meas_std is not None else _load_meas_std(config.input)
@@ -233,5 +238,4 @@ class Evaluator:
     """Writes report.md + metrics.json + plots from the latest results; None when none ran."""
     if not self.details:
       return None
-    from echovlm_jax.evaluation import report
-    return report.write_report(workdir, self.details, metrics_history)
+    return report.write_report(workdir, self.details, metrics_history, targets=self.targets)

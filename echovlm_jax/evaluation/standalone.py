@@ -12,7 +12,9 @@ import os
 
 import ml_collections
 
-from echovlm_jax import train
+from echovlm_jax import checkpointing
+from echovlm_jax import metrics_log
+from echovlm_jax import run_config
 from echovlm_jax.data import build as data_build
 from echovlm_jax.data import input_pipeline
 from echovlm_jax.evaluation import registry
@@ -34,14 +36,14 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
     from echovlm_jax import model_init  # pylint: disable=g-import-not-at-top
     config = model_init.configure(config)
   if not config.evals:
-    raise train.ConfigError("config.evals is empty: nothing to evaluate. List evaluators "
+    raise run_config.ConfigError("config.evals is empty: nothing to evaluate. List evaluators "
                             "there (see configs/echovlm.py).")
-  mesh = train.create_mesh(config)
-  train.validate_config(config, mesh)
+  mesh = run_config.create_mesh(config)
+  run_config.validate_config(config, mesh)
   data_build.ensure_dataset(config.input)
   tokenizer = input_pipeline.load_tokenizer(config.input)
-  latest = (train.checkpoint_steps(workdir) or [None])[-1]
-  model, step = train.restore_params(config, workdir, mesh, step=step)
+  latest = (checkpointing.checkpoint_steps(workdir) or [None])[-1]
+  model, step = checkpointing.restore_params(config, workdir, mesh, step=step)
   if out_dir is None:
     out_dir = workdir if step == latest else os.path.join(workdir, f"eval_step_{step}")
   os.makedirs(out_dir, exist_ok=True)
@@ -51,7 +53,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
   if jax.process_index() == 0:
     with open(os.path.join(out_dir, "eval_metrics.json"), "w") as f:
       json.dump({"step": step, "workdir": workdir, **metrics}, f, indent=2, sort_keys=True)
-    report = evaluator.write_report(out_dir, train.read_metrics_history(workdir))
+    report = evaluator.write_report(out_dir, metrics_log.read_metrics_history(workdir))
     logging.info("Evaluated step %d of %s.", step, workdir)
     print(f"Evaluated checkpoint step {step} of {workdir}.", flush=True)
     if report:

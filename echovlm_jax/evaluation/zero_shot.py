@@ -12,6 +12,7 @@ import numpy as np
 
 from echovlm_jax.echo import schema
 from echovlm_jax.evaluation import metrics
+from echovlm_jax.scoring import finding_scores  # its home: shared with pretrained.py
 
 Embeddings = Mapping[str, np.ndarray]
 
@@ -38,16 +39,6 @@ def zero_shot_views(emb: Embeddings, view_prompt_emb: np.ndarray) -> dict:
       confusion=cm, view_names=list(schema.KNOWN_VIEWS),
       per_view_recall={name: float(r) for name, r in zip(schema.KNOWN_VIEWS, recall)},
   )
-
-
-def finding_scores(image_emb: np.ndarray, pos_emb: np.ndarray, neg_emb: np.ndarray) -> np.ndarray:
-  """Scores [N, K]: cos(image, positive prompt) - cos(image, negative prompt).
-
-  The two-way softmax probability of "present" is a monotone function of this
-  difference for any temperature, so AUCs are the same without needing it.
-  """
-  image_emb = np.asarray(image_emb, np.float32)
-  return image_emb @ np.asarray(pos_emb).T - image_emb @ np.asarray(neg_emb).T
 
 
 def zero_shot_findings(emb: Embeddings, pos_emb: np.ndarray, neg_emb: np.ndarray) -> dict:

@@ -2,7 +2,7 @@
 measurement-grounded captions, negated captions and guideline labels.
 
 One pass reads the source into a temporary spill file (so a slow source, DICOM
-decoding or rendering, is read once), the patients are split 80/10/10, the
+decoding or rendering, is read once), the patients are split by a hash of their id, the
 tokenizer / measurement stats / build report are written next to the dataset,
 and TFDS then writes each split from the spill.
 """
@@ -20,7 +20,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from echovlm_jax.echo import schema
-from tfds_builders.echoground import artifacts
+from echovlm_jax.data import artifacts
+from echovlm_jax.data import build_report
 from tfds_builders.echoground import records as records_lib
 
 _SPILL_FILENAME = "_source_records.spill"
@@ -47,6 +48,8 @@ class EchogroundConfig(tfds.core.BuilderConfig):
     num_shards: shards per split unless the DownloadConfig forces a number; several
       even for small data so per-host reading is exercised.
     vocab_size: requested sentencepiece vocabulary (a small corpus may give fewer).
+    test_type, echoview_csv, view_csv, view_min_prob, allow_unknown_views: what a `mimic`
+      build reads (echovlm_jax.data.mimic.ReaderOptions, docs/mimic.md).
   """
   source: str = "synthetic"
   num_patients: int = 2000
@@ -55,29 +58,33 @@ class EchogroundConfig(tfds.core.BuilderConfig):
   num_frames: int = 1
   num_shards: int = 4
   vocab_size: int = 1024
+  test_type: str = "tte"
+  echoview_csv: str = ""
+  view_csv: str = ""
+  view_min_prob: float = 0.5
+  allow_unknown_views: bool = False
 
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-The `mimic` config reads MIMIC-IV-ECHO from PhysioNet (credentialed access:
-https://physionet.org/content/mimic-iv-echo/). Put in `manual_dir`
-(default ~/tensorflow_datasets/downloads/manual/, or `--manual_dir DIR`);
-each CSV may also be gzipped (`.csv.gz`):
+The `mimic` config reads MIMIC-IV-ECHO v1.0 from PhysioNet (credentialed access:
+https://physionet.org/content/mimic-iv-echo/) and the view labels of ECHOVIEW
+(https://physionet.org/content/echoview/). Put in `manual_dir`
+(default ~/tensorflow_datasets/downloads/manual/, or `--manual_dir DIR`) the release as
+downloaded, plus ECHOVIEW's CSV:
 
   manual_dir/
-    echo-record-list.csv          # subject_id, study_id, dicom_filepath (relative to manual_dir), ...
-    echo-study-list.csv           # subject_id, study_id, study_datetime, ...
-    structured_measurement.csv    # v1.0 long format: subject_id, measurement_id,
-                                  #   measurement_datetime, test_type, measurement,
-                                  #   measurement_description, result, unit
-    files/pNN/p<subject_id>/s<study_id>/<study_id>_<NNNN>.dcm   # the DICOM tree as downloaded
-    view_labels.csv               # optional: study_id, file (the .dcm name), view (plax, psax_av,
-                                  #   psax_mid, a4c, a2c, a3c, a5c, subcostal, suprasternal,
-                                  #   cw_av, cw_tr); files without a row get view `unknown`
+    echo-record-list.csv               # subject_id, study_id, acquisition_datetime, dicom_filepath
+    echo-study-list.csv                # subject_id, study_id, study_datetime, measurement_id, ...
+    structured-measurement.csv.gz      # subject_id, measurement_id, measurement_datetime, test_type,
+                                       #   measurement, measurement_description, result, unit
+    files/pNN/p<subject_id>/s<study_id>/<study_id>_<NNNN>.dcm
+    MIMIC_ECHO_View_Classifications.csv  # ECHOVIEW: image, prob_<class> x 23 (or set echoview_csv)
+    view_labels.csv                    # optional: study_id, file, view (our view names)
     patients.csv (or hosp/patients.csv)  # optional, MIMIC-IV hosp: subject_id, gender -> sex
 
-Studies are linked to measurements through the study list (same subject, nearest time).
-Unreadable DICOMs, studies without measurements, unmapped measurement names and
-implausible values are skipped or recorded as absent and counted in build_report.json.
+Each DICOM study is linked to its report by measurement_id (v0.1's study list, without it,
+by nearest time); reports of other test types (tee, stress) are left out. docs/mimic.md lists
+the codes, grades and derived values read, and every count in build_report.json.
 """
 
 
@@ -91,7 +98,14 @@ def _features(cfg: EchogroundConfig) -> tfds.features.FeaturesDict:
       "caption": tfds.features.Text(),
       "negated_caption": tfds.features.Text(),
       "has_negation": tfds.features.Scalar(dtype=np.bool_),
+      # What each caption sentence states (records.statement_structure), for the text side.
+      "statements": tfds.features.Text(),
       "measurements": tfds.features.Tensor(shape=(len(schema.MEASUREMENTS),), dtype=np.float32),
+      # Cardiologist grades, ordinal 0 normal .. 3 severe, -1 absent (schema.GRADES).
+      "grades": tfds.features.Tensor(shape=(len(schema.GRADES),), dtype=np.int8),
+      "view_source": tfds.features.Text(),       # schema.VIEW_SOURCES
+      "view_confidence": tfds.features.Scalar(dtype=np.float32),
+      "image_kind": tfds.features.Text(),        # schema.IMAGE_KINDS
       "labels": tfds.features.Tensor(shape=(len(schema.LABELS),), dtype=np.int8),
       "sex": tfds.features.Text(),
       "patient_id": tfds.features.Scalar(dtype=np.int64),
@@ -103,10 +117,14 @@ def _features(cfg: EchogroundConfig) -> tfds.features.FeaturesDict:
 class Builder(tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for echoground."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
       "1.0.0": "Initial release: synthetic and MIMIC-IV-ECHO configs.",
       "1.1.0": "The default synthetic config has 2000 patients (was 600).",
+      "2.0.0": "MIMIC-IV-ECHO v1.0 layout, codes and grades; ECHOVIEW views. New features "
+               "grades, statements, view_source, view_confidence, image_kind; unknown-view "
+               "images get their study's whole report as caption. Patient splits by a "
+               "threshold on a hash of the id (stable when patients are added).",
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [
@@ -146,7 +164,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _post_download_and_prepare_hook(self) -> None:
     path = os.path.join(self.data_dir, artifacts.REPORT_FILENAME)
     if os.path.exists(path):
-      print(artifacts.format_report(artifacts.load_report(self.data_dir)), flush=True)
+      print(build_report.format_report(artifacts.load_report(self.data_dir)), flush=True)
 
   def _source_records(self, dl_manager, source_stats: collections.Counter) -> Iterator[tuple[str, dict]]:
     cfg = self.builder_config
@@ -156,8 +174,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                                         num_frames=cfg.num_frames)
     if cfg.source == "mimic":
       from echovlm_jax.data import mimic  # pylint: disable=g-import-not-at-top
+      options = mimic.ReaderOptions(
+          test_type=cfg.test_type, echoview_csv=cfg.echoview_csv, view_csv=cfg.view_csv,
+          view_min_prob=cfg.view_min_prob, allow_unknown_views=cfg.allow_unknown_views)
       return mimic.generate_records(os.fspath(dl_manager.manual_dir), image_size=cfg.image_size,
-                                    num_frames=cfg.num_frames, stats=source_stats)
+                                    num_frames=cfg.num_frames, stats=source_stats, options=options)
     raise ValueError(f"EchogroundConfig.source={cfg.source!r}: expected 'synthetic' or 'mimic'.")
 
   def _read_source(self, dl_manager) -> "_Prepared":
@@ -168,6 +189,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     spill_path = os.path.join(self.data_dir, _SPILL_FILENAME)
     # What the split-level artifacts need, kept small: no frames in memory.
     meta = []  # (patient_id, study_id, caption, negated_caption, measurements [M])
+    summaries = []  # build_report.ExampleSummary
     with open(spill_path, "wb") as spill:
       for key, record in tfds.core.utils.tqdm(
           self._source_records(dl_manager, source_stats), desc="Reading source records",
@@ -181,6 +203,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         ex = made[1]
         meta.append((ex["patient_id"], ex["study_id"], ex["caption"], ex["negated_caption"],
                      ex["measurements"]))
+        summaries.append(build_report.ExampleSummary(
+            ex["study_id"], ex["sex"], ex["view"], ex["view_source"], ex["image_kind"],
+            ex["measurements"], ex["grades"], ex["labels"]))
 
     split_of = records_lib.split_patients(m[0] for m in meta)
     if len(split_of) < MIN_PATIENTS:
@@ -197,12 +222,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     sizes = {s: sum(split_of[m[0]] == s for m in meta) for s in records_lib.SPLITS}
     report = {
         "config": cfg.name,
+        "code_fingerprint": artifacts.code_fingerprint(),
         "source": cfg.source,
         "records_read": maker.read,
         "examples": sizes,
         "patients": {s: sum(v == s for v in split_of.values()) for s in records_lib.SPLITS},
         "studies": {s: len({m[1] for m in meta if split_of[m[0]] == s}) for s in records_lib.SPLITS},
-        "source_skipped": dict(source_stats),
+        "coverage": build_report.coverage(summaries),
+        "source_counts": build_report.group_counts(source_stats),
         "records_skipped": dict(maker.skipped),
         "values_dropped": dict(maker.values_dropped),
     }

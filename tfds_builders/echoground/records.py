@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from echovlm_jax.data import bug_guard
 from echovlm_jax.echo import schema
 
 SPLITS = ("train", "validation", "test")
@@ -76,6 +77,31 @@ def _frames(frames: Any, num_frames: int, image_size: int) -> np.ndarray:
   return np.ascontiguousarray(frames)[..., None]
 
 
+def clean_grades(grades: Any, counts: collections.Counter) -> dict[str, str]:
+  """Keeps grades with a known name and level (echo/grades.py); others are counted."""
+  from echovlm_jax.echo import grades as grades_lib  # pylint: disable=g-import-not-at-top
+  if grades is None:
+    return {}
+  if not isinstance(grades, Mapping):
+    raise SkipRecord("bad_grades_type")
+  clean = {}
+  for name, level in grades.items():
+    try:
+      grades_lib.check_level(name, level)
+    except ValueError:
+      counts[f"invalid_grade:{name}"] += 1
+      continue
+    clean[name] = level
+  return clean
+
+
+def statement_structure(statements) -> str:
+  """What each caption sentence states, space-separated: a measurement name, `grade:<name>`,
+  or `-` (the view / study sentence). The negated caption has the same structure."""
+  return " ".join("-" if s.states is None else (s.states if s.kind == "measurement"
+                                                else f"grade:{s.states}") for s in statements)
+
+
 def caption_rng(source: str, key: str) -> random.Random:
   """The caption phrasing rng, seeded from the example key: same source, same text."""
   digest = hashlib.sha256(f"echoground/caption/{source}/{key}".encode("utf-8")).digest()
@@ -90,7 +116,8 @@ def make_example(key: str, record: Mapping[str, Any], *, num_frames: int, image_
   counts go to `value_counts`; they are only committed by the caller once the
   whole record has passed (see `ExampleMaker`).
   """
-  from echovlm_jax.echo import captions, guidelines, negation  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.data import caption_augment  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.echo import captions, grades as grades_lib, guidelines, negation  # pylint: disable=g-import-not-at-top
 
   if not isinstance(record, Mapping):
     raise SkipRecord("record_not_a_mapping")
@@ -110,16 +137,28 @@ def make_example(key: str, record: Mapping[str, Any], *, num_frames: int, image_
   sex = sex or None
   frames = _frames(record.get("frames"), num_frames, image_size)
   measurements = clean_measurements(record.get("measurements") or {}, value_counts)
-  if not measurements:
+  grades = clean_grades(record.get("grades"), value_counts)
+  if not measurements and not grades:
     raise SkipRecord("study_without_valid_measurements")
+  view_source = record.get("view_source") or (source if view != schema.UNKNOWN_VIEW else "none")
+  if view_source not in schema.VIEW_SOURCES:
+    raise SkipRecord("invalid_view_source")
+  image_kind = record.get("image_kind") or "unknown"
+  if image_kind not in schema.IMAGE_KINDS:
+    raise SkipRecord("invalid_image_kind")
 
-  caption = captions.make_caption(view, measurements, sex, rng=caption_rng(source, key))
-  if not isinstance(caption, str) or not caption.strip():
+  stmts = captions.caption_statements(view, measurements, sex, rng=caption_rng(source, key),
+                                      grades=grades, image_kind=image_kind)
+  caption = " ".join(st.text for st in stmts)
+  if not caption.strip():
     raise SkipRecord("empty_caption")
+  if len(caption_augment.split_statements(caption)) != len(stmts):
+    raise SkipRecord("caption_sentences_do_not_split")
   negated = negation.negate(caption)
   if negated is not None and (not isinstance(negated, str) or negated == caption):
     raise SkipRecord("invalid_negation")
-  label_map = guidelines.derive_labels(measurements, sex)
+  # How often grades and numbers disagree is reported per study (data/build_report.py).
+  label_map = grades_lib.combine_labels(guidelines.derive_labels(measurements, sex), grades)
   labels = np.array([label_map.get(l, -1) for l in schema.LABELS], np.int8)
   if not np.isin(labels, (-1, 0, 1)).all():
     raise SkipRecord("invalid_label_value")
@@ -134,6 +173,11 @@ def make_example(key: str, record: Mapping[str, Any], *, num_frames: int, image_
       "negated_caption": negated or "",
       "has_negation": negated is not None,
       "measurements": meas,
+      "grades": np.array(grades_lib.severities(grades), np.int8),
+      "statements": statement_structure(stmts),
+      "view_source": view_source,
+      "view_confidence": np.float32(record.get("view_confidence", 1.0 if view_source != "none" else 0.0)),
+      "image_kind": image_kind,
       "labels": labels,
       "sex": sex or "",
       "patient_id": stable_int64("patient", source, str(patient_key)),
@@ -155,6 +199,7 @@ class ExampleMaker:
     self.values_dropped: collections.Counter = collections.Counter()
     self.read = 0
     self._seen_keys: set[str] = set()
+    self._guard = bug_guard.BugGuard(self.skipped)
 
   def __call__(self, key: str, record: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
     self.read += 1
@@ -169,29 +214,37 @@ class ExampleMaker:
       self.skipped[e.reason] += 1
       return None
     except Exception as e:  # pylint: disable=broad-except
-      # A record that breaks caption / label code is bad input to this build, not a reason
-      # to lose the other records; the report names the exception type.
-      self.skipped[f"error:{type(e).__name__}"] += 1
+      # A record that breaks caption / label code is counted (the report names the exception
+      # type); a few bug-type errors stop the build with the traceback.
+      self._guard(e, f"record {key}")
       return None
     self._seen_keys.add(ex_key)
     self.values_dropped.update(local)
     return ex_key, example
 
 
-def split_patients(patient_ids: Iterable[int]) -> dict[int, str]:
-  """Patient -> split, deterministic and disjoint: patients ordered by a hash of their id,
-  the last 10 % go to test, the 10 % before to validation, the rest to train.
+def split_fraction(patient_id: int) -> float:
+  """A patient's place in [0, 1): the first 8 bytes of sha256("echoground/split/<id>")."""
+  digest = hashlib.sha256(f"echoground/split/{int(patient_id)}".encode()).digest()
+  return int.from_bytes(digest[:8], "big") / 2.0 ** 64
 
-  Ranking (not thresholding) the hash gives exact 80/10/10 proportions and keeps
-  validation and test non-empty whenever there are at least 3 patients.
+
+def split_patients(patient_ids: Iterable[int]) -> dict[int, str]:
+  """Patient -> split by a threshold on a hash of its id: test below 0.1, validation below
+  0.2, train above. A patient's split depends on its id only, so adding patients, studies or
+  a mapping, or rebuilding, never moves one to another split.
+
+  Only a dataset so small that validation or test would be empty (fewer than ~30 patients)
+  borrows the train patients nearest the thresholds, so the three splits exist whenever there
+  are at least 3 patients.
   """
-  ids = sorted(set(int(p) for p in patient_ids),
-               key=lambda p: hashlib.sha256(f"echoground/split/{p}".encode()).digest())
-  n = len(ids)
-  n_test = max(1, round(n * SPLIT_FRACTIONS["test"])) if n >= 3 else 0
-  n_val = max(1, round(n * SPLIT_FRACTIONS["validation"])) if n >= 3 else 0
-  n_train = n - n_val - n_test
-  out = {}
-  for i, p in enumerate(ids):
-    out[p] = "train" if i < n_train else "validation" if i < n_train + n_val else "test"
+  ids = sorted(set(int(p) for p in patient_ids), key=split_fraction)
+  out = {p: ("test" if split_fraction(p) < SPLIT_FRACTIONS["test"] else
+             "validation" if split_fraction(p) < SPLIT_FRACTIONS["test"] + SPLIT_FRACTIONS["validation"]
+             else "train") for p in ids}
+  if len(ids) >= 3:
+    for split in ("test", "validation"):
+      if split not in out.values():
+        train = [p for p in ids if out[p] == "train"]
+        out[train[0]] = split  # the lowest hash still in train
   return out

@@ -1,0 +1,57 @@
+"""Start-up checks shared by training and standalone evaluation: the mesh of config.mesh
+and the config values a run would only trip over later, as ConfigErrors that name the
+key and the fix.
+"""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+
+from echovlm_jax import distributed
+from echovlm_jax import sharding
+
+
+class ConfigError(ValueError):
+  """A config value the trainer cannot run with; the message names the key and the fix."""
+
+
+def create_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  """The (data, fsdp, tensor) mesh of config.mesh; a bad shape is a ConfigError."""
+  try:
+    return distributed.create_mesh(config.mesh)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
+def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+  """Fails at start (ConfigError) on values the loop would only trip over later."""
+  for key in ("total_steps", "batch_size", "log_every", "ckpt_every", "grad_accum_steps"):
+    if int(config[key]) < 1:
+      raise ConfigError(f"config.{key}={config[key]}: must be >= 1.")
+  if int(config.input.image_size) < int(config.input.res):
+    raise ConfigError(
+        f"config.input.image_size={config.input.image_size} < config.input.res="
+        f"{config.input.res}: the dataset stores frames at image_size and the pipeline crops "
+        f"and resizes them to res, so the model would see upsampled frames. Set "
+        f"--config.input.image_size={config.input.res} too (the config arg res=N sets both).")
+  try:
+    sharding.check_batch_size(config.batch_size, mesh, "config.batch_size",
+                              int(config.grad_accum_steps))
+    sharding.check_batch_size(eval_batch_size(config), mesh, "config.eval_batch_size")
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  if config.debug_nan_target not in ("frames", "grads"):
+    raise ConfigError(f"config.debug_nan_target={config.debug_nan_target!r}: expected 'frames' "
+                      "(NaN inputs) or 'grads' (a NaN gradient with a finite loss).")
+  if config.evals:
+    from echovlm_jax.evaluation import registry  # lazily: sklearn/matplotlib cost start-up time
+    try:
+      registry.check_evals_config(config.evals)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
+
+def eval_batch_size(config: ml_collections.ConfigDict) -> int:
+  """config.eval_batch_size, where 0 means the training batch size."""
+  return int(config.eval_batch_size) or int(config.batch_size)
