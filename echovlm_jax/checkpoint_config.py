@@ -206,7 +206,8 @@ def _big_vision(flat: Flat) -> dict[str, Any]:
   return dict(image=image, text=text, embed_dim=int(embed_dim), vocab_size=int(tok.shape[0]))
 
 
-def architecture(flat: Flat, layout: str, hf: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def architecture(flat: Flat, layout: str, hf: Mapping[str, Any] | None = None, path: str = ""
+                 ) -> dict[str, Any]:
   """{image: {...}, text: {...}, embed_dim, vocab_size}: the config.model entries (and the
   vocabulary) that reproduce the checkpoint."""
   try:
@@ -214,5 +215,5 @@ def architecture(flat: Flat, layout: str, hf: Mapping[str, Any] | None = None) -
       return _hf(flat, hf or {}, layout == "hf_siglip")
     return _open_clip(flat) if layout == "open_clip" else _big_vision(flat)
   except KeyError as e:
-    raise CheckpointError("", f"{layout} checkpoint lacks {e}; is it a complete two-tower "
-                              "model?") from None
+    raise CheckpointError(path, f"{layout} checkpoint lacks {e}; is it a complete two-tower "
+                                "model?") from None

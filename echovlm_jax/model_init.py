@@ -365,7 +365,7 @@ def configure(config: Any) -> Any:
   fmt = config.get("model_init_format", "auto")
   arch = checkpoint_config.architecture(
       flat, layout if fmt == "auto" else fmt,
-      checkpoint_config.hf_config(path) if checkpoint_config.is_hf_dir(path) else None)
+      checkpoint_config.hf_config(path) if checkpoint_config.is_hf_dir(path) else None, path)
   act = config.get("model_init_act", "")
   config = config.copy_and_resolve_references()
   with config.unlocked():

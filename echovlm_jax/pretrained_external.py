@@ -46,7 +46,7 @@ def load(path: str, *, tokenizer: str | None = None, act: str | None = None,
   from echovlm_jax.models.dual_encoder import DualEncoder
   from echovlm_jax.pretrained import Pretrained
   flat, layout, hf = checkpoint_config.read_weights(path)
-  arch = checkpoint_config.architecture(flat, layout, hf)
+  arch = checkpoint_config.architecture(flat, layout, hf, path)
   if act:
     arch["image"]["act"] = arch["text"]["act"] = act
   cfg = model_config(arch)

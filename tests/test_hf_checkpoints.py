@@ -286,3 +286,38 @@ def test_trainer_runs_from_an_hf_directory(ckpt, tiny_echoground, tmp_path, num_
   assert saved["input"]["max_text_len"] == saved["model"]["text"]["max_len"] == F.TEXT_LEN
   assert saved["model"]["image"]["qkv_bias"] and saved["model"]["image"]["ln_pre"]
   assert saved["model"]["vocab_size"] == 525
+
+
+@pytest.mark.parametrize("kind,vision,text", [
+    ("clip", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                  intermediate_size=4096, image_size=224, patch_size=14),       # ViT-L/14
+     dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)),
+    ("siglip", dict(hidden_size=1152, num_hidden_layers=27, num_attention_heads=16,
+                    intermediate_size=4304, image_size=384, patch_size=14),     # So400m/14
+     dict(hidden_size=1152, num_hidden_layers=27, num_attention_heads=16, intermediate_size=4304,
+          vocab_size=32000, max_position_embeddings=64)),
+])
+def test_large_shapes_build_towers_with_the_checkpoints_parameter_count(kind, vision, text):
+  """Architectures come from shapes: L/14 and So400m give towers with exactly transformers'
+  parameter count (built shape-only on both sides; our measurement head aside; CLIP's class
+  position lives in our class token, its bias-free patch conv gains our zero bias)."""
+  import torch
+  import transformers
+  from flax import nnx
+  from echovlm_jax.models.dual_encoder import DualEncoder
+  cls = (transformers.CLIPConfig, transformers.CLIPModel) if kind == "clip" else (
+      transformers.SiglipConfig, transformers.SiglipModel)
+  config = cls[0](vision_config=vision, text_config=text)
+  with torch.device("meta"):
+    hf = cls[1](config)
+  flat = {k: v for k, v in hf.state_dict().items() if "position_ids" not in k}
+  arch = checkpoint_config.architecture(flat, f"hf_{kind}", config.to_dict())
+  assert arch["image"]["res"] == vision["image_size"] and arch["image"]["patch"] == 14
+  cfg = pretrained_external.model_config(arch)
+  ours = nnx.eval_shape(lambda: DualEncoder(cfg, vocab_size=arch["vocab_size"],
+                                            num_measurements=1, rngs=nnx.Rngs(0)))
+  sizes = {"/".join(map(str, p)): int(np.prod(v.shape))
+           for p, v in nnx.to_flat_state(nnx.state(ours, nnx.Param))}
+  n_ours = sum(n for p, n in sizes.items()
+               if not p.startswith("meas_") and not (kind == "clip" and p == "logit_bias"))
+  assert n_ours == sum(v.numel() for v in flat.values())
