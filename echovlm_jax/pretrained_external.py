@@ -62,11 +62,15 @@ def load(path: str, *, tokenizer: str | None = None, act: str | None = None,
 
   tok_path = tokenizer or (path if os.path.isdir(path) else None)
   tok = checkpoint_processing.CheckpointTokenizer.load(tok_path) if tok_path else None
-  res = int(arch["image"]["res"])
+  res, patch = int(arch["image"]["res"]), int(arch["image"]["patch"])
   spec = checkpoint_processing.read_spec(path, layout, res)
-  if spec.size != res:
+  # A patch size that does not divide the processor's size (So400m/14 at 384 px: 27 patches
+  # cover 378) leaves a remainder the checkpoint's stride-p convolution never reads: cropping
+  # the bottom / right rows and columns away is exact.
+  if spec.size // patch != res // patch:
     raise checkpoint_config.CheckpointError(
         path, f"preprocessor_config.json makes {spec.size} px images, the model takes {res}.")
+  prepare = lambda frames: checkpoint_processing.prepare_images(frames, spec)[:, :, :res, :res]
   config = {
       "model": cfg.to_dict(), "vocab_size": arch["vocab_size"],
       "num_measurements": len(schema.MEASUREMENTS),
@@ -86,4 +90,4 @@ def load(path: str, *, tokenizer: str | None = None, act: str | None = None,
            "std": dict(zip(schema.MEASUREMENTS, np.ones(m)))}
   return Pretrained(path, config, model, tok, stats, prompts, batch_size=batch_size,
                     device=device,
-                    prepare=lambda frames: checkpoint_processing.prepare_images(frames, spec))
+                    prepare=prepare)

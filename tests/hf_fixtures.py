@@ -75,8 +75,9 @@ def write_clip(d: str, seed: int = 0) -> str:
   return d
 
 
-def write_siglip(d: str, seed: int = 0) -> str:
-  """A tiny HF SigLIP directory at d (returned)."""
+def write_siglip(d: str, seed: int = 0, image_size: int = RES) -> str:
+  """A tiny HF SigLIP directory at d (returned); an image_size the patch does not divide
+  leaves pixels its convolution never reads (as So400m/14 at 384 px)."""
   import io
   import sentencepiece as spm
   import transformers
@@ -96,12 +97,13 @@ def write_siglip(d: str, seed: int = 0) -> str:
   config = transformers.SiglipConfig(
       text_config=dict(tower, vocab_size=len(tok), max_position_embeddings=TEXT_LEN,
                        projection_size=WIDTH),
-      vision_config=dict(tower, image_size=RES, patch_size=PATCH))
+      vision_config=dict(tower, image_size=image_size, patch_size=PATCH))
   model = transformers.SiglipModel(config).eval()
   _randomize(model, seed)
   model.save_pretrained(d)
   tok.save_pretrained(d)
-  transformers.SiglipImageProcessorPil(size={"height": RES, "width": RES}).save_pretrained(d)
+  transformers.SiglipImageProcessorPil(
+      size={"height": image_size, "width": image_size}).save_pretrained(d)
   return d
 
 

@@ -27,9 +27,10 @@ COS = 0.9999
 def ckpt(tmp_path_factory):
   """kind -> (directory, HF image embeddings, HF text embeddings, HF token ids)."""
   out = {}
-  for kind, write in (("clip", F.write_clip), ("siglip", F.write_siglip)):
+  for kind, write in (("clip", F.write_clip), ("siglip", F.write_siglip),
+                      ("siglip_36px", functools.partial(F.write_siglip, image_size=F.RES + 4))):
     d = write(str(tmp_path_factory.mktemp(kind)))
-    out[kind] = (d, *F.hf_embeddings(d, kind, F.frames(), F.TEXTS))
+    out[kind] = (d, *F.hf_embeddings(d, kind.split("_")[0], F.frames(), F.TEXTS))
   return out
 
 
@@ -42,7 +43,7 @@ def _loaded(path: str, tokenizer: str | None = None):
   return echovlm_jax.load_pretrained(path, tokenizer=tokenizer)
 
 
-@pytest.mark.parametrize("kind", ["clip", "siglip"])
+@pytest.mark.parametrize("kind", ["clip", "siglip", "siglip_36px"])
 def test_embeddings_and_tokens_equal_transformers(ckpt, kind):
   d, hf_img, hf_txt, hf_ids = ckpt[kind]
   ours = _loaded(d)
@@ -54,7 +55,7 @@ def test_embeddings_and_tokens_equal_transformers(ckpt, kind):
   assert _cos(txt, hf_txt).min() >= COS, _cos(txt, hf_txt)
   # Not trivially equal: different inputs give clearly different embeddings.
   assert _cos(img[0], img[1]) < 0.99 and _cos(txt[0], txt[1]) < 0.99
-  assert ours.config["source"]["layout"] == f"hf_{kind}"
+  assert ours.config["source"]["layout"] == f"hf_{kind.split('_')[0]}"
   with pytest.raises(ValueError, match="no measurement head"):
     ours.predict_measurements(F.frames(1))
 
@@ -312,7 +313,8 @@ def test_large_shapes_build_towers_with_the_checkpoints_parameter_count(kind, vi
     hf = cls[1](config)
   flat = {k: v for k, v in hf.state_dict().items() if "position_ids" not in k}
   arch = checkpoint_config.architecture(flat, f"hf_{kind}", config.to_dict())
-  assert arch["image"]["res"] == vision["image_size"] and arch["image"]["patch"] == 14
+  # The patch grid's pixels: So400m/14's 384 px give 27 patches (the conv never reads the rest).
+  assert arch["image"]["res"] == vision["image_size"] // 14 * 14 and arch["image"]["patch"] == 14
   cfg = pretrained_external.model_config(arch)
   ours = nnx.eval_shape(lambda: DualEncoder(cfg, vocab_size=arch["vocab_size"],
                                             num_measurements=1, rngs=nnx.Rngs(0)))
