@@ -102,6 +102,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 **block, **size["text"]),
       embed_dim=size["embed_dim"],
       dtype="float32",              # compute dtype; parameters stay float32
+      attention_impl="",            # jax.nn.dot_product_attention: "" (XLA) | "cudnn" (GPU, bf16)
       remat=False,
       scan_layers=False,
       init_temperature=10.0,        # logit scale s = exp(t), t stored as a log

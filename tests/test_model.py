@@ -170,6 +170,8 @@ def test_config_errors_name_the_field():
     make_model(tiny_config(image=dict(pool="max")))
   with pytest.raises(ValueError, match="config.model.dtype"):
     make_model(tiny_config(dtype="float16"))
+  with pytest.raises(ValueError, match="config.model.attention_impl"):
+    make_model(tiny_config(attention_impl="flash"))
 
 
 def _explicit_attention(attn, x_q, x_kv, mask, causal):

@@ -49,7 +49,8 @@ class DualEncoder(nnx.Module):
                rngs: nnx.Rngs):
     cfg = model_config
     dtype = layers.dtype_of(cfg.dtype)
-    common = dict(dtype=dtype, remat=cfg.remat, scan=cfg.scan_layers, rngs=rngs)
+    common = dict(dtype=dtype, remat=cfg.remat, scan=cfg.scan_layers, rngs=rngs,
+                  attn_impl=cfg.get("attention_impl", ""))
     self.image = ViT(cfg.image, res=cfg.image.res, **common)
     self.text = TextTransformer(cfg.text, vocab_size=vocab_size, **common)
     d = cfg.embed_dim

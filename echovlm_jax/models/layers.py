@@ -38,14 +38,23 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
-def block_options(cfg: Any) -> dict[str, Any]:
-  """The block variant of a tower config (older configs lack these keys: our defaults)."""
+ATTENTION_IMPLS = ("", "xla", "cudnn")
+
+
+def block_options(cfg: Any, attn_impl: str = "") -> dict[str, Any]:
+  """The block variant of a tower config (older configs lack these keys: our defaults).
+  attn_impl: jax.nn.dot_product_attention's implementation ("" = jax's default, XLA in jax
+  0.10; "cudnn" = the fused kernel, GPUs with bfloat16 / float16 compute)."""
+  if attn_impl not in ATTENTION_IMPLS:
+    raise ValueError(f"config.model.attention_impl={attn_impl!r}: expected one of "
+                     f"{ATTENTION_IMPLS}.")
   act = cfg.get("act", "gelu_tanh")
   if act not in ACTIVATIONS:
     raise ValueError(f"config.model.*.act={act!r}: expected one of {tuple(ACTIVATIONS)}.")
   mlp_dim = int(cfg.get("mlp_dim", 0) or 0) or int(cfg.width) * int(cfg.mlp_ratio)
   return dict(act=act, ln_eps=float(cfg.get("ln_eps", 1e-6)),
-              qkv_bias=bool(cfg.get("qkv_bias", False)), mlp_dim=mlp_dim)
+              qkv_bias=bool(cfg.get("qkv_bias", False)), mlp_dim=mlp_dim,
+              attn_impl=attn_impl or None)
 
 
 def dtype_of(name: str) -> jnp.dtype:
@@ -96,7 +105,7 @@ class Attention(nnx.Module):
   """
 
   def __init__(self, width: int, heads: int, *, dtype: jnp.dtype, rngs: nnx.Rngs,
-               qkv_bias: bool = False):
+               qkv_bias: bool = False, impl: str | None = None):
     if width % heads:
       raise ValueError(f"config.model: width {width} is not divisible by heads {heads}.")
     kv = width // heads
@@ -114,7 +123,7 @@ class Attention(nnx.Module):
     self.out = param(rngs, nnx.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2),
                      (heads, kv, width), ("heads", "kv", "embed"))
     self.out_bias = param(rngs, zeros, (width,), ("embed",))
-    self.dtype = dtype
+    self.dtype, self.impl = dtype, impl
 
   def __call__(self, x_q: jax.Array, x_kv: jax.Array, mask: jax.Array | None = None,
                causal: bool = False) -> jax.Array:
@@ -129,7 +138,8 @@ class Attention(nnx.Module):
     q = project(x_q, self.query, self.query_bias)
     k = project(x_kv, self.key, self.key_bias)
     v = project(x_kv, self.value, self.value_bias)
-    y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)   # [B, Q, h, kv]
+    y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal,
+                                     implementation=self.impl)                # [B, Q, h, kv]
     return jnp.einsum("bqhk,hkw->bqw", y, c(self.out)) + c(self.out_bias)
 
 
@@ -153,7 +163,8 @@ class Block(nnx.Module):
                rngs: nnx.Rngs):
     eps = options["ln_eps"]
     self.ln1 = LayerNorm(width, dtype=dtype, rngs=rngs, eps=eps)
-    self.attn = Attention(width, heads, dtype=dtype, rngs=rngs, qkv_bias=options["qkv_bias"])
+    self.attn = Attention(width, heads, dtype=dtype, rngs=rngs, qkv_bias=options["qkv_bias"],
+                          impl=options["attn_impl"])
     self.ln2 = LayerNorm(width, dtype=dtype, rngs=rngs, eps=eps)
     self.mlp = Mlp(width, options["mlp_dim"], dtype=dtype, rngs=rngs, act=options["act"])
 

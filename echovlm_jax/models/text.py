@@ -27,7 +27,7 @@ class TextTransformer(nnx.Module):
   """tokens [B, L] int32 -> [B, width] float32."""
 
   def __init__(self, cfg: Any, *, vocab_size: int, dtype, remat: bool, scan: bool,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, attn_impl: str = ""):
     if cfg.pool not in POOLS:
       raise ValueError(f"config.model.text.pool={cfg.pool!r}: expected one of {POOLS}.")
     w = cfg.width
@@ -38,7 +38,7 @@ class TextTransformer(nnx.Module):
                                         ("vocab", "embed"))
     self.posemb = layers.param(rngs, nnx.initializers.normal(0.01), (cfg.max_len, w),
                                ("length", "embed"))
-    opts = layers.block_options(cfg)
+    opts = layers.block_options(cfg, attn_impl)
     self.encoder = layers.Encoder(w, cfg.depth, cfg.heads, opts, dtype=dtype,
                                   remat=remat, scan=scan, rngs=rngs)
     self.norm = layers.LayerNorm(w, dtype=dtype, rngs=rngs, eps=opts["ln_eps"])

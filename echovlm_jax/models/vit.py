@@ -25,7 +25,7 @@ class MAPHead(nnx.Module):
   def __init__(self, width: int, heads: int, options: dict, *, dtype, rngs: nnx.Rngs):
     self.probe = layers.param(rngs, nnx.initializers.xavier_uniform(), (1, width), (None, "embed"))
     self.attn = layers.Attention(width, heads, dtype=dtype, rngs=rngs,
-                                 qkv_bias=options["qkv_bias"])
+                                 qkv_bias=options["qkv_bias"], impl=options["attn_impl"])
     self.ln = layers.LayerNorm(width, dtype=dtype, rngs=rngs, eps=options["ln_eps"])
     self.mlp = layers.Mlp(width, options["mlp_dim"], dtype=dtype, rngs=rngs, act=options["act"])
 
@@ -40,7 +40,8 @@ class MAPHead(nnx.Module):
 class ViT(nnx.Module):
   """Vision transformer on [B, T, H, W, C] frames in [-1, 1] -> [B, width]."""
 
-  def __init__(self, cfg: Any, *, res: int, dtype, remat: bool, scan: bool, rngs: nnx.Rngs):
+  def __init__(self, cfg: Any, *, res: int, dtype, remat: bool, scan: bool, rngs: nnx.Rngs,
+               attn_impl: str = ""):
     if cfg.pool not in POOLS:
       raise ValueError(f"config.model.image.pool={cfg.pool!r}: expected one of {POOLS}.")
     if res % cfg.patch:
@@ -54,7 +55,7 @@ class ViT(nnx.Module):
                                ("length", "embed"))
     self.cls = (layers.param(rngs, nnx.initializers.zeros, (1, w), (None, "embed"))
                 if cfg.pool == "tok" else None)
-    opts = layers.block_options(cfg)
+    opts = layers.block_options(cfg, attn_impl)
     self.ln_pre = (layers.LayerNorm(w, dtype=dtype, rngs=rngs, eps=opts["ln_eps"])
                    if cfg.get("ln_pre", False) else None)
     self.encoder = layers.Encoder(w, cfg.depth, cfg.heads, opts, dtype=dtype,
