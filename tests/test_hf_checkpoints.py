@@ -60,7 +60,7 @@ def test_embeddings_and_tokens_equal_transformers(ckpt, kind):
     ours.predict_measurements(F.frames(1))
 
 
-def test_one_wrong_array_breaks_the_match(ckpt, tmp_path):
+def test_one_wrong_array_breaks_the_match(ckpt):
   """The comparison can fail: CLIP without its query biases is no longer CLIP."""
   d, hf_img, _, _ = ckpt["clip"]
   flat, layout, hf = checkpoint_config.read_weights(d)
@@ -191,7 +191,7 @@ def test_open_clip_and_big_vision_layouts_give_the_same_embeddings(ckpt, tmp_pat
 
 
 def _finetune_config(path: str, **lr_mult):
-  c = echovlm.get_config("size=ti,res=32")
+  c = echovlm.get_config("size=ti,res=32,objective=clip")  # the full objective: the e2e test
   c.model_init = path
   c.batch_size, c.warmup_steps, c.total_steps = 8, 0, 10
   c.lr_mult.update(lr_mult)
