@@ -141,6 +141,11 @@ class CheckpointTokenizer:
   def vocab_size(self) -> int:
     return len(self._tok)
 
+  @property
+  def num_special_tokens(self) -> int:
+    """Ids encode_batch adds to a text (CLIP: start and end of text; SigLIP: end)."""
+    return int(self._tok.num_special_tokens_to_add())
+
   def encode(self, text: str) -> list[int]:
     # verbose=False: lengths beyond the model's are expected here (caption fitting measures them).
     return list(self._tok(text, add_special_tokens=False, verbose=False)["input_ids"])

@@ -325,3 +325,21 @@ def test_large_shapes_build_towers_with_the_checkpoints_parameter_count(kind, vi
   n_ours = sum(n for p, n in sizes.items()
                if not p.startswith("meas_") and not (kind == "clip" and p == "logit_bias"))
   assert n_ours == sum(v.numel() for v in flat.values())
+
+
+def test_caption_fitting_leaves_room_for_clips_two_special_tokens(ckpt):
+  """CLIP adds start and end of text: the input pipeline fits captions into max_len - 2 ids
+  (caption_augment budgets our one EOS), so a fitted caption is never cut by truncation."""
+  from echovlm_jax.checkpoint_processing import CheckpointTokenizer
+  from echovlm_jax.data import caption_augment
+  tok = CheckpointTokenizer.load(ckpt["clip"][0])
+  assert tok.num_special_tokens == 2
+  assert CheckpointTokenizer.load(ckpt["siglip"][0]).num_special_tokens == 1
+  caption = "ab. c. d. e. f. g. h."                     # 3 + 6 x 2 = 15 ids before specials
+  assert len(tok.encode(caption)) == 15
+  fit = lambda max_len: caption_augment.augment_pair(
+      caption, "", False, np.random.default_rng(0), tok=tok, max_len=max_len).caption
+  assert len(tok.encode(fit(F.TEXT_LEN))) + 2 > F.TEXT_LEN    # one-special budget: overflows
+  fit_len = F.TEXT_LEN + 1 - tok.num_special_tokens           # what input_pipeline passes
+  fitted = fit(fit_len)
+  assert len(tok.encode(fitted)) + 2 <= F.TEXT_LEN and fitted.startswith("ab.")

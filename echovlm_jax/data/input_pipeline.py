@@ -185,13 +185,16 @@ def _make_tokenize(tok: tokenizer_lib.Tokenizer, max_len: int, p_subsample: floa
   drop statements rather than lose their tail. Evaluation examples never are. caption_id
   hashes the final caption, so identical captions in a batch are not each other's negatives
   (losses.py)."""
+  # caption_augment budgets one special id (our EOS); a checkpoint's tokenizer may add more
+  # (CLIP: start and end of text), which the caption must leave room for.
+  fit_len = max_len + 1 - getattr(tok, "num_special_tokens", 1)
 
   def tokenize(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     batch = dict(batch)
     keys = ("caption", "negated_caption", "has_negation", "text_meas_mask")
     out = tf.numpy_function(
         lambda c, n, h, s, st: caption_augment.augment_batch(
-            c, n, h, s, st, p_example=p_subsample, p_keep=p_keep, tok=tok, max_len=max_len,
+            c, n, h, s, st, p_example=p_subsample, p_keep=p_keep, tok=tok, max_len=fit_len,
             fit=fit_statements),
         [batch["caption"], batch["negated_caption"], batch["has_negation"], batch.pop("text_seed"),
          batch.pop("statements")],
