@@ -271,18 +271,20 @@ def test_misfit_lists_every_mismatch(ckpt):
 @pytest.mark.slow
 def test_trainer_runs_from_an_hf_directory(ckpt, tiny_echoground, tmp_path, num_devices):
   """The real loop: tf.data tokenizes captions with the checkpoint's tokenizer (caption
-  fitting included), the towers start from the checkpoint, two steps train, and the workdir's
-  config.json records the resolved architecture."""
+  fitting included), the towers start from the checkpoint, two steps train, the evaluators
+  embed their prompts with that tokenizer, and the workdir's config.json records the resolved
+  architecture."""
   import json
   from echovlm_jax import train
   from tests import train_tiny_config
   input_config, _ = tiny_echoground
-  c = train_tiny_config.get_config()
+  c = train_tiny_config.get_config("evals")
   c.input.data_dir = input_config.data_dir
   c.total_steps, c.ckpt_every, c.log_every = 2, 2, 1
   c.model_init = ckpt["clip"][0]
   metrics = train.train_and_evaluate(c, str(tmp_path))
   assert np.isfinite(metrics["loss"]), metrics
+  assert any(k.startswith("test/zero_shot_views/") for k in metrics), sorted(metrics)
   with open(tmp_path / "config.json") as f:
     saved = json.load(f)
   assert saved["input"]["tokenizer"] == ckpt["clip"][0]
