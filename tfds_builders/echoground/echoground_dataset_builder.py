@@ -48,8 +48,9 @@ class EchogroundConfig(tfds.core.BuilderConfig):
     num_shards: shards per split unless the DownloadConfig forces a number; several
       even for small data so per-host reading is exercised.
     vocab_size: requested sentencepiece vocabulary (a small corpus may give fewer).
-    test_type, echoview_csv, view_csv, view_min_prob, allow_unknown_views: what a `mimic`
-      build reads (echovlm_jax.data.mimic.ReaderOptions, docs/mimic.md).
+    test_type, echoview_csv, view_csv, view_min_prob, allow_unknown_views, view_predictions,
+      view_predictions_min_prob: what a `mimic` build reads (echovlm_jax.data.mimic.ReaderOptions,
+      docs/mimic.md).
   """
   source: str = "synthetic"
   num_patients: int = 2000
@@ -63,6 +64,8 @@ class EchogroundConfig(tfds.core.BuilderConfig):
   view_csv: str = ""
   view_min_prob: float = 0.5
   allow_unknown_views: bool = False
+  view_predictions: str = ""
+  view_predictions_min_prob: float = 0.9
 
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
@@ -176,7 +179,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       from echovlm_jax.data import mimic  # pylint: disable=g-import-not-at-top
       options = mimic.ReaderOptions(
           test_type=cfg.test_type, echoview_csv=cfg.echoview_csv, view_csv=cfg.view_csv,
-          view_min_prob=cfg.view_min_prob, allow_unknown_views=cfg.allow_unknown_views)
+          view_min_prob=cfg.view_min_prob, allow_unknown_views=cfg.allow_unknown_views,
+          view_predictions=cfg.view_predictions,
+          view_predictions_min_prob=cfg.view_predictions_min_prob)
       return mimic.generate_records(os.fspath(dl_manager.manual_dir), image_size=cfg.image_size,
                                     num_frames=cfg.num_frames, stats=source_stats, options=options)
     raise ValueError(f"EchogroundConfig.source={cfg.source!r}: expected 'synthetic' or 'mimic'.")
