@@ -54,6 +54,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"objective={arg.objective!r}: expected one of {', '.join(OBJECTIVES)}.")
   c = ml_collections.ConfigDict()
   c.seed = arg.seed
+  # What the one trainer trains: "contrastive" (this dual encoder) or "view_classifier"
+  # (configs/view_classifier.py: the image tower and a linear head over the views).
+  c.task = "contrastive"
 
   # --- Data -----------------------------------------------------------------
   c.input = dict(
