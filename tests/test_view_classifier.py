@@ -118,3 +118,52 @@ def test_a_contrastive_evaluator_in_a_classifier_config_fails_at_start(tiny_echo
   c.evals.validation_views.type = "zero_shot_views"
   with pytest.raises(train.ConfigError, match="view_classification"):
     train.train_and_evaluate(c, str(tmp_path / "bad"))
+
+
+def _artifact_sized(data_dir):
+  """A classifier config whose image tower has tests/test_export.py's artifact shapes."""
+  c = tiny_config(data_dir)
+  c.model.image.update(width=32, depth=1, heads=2, mlp_ratio=2, patch=8)
+  return c
+
+
+def _image_leaves(params):
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  pure = nnx.to_pure_dict(params)
+  return {jax.tree_util.keystr(k): np.asarray(v)
+          for k, v in jax.tree_util.tree_leaves_with_path(pure["image"])}
+
+
+def test_the_tower_comes_from_an_exported_echovlm_or_pretrained_towers(tmp_path_factory, tmp_path,
+                                                                       num_devices):
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from echovlm_jax import model_init  # pylint: disable=g-import-not-at-top
+  from tests import test_export  # pylint: disable=g-import-not-at-top
+  art = test_export.make_artifact(tmp_path_factory)
+  want = _image_leaves(nnx.state(art["reference"], nnx.Param))
+  c = _artifact_sized(art["data_dir"])
+  c.seed = 1  # the artifact was initialised with seed 0: scratch must differ from it
+  mesh = distributed.create_mesh(c.mesh)
+  scratch = _image_leaves(train.create_state(c, mesh, 128)[1]["params"])
+  c.view_classifier.init_artifact = art["artifact"]
+  graphdef, state, _, _ = train.create_state(c, mesh, 128)
+  got = _image_leaves(state["params"])
+  assert got.keys() == want.keys()
+  for k in want:
+    np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+  assert any(not np.array_equal(scratch[k], want[k]) for k in want)  # not a coincidence
+  # Pretrained two-tower weights (big_vision layout): the image tower is taken, the rest skipped.
+  npz = str(tmp_path / "bv.npz")
+  np.savez(npz, **model_init.to_big_vision(nnx.state(art["reference"], nnx.Param),
+                                           art["config"].model))
+  c.view_classifier.init_artifact = ""
+  c.model_init = npz
+  got = _image_leaves(train.create_state(c, mesh, 128)[1]["params"])
+  for k in want:
+    np.testing.assert_allclose(got[k], want[k], atol=1e-6, err_msg=k)
+  # A tower of other shapes is refused at start, naming the key.
+  c.model_init = ""
+  c.view_classifier.init_artifact = art["artifact"]
+  c.model.image.width = 64
+  with pytest.raises(train.ConfigError, match="init_artifact"):
+    train.create_state(c, mesh, 128)
