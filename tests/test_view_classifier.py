@@ -167,3 +167,15 @@ def test_the_tower_comes_from_an_exported_echovlm_or_pretrained_towers(tmp_path_
   c.model.image.width = 64
   with pytest.raises(train.ConfigError, match="init_artifact"):
     train.create_state(c, mesh, 128)
+
+
+def test_mode_evaluate_scores_a_classifier_checkpoint(tiny_echoground, tmp_path, num_devices):
+  from echovlm_jax.evaluation import standalone  # pylint: disable=g-import-not-at-top
+  ic, _ = tiny_echoground
+  c = tiny_config(ic.data_dir, total_steps=2, ckpt_every=2)
+  c.evals.validation_views.every = 0
+  workdir = str(tmp_path / "run")
+  trained = train.train_and_evaluate(c, workdir)
+  again = standalone.evaluate_checkpoint(c, workdir)
+  for k in ("val/view_classification/accuracy", "test/view_classification/ece"):
+    assert again[k] == pytest.approx(trained[k])  # the same checkpoint, the same numbers
