@@ -1,4 +1,4 @@
-"""The training objectives of DESIGN.md "The objectives": CLIP and SigLIP contrastive losses
+"""The training objectives of docs/design.md "The objectives": CLIP and SigLIP contrastive losses
 with view masks and negated-caption negatives, the view SupCon term, the pairwise negation term,
 the masked measurement Huber loss, and `compute_losses`, which combines the enabled ones.
 

@@ -103,11 +103,11 @@ def test_config_names_spell_out_non_default_parameters(tmp_path):
   cfg = build.builder_config_for(ic)
   assert cfg.name == "synthetic_p12_s0_i32_t2_v256"
   assert (cfg.num_patients, cfg.image_size, cfg.num_frames, cfg.num_shards) == (12, 32, 2, 3)
-  default = tiny_input_config(tmp_path, synthetic_patients=2000, image_size=0, res=112, num_frames=1,
+  default = tiny_input_config(tmp_path, synthetic_patients=2000, image_size=128, res=112, num_frames=1,
                               vocab_size=1024)
   assert build.builder_config_for(default).name == "synthetic"
   assert build.get_builder(default).builder_config.name == "synthetic"  # the registered one
-  mimic = tiny_input_config(tmp_path, builder_config="mimic", image_size=0, res=112, num_frames=1,
+  mimic = tiny_input_config(tmp_path, builder_config="mimic", image_size=128, res=112, num_frames=1,
                             vocab_size=1024)
   assert build.get_builder(mimic).builder_config.name == "mimic"
 

@@ -44,7 +44,13 @@ def test_record_contract(size, frames):
   keys = [k for k, _ in recs]
   assert len(keys) == len(set(keys)) and len(recs) >= 4 * 4
   for _, r in recs:
-    assert set(r) == {"frames", "view", "measurements", "sex", "patient_key", "study_key", "source"}
+    assert set(r) == {"frames", "view", "view_source", "view_confidence", "image_kind",
+                      "measurements", "sex", "patient_key", "study_key", "source"}
+    known = r["view"] != schema.UNKNOWN_VIEW
+    assert (r["view_source"], r["view_confidence"]) == (("synthetic", 1.0) if known else ("none", 0.0))
+    assert r["image_kind"] in ("2d", "spectral")
+    if known:
+      assert (r["image_kind"] == "spectral") == (schema.VIEW_INFO[r["view"]].kind == "doppler")
     assert r["frames"].dtype == np.uint8 and r["frames"].shape == (frames, size, size)
     assert r["view"] in schema.VIEWS and r["sex"] in ("M", "F") and r["source"] == "synthetic"
     assert r["study_key"].startswith(r["patient_key"])

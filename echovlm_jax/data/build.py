@@ -25,9 +25,6 @@ from echovlm_jax.data import artifacts
 from echovlm_jax.data import build_report
 from tfds_builders.echoground import Builder, EchogroundConfig
 
-DEFAULT_IMAGE_SIZE = 128
-
-
 def _registered(name: str) -> EchogroundConfig:
   return next(c for c in Builder.BUILDER_CONFIGS if c.name == name)
 
@@ -35,15 +32,15 @@ def _registered(name: str) -> EchogroundConfig:
 def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
   """The BuilderConfig a config.input asks for.
 
-  The stored image size is `input.image_size` when set, else max(128, res): the
-  pipeline crops and resizes from it. A config equal to a registered one keeps its
+  The stored image size is `input.image_size`: the pipeline crops and resizes from it. A
+  config equal to a registered one keeps its
   name (`synthetic`, `mimic`); any other gets a name spelling out its parameters,
   so two differently-sized datasets never share a directory.
   """
   kind = input_config["builder_config"]
   if kind not in ("synthetic", "mimic"):
     raise ValueError(f"config.input.builder_config={kind!r}: expected 'synthetic' or 'mimic'.")
-  image_size = int(input_config.get("image_size", 0) or max(DEFAULT_IMAGE_SIZE, int(input_config["res"])))
+  image_size = int(input_config["image_size"])
   params = dict(image_size=image_size, num_frames=int(input_config["num_frames"]),
                 vocab_size=int(input_config["vocab_size"]), num_shards=int(input_config["num_shards"]))
   if kind == "synthetic":

@@ -205,14 +205,6 @@ def _to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict
   return sharding.shard_batch({k: batch[k] for k in BATCH_KEYS}, mesh)
 
 
-def _check_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> int:
-  pc, shards = jax.process_count(), sharding.num_batch_shards(mesh)
-  if batch_size % shards or batch_size % pc:
-    raise ValueError(f"batch_size={batch_size} must be divisible by the mesh batch axes "
-                     f"data*fsdp={shards} and by the process count {pc}.")
-  return batch_size // pc
-
-
 class EchogroundData:
   """What both iterators share: the prepared builder, tokenizer, stats and transforms."""
 
@@ -258,7 +250,7 @@ class TrainIterator:
   def __init__(self, input_config: Mapping[str, Any], batch_size: int, mesh: jax.sharding.Mesh,
                seed: int, start_step: int = 0, keep: Callable | None = None):
     self.mesh, self.seed, self.keep = mesh, int(seed), keep
-    self.local_batch = _check_batch_size(batch_size, mesh)
+    self.local_batch = sharding.check_batch_size(batch_size, mesh)
     self._data = EchogroundData(input_config)
     self._split, _, _ = self._data.host_split("train")
     n_train, pc = self._data.builder.info.splits["train"].num_examples, jax.process_count()
@@ -350,7 +342,7 @@ def make_eval_iterator(input_config: Mapping[str, Any], split: str, batch_size: 
   same number of full batches; weight any metric by `valid`. keep: only the examples this
   predicate on raw examples keeps (`labelled.keep_labelled`).
   """
-  local_batch = _check_batch_size(batch_size, mesh)
+  local_batch = sharding.check_batch_size(batch_size, mesh)
   data = EchogroundData(input_config)
   sub, n_local, n_max = data.host_split(split)
   if keep is not None:
