@@ -3,7 +3,7 @@ dataset, hide the views of 90 % of the patients, train the view classifier on th
 one trainer, configs/view_classifier.py), label the hidden patients' images and score the
 labels against the truth at the labelling threshold.
 
-  .venv/bin/python benchmarks/view_labelling.py --workdir workdir/view_labelling
+  .venv/bin/python benchmarks/view_labelling.py --workdir workdir/view_labelling   # ~25 min, 2 CPUs
 
 Rerunning resumes the training run in --workdir. Prints a markdown table (docs/results.md)
 and writes WORKDIR/view_labelling.json. The goal (issue 14): accuracy >= 0.95 at coverage
@@ -29,7 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--labelled_fraction", type=float, default=0.1,
                  help="share of patients whose views the classifier may see")
   p.add_argument("--threshold", type=float, default=0.9, help="labelling confidence threshold")
-  p.add_argument("--steps", type=int, default=600)
+  p.add_argument("--steps", type=int, default=1600)
   p.add_argument("--batch_size", type=int, default=64)
   p.add_argument("--lr", type=float, default=1e-3)
   p.add_argument("--data_dir", default="data/tfds")
