@@ -255,7 +255,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       f.write(config.to_json_best_effort(indent=2))
 
   # --- Data ----------------------------------------------------------------
-  data_build.ensure_dataset(config.input)
+  data_build.ensure_dataset(config.input, build_real=False)  # real data: built by its own job
   tokenizer = input_pipeline.load_tokenizer(config.input)
   vocab_size = tokenizer.vocab_size
 

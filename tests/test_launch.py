@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ["tpu_pod.sh", "xpk.sh", "slurm_gpu.sbatch", "local_multiprocess.sh"]
+SCRIPTS = ["tpu_pod.sh", "xpk.sh", "slurm_gpu.sbatch", "local_multiprocess.sh", "dataflow_build.sh"]
 MAIN = ["-m", "echovlm_jax.main"]
 
 
@@ -145,3 +145,31 @@ def test_local_multiprocess_failure_stops_the_rest(tmp_path):
   result = _launch("local_multiprocess.sh", "--module", "no_such_module_xyz", "--log-dir",
                    str(tmp_path))
   assert result.returncode != 0 and "stopping the others" in result.stderr
+
+
+def test_dataflow_build_dry_run():
+  cmds = _dry_run("dataflow_build.sh", "--manual-dir", "gs://b/mimic", "--data-dir", "gs://b/tfds",
+                  "--project", "proj", "--region", "us-central1", "--max-workers", "40",
+                  "--beam-option", "save_main_session=False", "--", "--config.input.image_size=224")
+  wheel, build = cmds
+  assert wheel[1:4] == ["-m", "pip", "wheel"] and "--no-deps" in wheel
+  assert _contains(build, "-m", "echovlm_jax.data.build")
+  for word in ("--config.input.builder_config=mimic", "--config.input.manual_dir=gs://b/mimic",
+               "--config.input.data_dir=gs://b/tfds"):
+    assert word in build
+  opts = dict(kv.split("=", 1) for kv in next(
+      w for w in build if w.startswith("--beam_pipeline_options=")).split("=", 1)[1].split(","))
+  assert opts["runner"] == "DataflowRunner" and opts["project"] == "proj"
+  assert opts["region"] == "us-central1" and opts["max_num_workers"] == "40"
+  assert opts["temp_location"] == "gs://b/tfds/beam_tmp" and opts["save_main_session"] == "False"
+  assert opts["extra_packages"].endswith(".whl") and opts["requirements_file"].endswith("requirements.txt")
+  assert build[-1] == "--config.input.image_size=224"
+  # Dataflow workers cannot read a local tree; a Spark cluster needs its master.
+  assert _launch("dataflow_build.sh", "--dry-run", "--manual-dir", "/data/mimic", "--data-dir",
+                 "gs://b/t", "--project", "p", "--region", "r").returncode == 2
+  assert _launch("dataflow_build.sh", "--dry-run", "--manual-dir", "/d", "--data-dir", "/t",
+                 "--runner", "SparkRunner").returncode == 2
+  (local,) = _dry_run("dataflow_build.sh", "--manual-dir", "/d", "--data-dir", "/t", "--runner",
+                      "DirectRunner", "--workers", "2")
+  assert any(w.startswith("--beam_pipeline_options=runner=DirectRunner,direct_num_workers=2,"
+                          "direct_running_mode=multi_processing") for w in local)

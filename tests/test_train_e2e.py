@@ -140,7 +140,11 @@ def test_run_writes_checkpoints_metrics_and_events(reference):
       assert key in rec and np.isfinite(rec[key]), (key, rec)
   lrs = [r["train/lr"] for r in records]
   assert lrs[0] == 0.0 and max(lrs) == pytest.approx(1e-3) and lrs[-1] < lrs[2]  # warm-up, cosine
-  assert losses[STEPS] < losses[1]  # it learns something even in 8 steps
+  # It learns something even in 8 steps: one batch of 8 is noisy (duplicate captions leave
+  # the denominators, negation pairs vary), so compare the halves of the run.
+  half = STEPS // 2
+  assert np.mean([losses[s] for s in range(half + 1, STEPS + 1)]) < np.mean(
+      [losses[s] for s in range(1, half + 1)])
   # A readable progress line per logged step.
   progress = [l for l in out.splitlines() if PROGRESS.match(l)]
   assert len(progress) == STEPS

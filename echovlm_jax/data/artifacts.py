@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from echovlm_jax.data import fileio
 from echovlm_jax.data import tokenizer as tokenizer_lib
 from echovlm_jax.echo import schema
 
@@ -44,15 +44,12 @@ def code_fingerprint() -> str:
 
 
 def _write_json(path: str, obj: Any) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  fileio.write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
 
 
 def write_tokenizer(data_dir: str, texts: Iterable[str], vocab_size: int) -> tokenizer_lib.Tokenizer:
   tok = tokenizer_lib.Tokenizer(tokenizer_lib.train_tokenizer(texts, vocab_size))
-  tok.save(os.path.join(data_dir, TOKENIZER_FILENAME))
+  tok.save(fileio.join(data_dir, TOKENIZER_FILENAME))
   return tok
 
 
@@ -78,26 +75,24 @@ def measurement_stats(study_measurements: Iterable[np.ndarray]) -> dict[str, Any
 
 
 def write_stats(data_dir: str, stats: Mapping[str, Any]) -> None:
-  _write_json(os.path.join(data_dir, STATS_FILENAME), dict(stats))
+  _write_json(fileio.join(data_dir, STATS_FILENAME), dict(stats))
 
 
 def write_report(data_dir: str, report: Mapping[str, Any]) -> None:
-  _write_json(os.path.join(data_dir, REPORT_FILENAME), dict(report))
+  _write_json(fileio.join(data_dir, REPORT_FILENAME), dict(report))
 
 
 def load_stats(data_dir: str) -> tuple[np.ndarray, np.ndarray]:
   """(mean [M], std [M]) float32 in schema.MEASUREMENTS order."""
-  path = os.path.join(data_dir, STATS_FILENAME)
-  if not os.path.exists(path):
+  path = fileio.join(data_dir, STATS_FILENAME)
+  if not fileio.exists(path):
     raise FileNotFoundError(f"{path} is missing: the dataset was not built by this builder "
                             "(rebuild it with echovlm_jax.data.build.ensure_dataset).")
-  with open(path) as f:
-    stats = json.load(f)
+  stats = json.loads(fileio.read_bytes(path))
   mean = np.array([stats["mean"][n] for n in schema.MEASUREMENTS], np.float32)
   std = np.array([stats["std"][n] for n in schema.MEASUREMENTS], np.float32)
   return mean, std
 
 
 def load_report(data_dir: str) -> dict[str, Any]:
-  with open(os.path.join(data_dir, REPORT_FILENAME)) as f:
-    return json.load(f)
+  return json.loads(fileio.read_bytes(fileio.join(data_dir, REPORT_FILENAME)))

@@ -4,7 +4,8 @@ The trainer calls `ensure_dataset(config.input)`; the same code is a CLI:
 
   python -m echovlm_jax.data.build --config configs/echovlm.py:runlocal
   python -m echovlm_jax.data.build --config configs/echovlm.py --config.input.builder_config=mimic \
-      --config.input.manual_dir=/data/mimic-iv-echo
+      --config.input.manual_dir=/data/mimic-iv-echo \
+      --beam_pipeline_options="runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing"
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from typing import Any, Mapping
 
 import jax
 import tensorflow_datasets as tfds
+from etils import epath
 
 from echovlm_jax.data import artifacts
 from echovlm_jax.data import build_report
+from echovlm_jax.data import fileio
 from tfds_builders.echoground import Builder, EchogroundConfig
 
 def _registered(name: str) -> EchogroundConfig:
@@ -79,32 +82,34 @@ def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
 
 def _file_sha256(path: str) -> str:
   """sha256 of a file's bytes; a missing file is a setup error naming the config key."""
-  if not os.path.isfile(path):
+  if not fileio.isfile(path):
     raise FileNotFoundError(f"config.input.mimic.view_predictions={path}: no such file; write it "
                             "with python -m echovlm_jax.views (docs/mimic.md).")
   h = hashlib.sha256()
-  with open(path, "rb") as f:
+  with epath.Path(path).open("rb") as f:
     for chunk in iter(lambda: f.read(1 << 20), b""):
       h.update(chunk)
   return h.hexdigest()
 
 
 def get_builder(input_config: Mapping[str, Any]) -> tfds.core.DatasetBuilder:
-  """The builder for config.input (not prepared: see `ensure_dataset`)."""
-  data_dir = os.path.abspath(os.path.expanduser(input_config["data_dir"]))
+  """The builder for config.input (not prepared: see `ensure_dataset`); data_dir may be gs://."""
+  data_dir = str(input_config["data_dir"])
+  if not fileio.is_remote(data_dir):
+    data_dir = os.path.abspath(os.path.expanduser(data_dir))
   return Builder(config=builder_config_for(input_config), data_dir=data_dir)
 
 
 def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
   d = builder.data_dir
-  return all(os.path.exists(os.path.join(d, f)) for f in
+  return all(fileio.exists(fileio.join(d, f)) for f in
              ("dataset_info.json", artifacts.TOKENIZER_FILENAME, artifacts.STATS_FILENAME))
 
 
 def _stale(builder: tfds.core.DatasetBuilder) -> str | None:
   """The fingerprint a prepared dataset was built with, when it is not the current code's."""
-  path = os.path.join(builder.data_dir, artifacts.REPORT_FILENAME)
-  built = artifacts.load_report(builder.data_dir).get("code_fingerprint") if os.path.exists(path) else None
+  path = fileio.join(builder.data_dir, artifacts.REPORT_FILENAME)
+  built = artifacts.load_report(builder.data_dir).get("code_fingerprint") if fileio.exists(path) else None
   return None if built == artifacts.code_fingerprint() else str(built)
 
 
@@ -122,19 +127,53 @@ def _drop_if_stale(builder: tfds.core.DatasetBuilder) -> bool:
                        "echovlm_jax.data.build --config <your config> (see docs/mimic.md).")
   if jax.process_index() == 0:
     print(msg + " Rebuilding it.", flush=True)
-    shutil.rmtree(builder.data_dir)
+    if fileio.is_remote(builder.data_dir):
+      epath.Path(builder.data_dir).rmtree()
+    else:
+      shutil.rmtree(builder.data_dir)
   return True
 
 
-def ensure_dataset(input_config: Mapping[str, Any]) -> tfds.core.DatasetBuilder:
+def build_commands(input_config: Mapping[str, Any]) -> list[str]:
+  """The commands that build config.input's dataset outside a training job: ours (any config)
+  and, for the registered `mimic` config, plain `tfds build`; both take Beam options."""
+  ic = input_config
+  flags = [f"--config.input.{k}={ic[k]}" for k in ("builder_config", "manual_dir", "data_dir",
+                                                   "image_size", "num_frames", "vocab_size",
+                                                   "num_shards")]
+  if ic["builder_config"] == "mimic":
+    default = _registered("mimic")
+    flags += [f"--config.input.mimic.{k}={v}" for k, v in ic["mimic"].items()
+              if getattr(default, k) != v]
+  beam = ('--beam_pipeline_options="runner=DirectRunner,direct_num_workers=8,'
+          'direct_running_mode=multi_processing"')
+  out = [" ".join(["python -m echovlm_jax.data.build --config configs/echovlm.py", *flags, beam])]
+  if builder_config_for(ic).name == "mimic":
+    out.append(f"tfds build tfds_builders/echoground --config mimic --manual_dir {ic['manual_dir']} "
+               f"--data_dir {os.path.abspath(os.path.expanduser(ic['data_dir']))} {beam}")
+  return out
+
+
+def ensure_dataset(input_config: Mapping[str, Any], *, build_real: bool = True,
+                   beam_options: str = "") -> tfds.core.DatasetBuilder:
   """Returns the prepared builder for config.input, building it first if missing.
 
+  build_real=False (training and evaluation jobs): a missing real (`mimic`) dataset stops the
+  job on every host, before any device work, with the command that builds it; building it
+  is a job of its own (hours on one core for the release; Beam spreads it over workers).
+  The synthetic dataset is still built on first use. beam_options: "k=v,k=v" Beam pipeline
+  options for a `mimic` build (as `tfds build --beam_pipeline_options`).
   Multi-host: process 0 builds (data_dir must be shared, e.g. GCS or NFS) and
   the others wait at a barrier. TFDS shows progress bars; the build report is
   printed at the end and kept as build_report.json in builder.data_dir, beside
   the tokenizer and measurement_stats.json.
   """
   builder = get_builder(input_config)
+  if not build_real and builder.builder_config.source != "synthetic" and not _is_prepared(builder):
+    raise FileNotFoundError(
+        f"The {builder.builder_config.name} dataset is not built in {builder.data_dir}. A training "
+        "job never builds real data; build it first (once, on a machine or cluster of its own):\n  "
+        + "\n  ".join(build_commands(input_config)))
   if _is_prepared(builder) and _drop_if_stale(builder):
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
@@ -148,7 +187,8 @@ def ensure_dataset(input_config: Mapping[str, Any]) -> tfds.core.DatasetBuilder:
       t0 = time.time()
       dl_config = tfds.download.DownloadConfig(
           num_shards=int(input_config["num_shards"]),
-          manual_dir=os.path.expanduser(input_config.get("manual_dir", "")) or None)
+          manual_dir=os.path.expanduser(input_config.get("manual_dir", "")) or None,
+          beam_options=_beam_options(beam_options))
       builder.download_and_prepare(download_config=dl_config)
       print(f"Built echoground/{cfg.name} in {time.time() - t0:.1f} s.", flush=True)
     if jax.process_count() > 1:
@@ -162,9 +202,17 @@ def ensure_dataset(input_config: Mapping[str, Any]) -> tfds.core.DatasetBuilder:
   return builder
 
 
+def _beam_options(spec: str):
+  """"runner=DirectRunner,direct_num_workers=2" -> PipelineOptions (None when empty)."""
+  if not spec:
+    return None
+  from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+  return pipeline_options.PipelineOptions(flags=[f"--{kv.strip()}" for kv in spec.split(",")])
+
+
 def main(argv) -> None:
   del argv
-  builder = ensure_dataset(_CONFIG.value.input)
+  builder = ensure_dataset(_CONFIG.value.input, beam_options=_BEAM.value)
   print(build_report.format_report(artifacts.load_report(builder.data_dir)))
   print(f"Dataset: {builder.data_dir}")
 
@@ -172,5 +220,9 @@ def main(argv) -> None:
 if __name__ == "__main__":
   from absl import app  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
   _CONFIG = config_flags.DEFINE_config_file("config", "configs/echovlm.py", "Training config file.")
+  _BEAM = flags.DEFINE_string(
+      "beam_pipeline_options", "", "Beam options for a mimic build, as tfds build takes them: "
+      "runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing")
   app.run(main)

@@ -18,6 +18,8 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
+from echovlm_jax.data import fileio
+
 
 class DicomError(ValueError):
   """A DICOM file is missing, corrupt, truncated or of a kind we cannot decode."""
@@ -45,15 +47,18 @@ _MASK_FRAMES = 8
 def read_dataset(path: str | os.PathLike, *, pixels: bool = True) -> pydicom.Dataset:
   """Reads a DICOM file; raises DicomError (never another type) when it is not a usable one."""
   path = os.fspath(path)
-  if not os.path.isfile(path):
+  if not fileio.isfile(path):
     raise DicomError(path, "file does not exist", "check the path and the manual_dir layout")
+  src = fileio.local_or_bytes(path)  # a gs:// file is read whole: pydicom reads it all anyway
   try:
-    ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
+    ds = pydicom.dcmread(src, stop_before_pixels=not pixels)
   except pydicom.errors.InvalidDicomError:
     # Files written without the 128-byte preamble are still DICOM; accept them only if a
     # forced read finds real image attributes, so a text file named .dcm is not "decoded".
     try:
-      ds = pydicom.dcmread(path, force=True, stop_before_pixels=not pixels)
+      if not isinstance(src, str):
+        src.seek(0)
+      ds = pydicom.dcmread(src, force=True, stop_before_pixels=not pixels)
       ok = "Rows" in ds and "Columns" in ds and (not pixels or "PixelData" in ds)
     except Exception:  # noqa: BLE001 - any parse failure of a forced read means "not DICOM"
       ok = False

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import collections
 import csv
-import gzip
-import os
 from typing import NamedTuple
 
+from echovlm_jax.data import fileio
 from echovlm_jax.echo import schema
 
 ECHOVIEW_FILENAME = "MIMIC_ECHO_View_Classifications.csv"
@@ -51,10 +50,6 @@ class ViewLabel(NamedTuple):
   confidence: float  # ECHOVIEW: the class probability; a hand label: 1.0
 
 
-def _open(path: str):
-  return gzip.open(path, "rt", newline="") if path.endswith(".gz") else open(path, newline="")
-
-
 def _column(cols: list[str], path: str, *candidates: str) -> str:
   low = {c.lower(): c for c in cols}
   for cand in candidates:
@@ -71,7 +66,7 @@ def read_echoview(path: str, min_prob: float, counts: collections.Counter
   probability >= min_prob. Other rows are counted: `view:echoview_low_confidence`,
   `view:echoview_class_without_view:<class>`, `view:echoview_bad_row`."""
   out: dict[str, ViewLabel] = {}
-  with _open(path) as f:
+  with fileio.open_text(path) as f:
     reader = csv.DictReader(f)
     cols = [c.strip() for c in reader.fieldnames or []]
     reader.fieldnames = cols
@@ -83,7 +78,7 @@ def read_echoview(path: str, min_prob: float, counts: collections.Counter
                        f"({', '.join(CLASS_TO_VIEW)}); unknown: {unknown or 'no prob_ column'}. "
                        "Add new classes to echovlm_jax/data/echoview.py CLASS_TO_VIEW.")
     for row in reader:
-      name = os.path.basename((row.get(image) or "").strip())
+      name = fileio.basename((row.get(image) or "").strip())
       try:
         p = {k: float(row[c]) for k, c in probs.items()}
       except (TypeError, ValueError):
@@ -106,7 +101,7 @@ def read_echoview(path: str, min_prob: float, counts: collections.Counter
 def read_view_csv(path: str, counts: collections.Counter) -> dict[str, ViewLabel]:
   """DICOM basename -> ViewLabel from a CSV with columns study_id, file, view (our names)."""
   out: dict[str, ViewLabel] = {}
-  with _open(path) as f:
+  with fileio.open_text(path) as f:
     reader = csv.DictReader(f)
     cols = [c.strip() for c in reader.fieldnames or []]
     reader.fieldnames = cols
@@ -117,7 +112,7 @@ def read_view_csv(path: str, counts: collections.Counter) -> dict[str, ViewLabel
       if view not in schema.KNOWN_VIEWS:
         counts["view:view_csv_invalid_view"] += 1
         continue
-      out[os.path.basename((row.get(file_col) or "").strip())] = ViewLabel(view, "view_csv", 1.0)
+      out[fileio.basename((row.get(file_col) or "").strip())] = ViewLabel(view, "view_csv", 1.0)
   return out
 
 
@@ -127,7 +122,7 @@ def read_predictions(path: str, min_prob: float, counts: collections.Counter
   CSV (PREDICTION_COLUMNS) whose confidence reaches min_prob. Other rows are counted:
   `view:classifier_low_confidence`, `view:classifier_bad_row`."""
   out: dict[str, ViewLabel] = {}
-  with _open(path) as f:
+  with fileio.open_text(path) as f:
     reader = csv.DictReader(f)
     cols = [c.strip() for c in reader.fieldnames or []]
     missing = [c for c in ("image", "view", "confidence") if c not in cols]
@@ -136,7 +131,7 @@ def read_predictions(path: str, min_prob: float, counts: collections.Counter
                        "CSV of python -m echovlm_jax.views (docs/mimic.md).")
     reader.fieldnames = cols
     for row in reader:
-      name = os.path.basename((row.get("image") or "").strip())
+      name = fileio.basename((row.get("image") or "").strip())
       view = (row.get("view") or "").strip()
       try:
         conf = float(row.get("confidence") or "nan")
@@ -154,14 +149,14 @@ def read_predictions(path: str, min_prob: float, counts: collections.Counter
 def find(manual_dir: str, given: str, filename: str) -> str | None:
   """`given` (must exist) or `filename` in manual_dir (or its echoview/ folder), else None."""
   if given:
-    if not os.path.isfile(given):
+    if not fileio.isfile(given):
       raise FileNotFoundError(f"{given} not found (from the config); fix the path or leave it "
                               f"empty to look for {filename} in the manual_dir.")
     return given
   for sub in ("", "echoview"):
     for ext in ("", ".gz"):
-      p = os.path.join(manual_dir, sub, filename + ext)
-      if os.path.isfile(p):
+      p = fileio.join(manual_dir, sub, filename + ext) if sub else fileio.join(manual_dir, filename + ext)
+      if fileio.isfile(p):
         return p
   return None
 
@@ -178,17 +173,17 @@ def load_views(manual_dir: str, counts: collections.Counter, *, echoview_csv: st
   labels: dict[str, ViewLabel] = {}
   used = []
   if predictions_csv:
-    if not os.path.isfile(predictions_csv):
+    if not fileio.isfile(predictions_csv):
       raise FileNotFoundError(f"{predictions_csv} not found (config.input.mimic.view_predictions); "
                               "write it with python -m echovlm_jax.views (docs/mimic.md).")
     labels.update(read_predictions(predictions_csv, predictions_min_prob, counts))
-    used.append(os.path.basename(predictions_csv))
+    used.append(fileio.basename(predictions_csv))
   p = find(manual_dir, view_csv, VIEW_CSV_FILENAME)
   if p:
     labels.update(read_view_csv(p, counts))
-    used.append(os.path.basename(p))
+    used.append(fileio.basename(p))
   p = find(manual_dir, echoview_csv, ECHOVIEW_FILENAME)
   if p:
     labels.update(read_echoview(p, min_prob, counts))
-    used.append(os.path.basename(p))
+    used.append(fileio.basename(p))
   return labels, used

@@ -15,15 +15,15 @@ import collections
 import csv
 import dataclasses
 import datetime
-import gzip
 import hashlib
 import logging
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from echovlm_jax.data import bug_guard
 from echovlm_jax.data import dicom
 from echovlm_jax.data import echoview
+from echovlm_jax.data import fileio
 from echovlm_jax.data import mimic_mapping
 from echovlm_jax.echo import schema
 
@@ -63,8 +63,8 @@ def find(manual_dir: str, name: str) -> str | None:
   """`name` or `name`.gz in manual_dir (hyphenated release name or its underscore twin)."""
   for n in (name, name.replace("-", "_")):
     for ext in (".gz", ""):
-      p = os.path.join(manual_dir, n + ext)
-      if os.path.isfile(p):
+      p = fileio.join(manual_dir, n + ext)
+      if fileio.isfile(p):
         return p
   return None
 
@@ -72,7 +72,7 @@ def find(manual_dir: str, name: str) -> str | None:
 def _required(manual_dir: str, name: str) -> str:
   p = find(manual_dir, name)
   if p is None:
-    raise FileNotFoundError(f"{os.path.join(manual_dir, name)}[.gz] not found: put MIMIC-IV-ECHO "
+    raise FileNotFoundError(f"{fileio.join(manual_dir, name)}[.gz] not found: put MIMIC-IV-ECHO "
                             f"v1.0's {name} in the manual_dir (see docs/mimic.md).")
   return p
 
@@ -80,8 +80,7 @@ def _required(manual_dir: str, name: str) -> str:
 def rows(path: str, required: tuple[str, ...]) -> Iterator[dict[str, str]]:
   """Streams a CSV (optionally gzipped) as dicts of stripped strings; a missing column is a
   setup error naming the file."""
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rt", newline="") as f:
+  with fileio.open_text(path) as f:
     reader = csv.DictReader(f)
     cols = [c.strip() for c in (reader.fieldnames or [])]
     missing = [c for c in required if c not in cols]
@@ -102,7 +101,7 @@ def _time(s: str) -> datetime.datetime | None:
 
 def read_sex(manual_dir: str) -> dict[str, str]:
   """subject_id -> "M" / "F" from MIMIC-IV hosp `patients.csv[.gz]` when it is provided."""
-  path = find(manual_dir, PATIENTS) or find(os.path.join(manual_dir, "hosp"), PATIENTS)
+  path = find(manual_dir, PATIENTS) or find(fileio.join(manual_dir, "hosp"), PATIENTS)
   if path is None:
     return {}
   return {r["subject_id"]: r["gender"] for r in rows(path, ("subject_id", "gender"))
@@ -236,18 +235,24 @@ def record_key(dicom_filepath: str) -> str:
   return hashlib.sha256(dicom_filepath.encode()).hexdigest()[:24]
 
 
-def generate_records(manual_dir: str | os.PathLike, image_size: int = 128, num_frames: int = 1,
-                     stats: collections.Counter | None = None,
-                     options: ReaderOptions = ReaderOptions()) -> Iterator[tuple[str, dict[str, Any]]]:
-  """(key, record) per readable DICOM of a study linked to a report, in record-list order.
+class WorkItem(NamedTuple):
+  """One DICOM to read, with everything the CSVs say about it (no pixels yet)."""
+  key: str
+  rel: str                     # dicom_filepath, relative to the manual_dir
+  subject: str
+  study: str
+  measurements: dict[str, float]
+  grades: dict[str, str]
+  view: echoview.ViewLabel
+  sex: str | None
 
-  record: frames uint8 [num_frames, image_size, image_size]; view, view_source,
-  view_confidence (data/echoview.py; "unknown" / "none" / 0.0 without a label); image_kind
-  (dicom.image_kind); measurements {key: float}; grades {grade: level}; sex ("M"/"F" from
-  patients.csv, else None); patient_key / study_key (raw MIMIC ids: the builder hashes them);
-  source "mimic". Setup errors (missing files or columns, an unmapped table, no view source
-  without options.allow_unknown_views) raise before any DICOM is decoded.
-  """
+
+def plan(manual_dir: str | os.PathLike, options: ReaderOptions = ReaderOptions(),
+         stats: collections.Counter | None = None) -> list[WorkItem]:
+  """Every DICOM of a TTE study linked to a report, in record-list order: the CSVs read once
+  and joined (record list -> study list -> report -> values; views; sex). Setup errors
+  (missing files or columns, an unmapped table, no view source without
+  options.allow_unknown_views) raise here, before any DICOM is decoded."""
   manual_dir = os.fspath(manual_dir)
   stats = collections.Counter() if stats is None else stats
   records = list(rows(_required(manual_dir, RECORD_LIST), ("subject_id", "study_id", "dicom_filepath")))
@@ -271,38 +276,63 @@ def generate_records(manual_dir: str | os.PathLike, image_size: int = 128, num_f
   for name in view_files:
     stats[f"view:source_file:{name}"] += 1
   sex = read_sex(manual_dir)
-  guard = bug_guard.BugGuard(stats, "skip:decoder_")
+  items = []
   for r in records:
     rel, study, subject = r["dicom_filepath"], r["study_id"], r["subject_id"]
     if not rel or not study or not subject:
       stats["skip:bad_record_row"] += 1
-      continue
-    if study not in studies:
+    elif study not in studies:
       stats["skip:study_not_in_study_list"] += 1
-      continue
-    if study not in values:
+    elif study not in values:
       stats["skip:file_of_study_without_report"] += 1
-      continue
-    measurements, grades = values[study]
-    if not measurements and not grades:
+    elif not values[study][0] and not values[study][1]:
       stats["skip:file_of_study_with_empty_report"] += 1
-      continue
-    path = os.path.join(manual_dir, rel)
-    if not os.path.isfile(path):
-      stats["skip:missing_file"] += 1
-      continue
-    try:
-      frames, kind = dicom.load_clip(path, num_frames=num_frames, size=image_size)
-    except dicom.DicomError as e:
-      _log.info("skipping %s", e)
-      stats["skip:unreadable_dicom"] += 1
-      continue
-    except Exception as e:  # noqa: BLE001 - a decoder may raise anything on a bad file
-      guard(e, path)
-      continue
-    label = views.get(os.path.basename(rel), echoview.ViewLabel(schema.UNKNOWN_VIEW, "none", 0.0))
-    yield record_key(rel), dict(
-        frames=frames, view=label.view, view_source=label.source,
-        view_confidence=float(label.confidence), image_kind=kind,
-        measurements=dict(measurements), grades=dict(grades), sex=sex.get(subject),
-        patient_key=subject, study_key=study, source="mimic")
+    else:
+      label = views.get(fileio.basename(rel), echoview.ViewLabel(schema.UNKNOWN_VIEW, "none", 0.0))
+      items.append(WorkItem(record_key(rel), rel, subject, study, dict(values[study][0]),
+                            dict(values[study][1]), label, sex.get(subject)))
+  return items
+
+
+def read_item(manual_dir: str, item: WorkItem, image_size: int, num_frames: int,
+              stats: collections.Counter, guard: bug_guard.BugGuard) -> dict[str, Any] | None:
+  """The source record of one work item (see `generate_records`), or None (counted in stats)."""
+  path = fileio.join(os.fspath(manual_dir), item.rel)
+  if not fileio.isfile(path):
+    stats["skip:missing_file"] += 1
+    return None
+  try:
+    frames, kind = dicom.load_clip(path, num_frames=num_frames, size=image_size)
+  except dicom.DicomError as e:
+    _log.info("skipping %s", e)
+    stats["skip:unreadable_dicom"] += 1
+    return None
+  except Exception as e:  # noqa: BLE001 - a decoder may raise anything on a bad file
+    guard(e, path)
+    return None
+  return dict(
+      frames=frames, view=item.view.view, view_source=item.view.source,
+      view_confidence=float(item.view.confidence), image_kind=kind,
+      measurements=dict(item.measurements), grades=dict(item.grades), sex=item.sex,
+      patient_key=item.subject, study_key=item.study, source="mimic")
+
+
+def generate_records(manual_dir: str | os.PathLike, image_size: int = 128, num_frames: int = 1,
+                     stats: collections.Counter | None = None,
+                     options: ReaderOptions = ReaderOptions()) -> Iterator[tuple[str, dict[str, Any]]]:
+  """(key, record) per readable DICOM of a study linked to a report, in record-list order.
+
+  record: frames uint8 [num_frames, image_size, image_size]; view, view_source,
+  view_confidence (data/echoview.py; "unknown" / "none" / 0.0 without a label); image_kind
+  (dicom.image_kind); measurements {key: float}; grades {grade: level}; sex ("M"/"F" from
+  patients.csv, else None); patient_key / study_key (raw MIMIC ids: the builder hashes them);
+  source "mimic". Setup errors raise before any DICOM is decoded (`plan`); bad files are
+  skipped and counted (`read_item`). The Beam build runs the same two steps (beam_build.py).
+  """
+  stats = collections.Counter() if stats is None else stats
+  items = plan(manual_dir, options, stats)
+  guard = bug_guard.BugGuard(stats, "skip:decoder_")
+  for item in items:
+    record = read_item(os.fspath(manual_dir), item, image_size, num_frames, stats, guard)
+    if record is not None:
+      yield item.key, record

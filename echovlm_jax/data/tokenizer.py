@@ -15,6 +15,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import sentencepiece as spm
 
+from echovlm_jax.data import fileio
+
 PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
@@ -68,14 +70,10 @@ class Tokenizer:
   @classmethod
   def load(cls, path: str | os.PathLike) -> "Tokenizer":
     """Loads a model written by `save` / the dataset build (a `.model` file)."""
-    with open(path, "rb") as f:
-      return cls(f.read())
+    return cls(fileio.read_bytes(os.fspath(path)))
 
   def save(self, path: str | os.PathLike) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-      f.write(self._proto)
-    os.replace(tmp, path)  # atomic: a reader never sees half a model
+    fileio.write_bytes(os.fspath(path), self._proto)  # whole: a reader never sees half a model
 
   @property
   def model_proto(self) -> bytes:

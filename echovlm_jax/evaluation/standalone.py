@@ -37,7 +37,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
                             "there (see configs/echovlm.py).")
   mesh = run_config.create_mesh(config)
   run_config.validate_config(config, mesh)
-  data_build.ensure_dataset(config.input)
+  data_build.ensure_dataset(config.input, build_real=False)  # real data: built by its own job
   tokenizer = input_pipeline.load_tokenizer(config.input)
   latest = (checkpointing.checkpoint_steps(workdir) or [None])[-1]
   model, step = checkpointing.restore_params(config, workdir, mesh, step=step)

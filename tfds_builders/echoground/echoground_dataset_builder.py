@@ -18,14 +18,24 @@ from typing import Any, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from echovlm_jax.echo import schema
 from echovlm_jax.data import artifacts
 from echovlm_jax.data import build_report
 from tfds_builders.echoground import records as records_lib
+from tfds_builders.echoground import split_artifacts
 
 _SPILL_FILENAME = "_source_records.spill"
 MIN_PATIENTS = 3  # one each for train / validation / test
+
+
+@dataclasses.dataclass(frozen=True)
+class _BeamPlan:
+  """A Beam build's plan: work items per split, the patient split, the CSV-stage counts."""
+  items_by_split: dict[str, list]
+  split_of: dict[int, str]
+  plan_stats: collections.Counter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,11 +157,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   # --- Orchestration -------------------------------------------------------
   def _download_and_prepare(self, dl_manager, download_config):  # pytype: disable=signature-mismatch
-    # The source is read first, so the shard count can be capped by the smallest split
-    # (TFDS refuses a split with fewer examples than shards).
+    # Beam options (`tfds build --beam_pipeline_options=...`) run the mimic source on Beam
+    # (beam_build.py); the synthetic source is a plain generator either way.
+    self._beam = self.builder_config.source == "mimic" and bool(
+        download_config.beam_options or download_config.beam_runner)
     try:
-      self._prepared = self._read_source(dl_manager)
-      smallest = min(self._prepared.split_sizes.values())
+      if self._beam:
+        self._prepared = self._plan_beam(dl_manager)
+        sizes = {s: len(v) for s, v in self._prepared.items_by_split.items()}  # upper bounds
+      else:
+        self._prepared = self._read_source(dl_manager)
+        sizes = self._prepared.split_sizes
+      # The shard count is capped by the smallest split (TFDS refuses a split with fewer
+      # examples than shards).
+      smallest = min(sizes.values())
       wanted = download_config.num_shards or self.builder_config.num_shards
       if wanted > smallest:
         logging.warning("echoground: %d shards requested but the smallest split has %d examples; "
@@ -160,95 +179,111 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       super()._download_and_prepare(dl_manager, download_config)
     finally:
       self._prepared = None
-      spill = os.path.join(self.data_dir, _SPILL_FILENAME)
-      if os.path.exists(spill):
-        os.remove(spill)
+      spill = epath.Path(self.data_dir) / _SPILL_FILENAME
+      if spill.exists():
+        spill.unlink()
 
   def _post_download_and_prepare_hook(self) -> None:
-    path = os.path.join(self.data_dir, artifacts.REPORT_FILENAME)
-    if os.path.exists(path):
+    if (epath.Path(self.data_dir) / artifacts.REPORT_FILENAME).exists():
       print(build_report.format_report(artifacts.load_report(self.data_dir)), flush=True)
 
-  def _source_records(self, dl_manager, source_stats: collections.Counter) -> Iterator[tuple[str, dict]]:
+  def _reader_options(self):
+    from echovlm_jax.data import mimic  # pylint: disable=g-import-not-at-top
+    cfg = self.builder_config
+    return mimic.ReaderOptions(
+        test_type=cfg.test_type, echoview_csv=cfg.echoview_csv, view_csv=cfg.view_csv,
+        view_min_prob=cfg.view_min_prob, allow_unknown_views=cfg.allow_unknown_views,
+        view_predictions=cfg.view_predictions, view_predictions_min_prob=cfg.view_predictions_min_prob)
+
+  def _source_records(self, dl_manager, source_stats: collections.Counter
+                      ) -> tuple[Iterator[tuple[str, dict]], set[int] | None]:
+    """(key, record) stream of the source, and the patients it lists (mimic: every planned
+    patient, so the split does not depend on which files decode; synthetic: None)."""
     cfg = self.builder_config
     if cfg.source == "synthetic":
       from echovlm_jax.data import synthetic  # pylint: disable=g-import-not-at-top
       return synthetic.generate_records(cfg.num_patients, cfg.seed, image_size=cfg.image_size,
-                                        num_frames=cfg.num_frames)
+                                        num_frames=cfg.num_frames), None
     if cfg.source == "mimic":
-      from echovlm_jax.data import mimic  # pylint: disable=g-import-not-at-top
-      options = mimic.ReaderOptions(
-          test_type=cfg.test_type, echoview_csv=cfg.echoview_csv, view_csv=cfg.view_csv,
-          view_min_prob=cfg.view_min_prob, allow_unknown_views=cfg.allow_unknown_views,
-          view_predictions=cfg.view_predictions,
-          view_predictions_min_prob=cfg.view_predictions_min_prob)
-      return mimic.generate_records(os.fspath(dl_manager.manual_dir), image_size=cfg.image_size,
-                                    num_frames=cfg.num_frames, stats=source_stats, options=options)
+      from echovlm_jax.data import bug_guard, mimic  # pylint: disable=g-import-not-at-top
+      manual_dir = os.fspath(dl_manager.manual_dir)
+      items = mimic.plan(manual_dir, self._reader_options(), source_stats)
+      guard = bug_guard.BugGuard(source_stats, "skip:decoder_")
+
+      def stream():
+        for item in items:
+          record = mimic.read_item(manual_dir, item, cfg.image_size, cfg.num_frames, source_stats,
+                                   guard)
+          if record is not None:
+            yield item.key, record
+      patients = {records_lib.stable_int64("patient", "mimic", i.subject) for i in items}
+      return stream(), patients
     raise ValueError(f"EchogroundConfig.source={cfg.source!r}: expected 'synthetic' or 'mimic'.")
+
+  def _check_patients(self, n: int, detail: str) -> None:
+    if n < MIN_PATIENTS:
+      cfg = self.builder_config
+      raise ValueError(
+          f"echoground/{cfg.name}: only {n} patient(s) with records ({detail}); at least "
+          f"{MIN_PATIENTS} are needed for train / validation / test splits. Check the source "
+          "(manual_dir) or num_patients.")
 
   def _read_source(self, dl_manager) -> "_Prepared":
     """One pass over the source: valid examples to the spill, patients split, artifacts written."""
     cfg = self.builder_config
     source_stats: collections.Counter = collections.Counter()
     maker = records_lib.ExampleMaker(cfg.num_frames, cfg.image_size)
-    spill_path = os.path.join(self.data_dir, _SPILL_FILENAME)
-    # What the split-level artifacts need, kept small: no frames in memory.
-    meta = []  # (patient_id, study_id, caption, negated_caption, measurements [M])
-    summaries = []  # build_report.ExampleSummary
-    with open(spill_path, "wb") as spill:
-      for key, record in tfds.core.utils.tqdm(
-          self._source_records(dl_manager, source_stats), desc="Reading source records",
-          unit=" records", leave=False):
+    spill_path = os.fspath(epath.Path(self.data_dir) / _SPILL_FILENAME)
+    infos = []  # what the split-level artifacts need, kept small: no frames in memory
+    stream, planned = self._source_records(dl_manager, source_stats)
+    with epath.Path(spill_path).open("wb") as spill:
+      for key, record in tfds.core.utils.tqdm(stream, desc="Reading source records",
+                                              unit=" records", leave=False):
         made = maker(key, record)
         if made is None:
           continue
         # Serialise first, then write: a record is in the spill whole or not at all.
-        blob = pickle.dumps(made, protocol=pickle.HIGHEST_PROTOCOL)
-        spill.write(blob)
-        ex = made[1]
-        meta.append((ex["patient_id"], ex["study_id"], ex["caption"], ex["negated_caption"],
-                     ex["measurements"]))
-        summaries.append(build_report.ExampleSummary(
-            ex["study_id"], ex["sex"], ex["view"], ex["view_source"], ex["image_kind"],
-            ex["measurements"], ex["grades"], ex["labels"]))
-
-    split_of = records_lib.split_patients(m[0] for m in meta)
-    if len(split_of) < MIN_PATIENTS:
-      raise ValueError(
-          f"echoground/{cfg.name}: only {len(split_of)} patient(s) with valid records "
-          f"({maker.read} source records read, skipped: {dict(maker.skipped)}, "
-          f"source skips: {dict(source_stats)}); at least {MIN_PATIENTS} are needed for "
-          "train / validation / test splits. Check the source (manual_dir) or num_patients.")
-
-    train = [m for m in meta if split_of[m[0]] == "train"]
-    artifacts.write_tokenizer(self.data_dir, [t for m in train for t in m[2:4]], cfg.vocab_size)
-    train_studies = {m[1]: m[4] for m in train}
-    artifacts.write_stats(self.data_dir, artifacts.measurement_stats(train_studies.values()))
-    sizes = {s: sum(split_of[m[0]] == s for m in meta) for s in records_lib.SPLITS}
-    report = {
-        "config": cfg.name,
-        "code_fingerprint": artifacts.code_fingerprint(),
-        "source": cfg.source,
-        "records_read": maker.read,
-        "examples": sizes,
-        "patients": {s: sum(v == s for v in split_of.values()) for s in records_lib.SPLITS},
-        "studies": {s: len({m[1] for m in meta if split_of[m[0]] == s}) for s in records_lib.SPLITS},
-        "coverage": build_report.coverage(summaries),
-        "source_counts": build_report.group_counts(source_stats),
-        "records_skipped": dict(maker.skipped),
-        "values_dropped": dict(maker.values_dropped),
-    }
-    artifacts.write_report(self.data_dir, report)
+        spill.write(pickle.dumps(made, protocol=pickle.HIGHEST_PROTOCOL))
+        infos.append(split_artifacts.info_of(*made))
+    patients = planned if planned is not None else {i.patient_id for i in infos}
+    self._check_patients(len({i.patient_id for i in infos}), f"{maker.read} source records read, "
+                         f"skipped: {dict(maker.skipped)}, source skips: {dict(source_stats)}")
+    split_of = records_lib.split_patients(patients)
+    sizes = split_artifacts.write(
+        self.data_dir, cfg, infos, split_of, source_stats=source_stats, records_read=maker.read,
+        records_skipped=maker.skipped, values_dropped=maker.values_dropped)
     return _Prepared(spill_path, split_of, sizes)
+
+  def _plan_beam(self, dl_manager) -> "_BeamPlan":
+    from tfds_builders.echoground import beam_build  # pylint: disable=g-import-not-at-top
+    from echovlm_jax.data import mimic  # pylint: disable=g-import-not-at-top
+    stats: collections.Counter = collections.Counter()
+    items = mimic.plan(os.fspath(dl_manager.manual_dir), self._reader_options(), stats)
+    by_split, split_of = beam_build.items_by_split(items)
+    self._check_patients(len(split_of), f"{len(items)} DICOMs planned, skips: {dict(stats)}")
+    return _BeamPlan(by_split, split_of, stats)
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     prepared = getattr(self, "_prepared", None) or self._read_source(dl_manager)
+    if isinstance(prepared, _BeamPlan):
+      from tfds_builders.echoground import beam_build  # pylint: disable=g-import-not-at-top
+      cfg = self.builder_config
+      return {s: beam_build.split_transform(s, prepared.items_by_split[s], os.fspath(dl_manager.manual_dir),
+                                            cfg.image_size, cfg.num_frames, os.fspath(self.data_dir))
+              for s in records_lib.SPLITS}
     return {s: self._generate_examples(prepared.spill_path, prepared.split_of, s)
             for s in records_lib.SPLITS}
 
+  def _process_pipeline_result(self, pipeline_result) -> None:
+    """Beam build: the tokenizer, statistics and report, once the examples exist."""
+    from tfds_builders.echoground import beam_build  # pylint: disable=g-import-not-at-top
+    plan = self._prepared
+    beam_build.finish(pipeline_result, os.fspath(self.data_dir), self.builder_config,
+                      plan.split_of, plan.plan_stats)
+
   def _generate_examples(self, spill_path: str, split_of: dict[int, str], split: str
                          ) -> Iterator[tuple[str, dict[str, Any]]]:
-    with open(spill_path, "rb") as f:
+    with epath.Path(spill_path).open("rb") as f:
       while True:
         try:
           key, example = pickle.load(f)
