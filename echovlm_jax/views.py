@@ -6,7 +6,8 @@ RUN is a configs/view_classifier.py workdir (its latest checkpoint, or --step). 
 DICOM of echo-record-list.csv (echoview.PREDICTION_COLUMNS: study, image, view, confidence,
 prob_<view> ...), which the `mimic` build reads with --config.input.mimic.view_predictions.
 Batches run on the mesh; with several processes (distributed.maybe_initialize) file i of the
-record list goes to process i % count. Each process appends to its own part file as it goes
+record list goes to process i % count. MIMIC may be gs://; OUT is local (rows are appended
+as they come). Each process appends to its own part file as it goes
 (OUT.part-<i>-of-<n>), so a rerun skips every row already written, whatever the process count
 was; at the end process 0 merges the parts into OUT. Missing and unreadable files are skipped
 and counted.
@@ -36,6 +37,7 @@ from echovlm_jax import view_classifier
 from echovlm_jax.data import bug_guard
 from echovlm_jax.data import dicom
 from echovlm_jax.data import echoview
+from echovlm_jax.data import fileio
 from echovlm_jax.echo import schema
 
 COLUMNS = echoview.PREDICTION_COLUMNS
@@ -50,7 +52,7 @@ def record_list(manual_dir: str) -> list[tuple[str, str]]:
   from echovlm_jax.data import mimic  # pylint: disable=g-import-not-at-top
   path = mimic.find(manual_dir, mimic.RECORD_LIST)
   if path is None:
-    raise FileNotFoundError(f"{os.path.join(manual_dir, mimic.RECORD_LIST)} not found: --manual_dir "
+    raise FileNotFoundError(f"{fileio.join(manual_dir, mimic.RECORD_LIST)} not found: --manual_dir "
                             "must be the MIMIC-IV-ECHO tree (docs/mimic.md).")
   return [(r["study_id"], r["dicom_filepath"])
           for r in mimic.rows(path, ("study_id", "dicom_filepath")) if r["dicom_filepath"]]
@@ -129,7 +131,7 @@ def _max_over_hosts(n: int) -> int:
 
 
 def _load(path: str, num_frames: int, size: int) -> np.ndarray:
-  if not os.path.isfile(path):
+  if not fileio.isfile(path):
     raise FileNotFoundError(path)
   return dicom.load_frames(path, num_frames=num_frames, size=size)
 
@@ -142,7 +144,7 @@ def _batches(todo: list[tuple[str, str]], manual_dir: str, local_batch: int, num
   guard = bug_guard.BugGuard(counts, "skipped:")
   chunks = [todo[i * local_batch:(i + 1) * local_batch] for i in range(num_batches)]
   with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-    submit = lambda chunk: [(f, pool.submit(_load, os.path.join(manual_dir, f[1]), num_frames, size))
+    submit = lambda chunk: [(f, pool.submit(_load, fileio.join(manual_dir, f[1]), num_frames, size))
                             for f in chunk]
     pending = submit(chunks[0]) if chunks else []
     for i in range(num_batches):
