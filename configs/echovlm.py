@@ -81,6 +81,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       statement_keep=0.5,           # their statements (each kept with this probability)
       fit_statements=True,          # too-long training captions drop random statements, not their
                                     # tail (data/caption_augment.py)
+      tokenizer="",                 # "" = the dataset's sentencepiece; an HF tokenizer dir (set
+                                    # from model_init by model_init.configure)
       # builder_config=mimic: what the reader takes from manual_dir (docs/mimic.md).
       mimic=dict(
           test_type="tte",            # reports of this test_type only (tte / tee / stress)
@@ -98,11 +100,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # --- Model ----------------------------------------------------------------
   size = MODEL_SIZES[arg.size]
+  # Block variants (models/layers.block_options): ours; model_init sets CLIP's / SigLIP's.
+  block = dict(act="gelu_tanh", ln_eps=1e-6, qkv_bias=False, mlp_dim=0, proj="dense")
   c.model = dict(
-      image=dict(patch=16, mlp_ratio=4, pool="map", channels=1, **size["image"]),
-      text=dict(mlp_ratio=4, pool="eos", causal=False, **size["text"]),
+      image=dict(patch=16, mlp_ratio=4, pool="map", channels=1, ln_pre=False, **block,
+                 **size["image"]),
+      text=dict(mlp_ratio=4, pool="eos", causal=False, pad_mask=True, pad_id=0, eos_id=1,
+                **block, **size["text"]),
       embed_dim=size["embed_dim"],
       dtype="float32",              # compute dtype; parameters stay float32
+      attention_impl="",            # jax.nn.dot_product_attention: "" (XLA) | "cudnn" (GPU, bf16)
       remat=False,
       scan_layers=False,
       init_temperature=10.0,        # logit scale s = exp(t), t stored as a log
@@ -114,11 +121,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.image.res = c.input.get_ref("res")
   c.model.text.max_len = c.input.get_ref("max_text_len")
 
-  # Initialise the towers from pretrained weights (echovlm_jax/model_init.py): a big_vision
-  # two-tower .npz or an open_clip state dict saved as .npz; "" = from scratch.
+  # Initialise the towers from pretrained weights (echovlm_jax/model_init.py, docs/artifacts.md):
+  # a Hugging Face CLIP / SigLIP directory, an open_clip state dict or a big_vision .npz; it sets
+  # the architecture, text length and tokenizer. "" = from scratch.
   c.model_init = ""
-  c.model_init_format = "auto"      # "auto" | "big_vision" | "open_clip"
+  c.model_init_format = "auto"      # "auto" | "big_vision" | "open_clip" | "hf_clip" | "hf_siglip"
   c.model_init_skip = ""            # comma-separated regexes of checkpoint names to drop knowingly
+  c.model_init_act = ""             # "" = the checkpoint's; "gelu" for LAION open_clip weights
+  c.model.vocab_size = 0            # 0 = the tokenizer's; model_init: the checkpoint's rows
+  c.lr_mult = dict(image=1.0, text=1.0)  # per-tower lr multipliers; 0 freezes (tower_lr.py)
 
   # --- Objectives -----------------------------------------------------------
   c.loss = dict(

@@ -1,6 +1,9 @@
-"""Initialising our towers from pretrained two-tower weights: big_vision `.npz` (img/..., txt/...)
-and open_clip state dicts saved as `.npz`, through explicit name tables; position embeddings
-are resized, RGB patch kernels made grayscale, attention biases folded where that is exact.
+"""Initialising our towers from pretrained two-tower weights: Hugging Face CLIP / SigLIP
+directories (hf_layout.py), big_vision `.npz` (img/..., txt/...) and open_clip state dicts
+(.safetensors / .bin / .npz), through explicit name tables (checkpoint_config.py reads them).
+Position embeddings are resized, RGB patch kernels made grayscale; q/k/v biases load into
+towers built with qkv_bias, and fold into the output bias of towers without (where exact).
+`configure(config)` makes config.model (and the text length and tokenizer) the checkpoint's.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ import jax
 import numpy as np
 from flax import nnx
 
-FORMATS = ("auto", "big_vision", "open_clip")
+from echovlm_jax import checkpoint_config
+from echovlm_jax import clip_layouts
+from echovlm_jax import hf_layout
+
+FORMATS = ("auto", "big_vision", "open_clip", "hf_clip", "hf_siglip")
 Flat = dict[str, np.ndarray]
 
 
@@ -29,57 +36,6 @@ class ModelInitError(ValueError):
         + "\n(fix config.model to match the checkpoint, or list checkpoint names to drop knowingly "
           "as regexes in config.model_init_skip)")
 
-
-# ----------------------------------------------------------------------------
-# Name tables: checkpoint name (per transformer block, or top level) -> our name
-# ----------------------------------------------------------------------------
-# Inside one transformer block (also big_vision's MAPHead, whose names are the same).
-BV_BLOCK = {
-    "LayerNorm_0/scale": "ln1/scale", "LayerNorm_0/bias": "ln1/bias",
-    "LayerNorm_1/scale": "ln2/scale", "LayerNorm_1/bias": "ln2/bias",
-    "MultiHeadDotProductAttention_0/query/kernel": "attn/query",
-    "MultiHeadDotProductAttention_0/key/kernel": "attn/key",
-    "MultiHeadDotProductAttention_0/value/kernel": "attn/value",
-    "MultiHeadDotProductAttention_0/out/kernel": "attn/out",
-    "MultiHeadDotProductAttention_0/out/bias": "attn/out_bias",
-    "MlpBlock_0/Dense_0/kernel": "mlp/fc1/kernel", "MlpBlock_0/Dense_0/bias": "mlp/fc1/bias",
-    "MlpBlock_0/Dense_1/kernel": "mlp/fc2/kernel", "MlpBlock_0/Dense_1/bias": "mlp/fc2/bias",
-}
-BV_QKV_BIAS = {"MultiHeadDotProductAttention_0/query/bias": "q",
-               "MultiHeadDotProductAttention_0/key/bias": "k",
-               "MultiHeadDotProductAttention_0/value/bias": "v"}
-BV_MAP_HEAD = {"LayerNorm_0/scale": "ln/scale", "LayerNorm_0/bias": "ln/bias",
-               **{k: v for k, v in BV_BLOCK.items() if k.startswith(("Multi", "Mlp"))}}
-BV_TOP = {  # plain renames (shape-changing ones are handled in `_from_big_vision`)
-    "img/embedding/bias": "image/embedding/bias",
-    "img/Transformer/encoder_norm/scale": "image/norm/scale",
-    "img/Transformer/encoder_norm/bias": "image/norm/bias",
-    "img/head/kernel": "image_proj/kernel", "img/head/bias": "image_proj/bias",
-    "txt/Embed_0/embedding": "text/token_embedding",
-    "txt/Encoder_0/encoder_norm/scale": "text/norm/scale",
-    "txt/Encoder_0/encoder_norm/bias": "text/norm/bias",
-    "txt/head/kernel": "text_proj/kernel", "txt/head/bias": "text_proj/bias",
-    "t": "logit_scale", "b": "logit_bias",
-}
-BV_BLOCK_PREFIX = {"img/Transformer/encoderblock": "image", "txt/Encoder_0/encoderblock": "text"}
-
-OC_BLOCK = {  # torch Linear weights are [out, in]: transposed on load
-    "ln_1.weight": "ln1/scale", "ln_1.bias": "ln1/bias",
-    "ln_2.weight": "ln2/scale", "ln_2.bias": "ln2/bias",
-    "attn.out_proj.bias": "attn/out_bias",
-    "mlp.c_fc.weight": "mlp/fc1/kernel", "mlp.c_fc.bias": "mlp/fc1/bias",
-    "mlp.c_proj.weight": "mlp/fc2/kernel", "mlp.c_proj.bias": "mlp/fc2/bias",
-}
-OC_TOP = {
-    "visual.ln_post.weight": "image/norm/scale", "visual.ln_post.bias": "image/norm/bias",
-    "visual.proj": "image_proj/kernel",
-    "token_embedding.weight": "text/token_embedding",
-    "ln_final.weight": "text/norm/scale", "ln_final.bias": "text/norm/bias",
-    "text_projection": "text_proj/kernel",
-    "logit_scale": "logit_scale", "logit_bias": "logit_bias",
-}
-OC_BLOCK_PREFIX = {"visual.transformer.resblocks": "image", "transformer.resblocks": "text"}
-OC_BUFFERS = ("attn_mask",)  # non-parameter buffers some exports include
 
 # Our parameters a checkpoint need not provide: they keep their initialisation.
 OPTIONAL = ("meas_fc1/", "meas_fc2/", "logit_scale", "logit_bias", "image/head/")
@@ -107,6 +63,19 @@ def to_grayscale_kernel(kernel: np.ndarray) -> np.ndarray:
   return kernel.sum(axis=2, keepdims=True)
 
 
+def fold_input_norm(kernel: np.ndarray, mean, std) -> tuple[np.ndarray, np.ndarray]:
+  """RGB kernel [p, p, 3, w] of a model fed z_c = (x - mean_c) / std_c (x in [0, 1]) ->
+  (gray kernel [p, p, 1, w], bias offset [w]) for our input y = 2x - 1 in [-1, 1].
+
+  z_c = y / (2 std_c) + (0.5 - mean_c) / std_c, so the patch embedding sum_pc K z_c equals
+  y @ sum_c K_c / (2 std_c) + sum_pc K_c (0.5 - mean_c) / std_c: exact for gray frames.
+  With mean = std = 0.5 (SigLIP) this is the plain colour sum with no offset."""
+  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+  gray = (kernel / (2.0 * std)[None, None, :, None]).sum(axis=2, keepdims=True)
+  offset = np.einsum("pqcw,c->w", kernel, (0.5 - mean) / std)
+  return gray.astype(np.float32), offset.astype(np.float32)
+
+
 def fit_length(posemb: np.ndarray, init: np.ndarray) -> np.ndarray:
   """Text positions [L_src, w] -> [L, w]: truncated, or padded with our initial rows."""
   out = np.array(init, np.float32, copy=True)
@@ -122,25 +91,23 @@ def load_npz(path: str) -> Flat:
   """A flat {name: array} from an .npz (a leading "params/" as big_vision writes it is dropped)."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"config.model_init={path}: no such file.")
-  with np.load(path, allow_pickle=False) as z:
-    flat = {k: np.asarray(z[k]) for k in z.files}
-  return {k[len("params/"):] if k.startswith("params/") else k: v for k, v in flat.items()}
+  return checkpoint_config._load_file(path)
 
 
 def detect_format(flat: Mapping[str, np.ndarray], path: str = "") -> str:
-  if any(k.startswith(("img/", "txt/")) for k in flat):
-    return "big_vision"
-  if any(k.startswith("visual.") or k in ("token_embedding.weight", "text_projection") for k in flat):
-    return "open_clip"
-  raise ModelInitError(path, [f"cannot tell the layout from names {sorted(flat)[:6]}: set "
-                              "config.model_init_format to 'big_vision' or 'open_clip'"])
+  try:
+    return checkpoint_config.detect_layout(flat, path)
+  except checkpoint_config.CheckpointError as e:
+    raise ModelInitError(path, [str(e)]) from None
 
 
 class _Ctx:
   """What conversions need to know about our model: shapes / initial values by name."""
 
-  def __init__(self, ours: Flat, model_config: Any):
+  def __init__(self, ours: Flat, model_config: Any, input_norm=None):
     self.ours, self.cfg = ours, model_config
+    self.input_norm = input_norm  # the checkpoint's (mean, std): folded into a gray kernel
+    self.embedding_bias_offset: np.ndarray | None = None
     self.out: Flat = {}
     self.problems: list[str] = []
     self.notes: list[str] = []
@@ -164,8 +131,13 @@ class _Ctx:
     """[p, p, C, w] -> our [p*p*C', w], with RGB -> gray when our model has 1 channel."""
     c = int(self.cfg.image.channels)
     if kernel_hwio.shape[2] == 3 and c == 1:
-      kernel_hwio = to_grayscale_kernel(kernel_hwio)
-      self.notes.append(f"{src}: RGB patch kernel summed over colours for grayscale input")
+      if self.input_norm is None:
+        kernel_hwio = to_grayscale_kernel(kernel_hwio)
+        self.notes.append(f"{src}: RGB patch kernel summed over colours for grayscale input")
+      else:
+        kernel_hwio, self.embedding_bias_offset = fold_input_norm(kernel_hwio, *self.input_norm)
+        self.notes.append(f"{src}: RGB patch kernel summed over colours for grayscale input "
+                          f"in [-1, 1], the checkpoint's mean / std folded in (exact for gray)")
     p = int(self.cfg.image.patch)
     self.tried.add("image/embedding/kernel")
     if kernel_hwio.shape[:3] != (p, p, c):
@@ -209,8 +181,19 @@ class _Ctx:
       return
     self.put(src, "text/token_embedding", emb)
 
+  def zero_bias(self, name: str, size: int) -> None:
+    """A bias the checkpoint's layer lacks (torch convs / projections): ours starts at 0."""
+    if name in self.ours:
+      self.out.setdefault(name, np.zeros(size, np.float32))
+
   def bias(self, src: str, prefix: str, which: str, value: np.ndarray) -> None:
-    """Collects a q/k/v bias of the attention at `prefix` (folded in `fold_biases`)."""
+    """A q/k/v bias of the attention at `prefix`: loaded when our attention has biases,
+    else collected and folded in `fold_biases`."""
+    name = f"{prefix}/{dict(q='query', k='key', v='value')[which]}_bias"
+    if name in self.ours:
+      self.put(src, name, np.asarray(value, np.float32).reshape(self.ours[name].shape)
+               if value.size == self.ours[name].size else value)
+      return
     self.qkv_bias.setdefault(prefix, {})[which] = (src, np.asarray(value, np.float32))
 
   def fold_biases(self, skip: Callable[[str], bool]) -> None:
@@ -229,117 +212,6 @@ class _Ctx:
         if np.abs(bq).max(initial=0.0) > 0 and not skip(src):
           self.problems.append(f"{src}: non-zero query bias, which our attention cannot "
                                "represent (skip it knowingly via config.model_init_skip)")
-
-
-def _split_block(name: str, prefixes: Mapping[str, str], sep: str) -> tuple[str, int, str] | None:
-  """"<prefix><sep><i><sep><rest>" -> (tower, i, rest)."""
-  for p, tower in prefixes.items():
-    m = re.fullmatch(re.escape(p) + (r"_(\d+)/" if sep == "/" else r"\.(\d+)\.") + r"(.+)", name)
-    if m:
-      return tower, int(m.group(1)), m.group(2)
-  return None
-
-
-def _from_big_vision(flat: Flat, ctx: _Ctx, skip: Callable[[str], bool]) -> None:
-  # Scanned big_vision encoders store "encoderblock/..." stacked [depth, ...]: unstack first.
-  for name in list(flat):
-    for p in BV_BLOCK_PREFIX:
-      if name.startswith(p + "/"):
-        stacked = flat.pop(name)
-        for i in range(stacked.shape[0]):
-          flat[f"{p}_{i}/{name[len(p) + 1:]}"] = stacked[i]
-  for src, value in sorted(flat.items()):
-    if skip(src):
-      ctx.notes.append(f"{src}: skipped (config.model_init_skip)")
-      continue
-    blk = _split_block(src, BV_BLOCK_PREFIX, "/")
-    if blk:
-      tower, i, rest = blk
-      prefix = f"{tower}/encoder/blocks/{i}"
-      if rest in BV_BLOCK:
-        ctx.put(src, f"{prefix}/{BV_BLOCK[rest]}", value)
-      elif rest in BV_QKV_BIAS:
-        ctx.bias(src, f"{prefix}/attn", BV_QKV_BIAS[rest], value)
-      else:
-        ctx.problems.append(f"{src}: no counterpart in our model")
-    elif src.startswith("img/MAPHead_0/"):
-      rest = src[len("img/MAPHead_0/"):]
-      if rest == "probe":
-        ctx.put(src, "image/head/probe", value.reshape(1, -1))
-      elif rest in BV_MAP_HEAD:
-        ctx.put(src, f"image/head/{BV_MAP_HEAD[rest]}", value)
-      elif rest in BV_QKV_BIAS:
-        ctx.bias(src, "image/head/attn", BV_QKV_BIAS[rest], value)
-      else:
-        ctx.problems.append(f"{src}: no counterpart in our model")
-    elif src == "img/embedding/kernel":
-      ctx.patch_kernel(src, value)
-    elif src == "img/pos_embedding":
-      ctx.image_posemb(src, value.reshape(-1, value.shape[-1]))
-    elif src == "img/cls":
-      ctx.put(src, "image/cls", value.reshape(1, -1))
-    elif src == "txt/pos_embedding":
-      ctx.text_posemb(src, value.reshape(-1, value.shape[-1]))
-    elif src == "txt/Embed_0/embedding":
-      ctx.token_embedding(src, value)
-    elif src in BV_TOP:
-      ctx.put(src, BV_TOP[src], value.reshape(()) if src in ("t", "b") and value.size == 1
-              else value)
-    else:
-      ctx.problems.append(f"{src}: no counterpart in our model")
-  ctx.fold_biases(skip)
-
-
-def _from_open_clip(flat: Flat, ctx: _Ctx, skip: Callable[[str], bool]) -> None:
-  for src, value in sorted(flat.items()):
-    # A skipped in_proj_bias still folds its key / value parts: skipping drops only the query part.
-    skipped = skip(src) and not src.endswith("attn.in_proj_bias")
-    if skipped or src.split(".")[-1] in OC_BUFFERS:
-      if skipped:
-        ctx.notes.append(f"{src}: skipped (config.model_init_skip)")
-      continue
-    blk = _split_block(src, OC_BLOCK_PREFIX, ".")
-    if blk:
-      tower, i, rest = blk
-      prefix, h = f"{tower}/encoder/blocks/{i}", ctx.heads(tower)
-      if rest in OC_BLOCK:
-        ctx.put(src, f"{prefix}/{OC_BLOCK[rest]}", value.T if value.ndim == 2 else value)
-      elif rest == "attn.in_proj_weight":
-        w = value.shape[1]
-        for j, part in enumerate(("query", "key", "value")):
-          ctx.put(f"{src}[{part}]", f"{prefix}/attn/{part}",
-                  value[j * w:(j + 1) * w].T.reshape(w, h, w // h))
-      elif rest == "attn.in_proj_bias":
-        w = value.shape[0] // 3
-        for j, which in enumerate("qkv"):
-          ctx.bias(src, f"{prefix}/attn", which, value[j * w:(j + 1) * w])
-      elif rest == "attn.out_proj.weight":
-        w = value.shape[0]
-        ctx.put(src, f"{prefix}/attn/out", value.T.reshape(h, w // h, w))
-      else:
-        ctx.problems.append(f"{src}: no counterpart in our model")
-    elif src == "visual.conv1.weight":
-      ctx.patch_kernel(src, value.transpose(2, 3, 1, 0))  # OIHW -> HWIO
-      ctx.out.setdefault("image/embedding/bias",
-                         np.zeros(value.shape[0], np.float32))  # conv1 has no bias
-    elif src == "visual.positional_embedding":
-      ctx.image_posemb(src, value[1:])  # row 0 belongs to the class token
-    elif src == "visual.class_embedding":
-      pos0 = flat.get("visual.positional_embedding", np.zeros((1,) + value.shape))[0]
-      ctx.put(src, "image/cls", (value + pos0).reshape(1, -1))  # our cls has no position
-    elif src == "positional_embedding":
-      ctx.text_posemb(src, value)
-    elif src == "token_embedding.weight":
-      ctx.token_embedding(src, value)
-    elif src in OC_TOP:
-      ctx.put(src, OC_TOP[src], value.reshape(()) if src.startswith("logit_") else value)
-      if src in ("visual.proj", "text_projection"):  # torch projections have no bias
-        ctx.out.setdefault(OC_TOP[src].replace("kernel", "bias"),
-                           np.zeros(value.shape[-1], np.float32))
-    else:
-      ctx.problems.append(f"{src}: no counterpart in our model")
-  ctx.fold_biases(skip)
-
 
 # ----------------------------------------------------------------------------
 # Our parameters as a flat, per-layer view
@@ -370,14 +242,32 @@ def _per_layer(flat: Mapping[str, Any], scanned: bool, depths: Mapping[str, int]
   return out
 
 
+def read(path: str) -> tuple[Flat, str]:
+  """(flat arrays, layout) of a checkpoint file or HF directory; errors name config.model_init."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config.model_init={path}: no such file.")
+  try:
+    flat, layout, _ = checkpoint_config.read_weights(path)
+  except checkpoint_config.CheckpointError as e:
+    raise ModelInitError(path, [str(e)]) from None
+  return flat, layout
+
+
 def load_into(params: nnx.State, model_config: Any, path: str, fmt: str = "auto",
-              skip: str = "") -> tuple[nnx.State, list[str]]:
+              skip: str = "", input_norm=None) -> tuple[nnx.State, list[str]]:
   """params (an nnx.State of the DualEncoder's Params, sharded or not) with the towers from the
   checkpoint at `path`; returns (params, notes). Raises ModelInitError listing every problem."""
   if fmt not in FORMATS:
     raise ValueError(f"config.model_init_format={fmt!r}: expected one of {FORMATS}.")
-  flat_src = load_npz(path)
-  fmt = detect_format(flat_src, path) if fmt == "auto" else fmt
+  flat_src, layout = read(path)
+  return convert_into(params, model_config, flat_src, layout if fmt == "auto" else fmt, path,
+                      skip, input_norm)
+
+
+def convert_into(params: nnx.State, model_config: Any, flat_src: Flat, fmt: str, path: str,
+                 skip: str = "", input_norm=None) -> tuple[nnx.State, list[str]]:
+  """`load_into` for arrays already read (flat_src in layout `fmt`). input_norm: the
+  checkpoint's per-channel (mean, std), folded into an RGB -> gray patch kernel."""
   patterns = [re.compile(p.strip()) for p in skip.split(",") if p.strip()]
   skip_fn = lambda name: any(p.fullmatch(name) or p.search(name) for p in patterns)
 
@@ -386,8 +276,12 @@ def load_into(params: nnx.State, model_config: Any, path: str, fmt: str = "auto"
   scanned = bool(model_config.scan_layers)
   depths = {"image": int(model_config.image.depth), "text": int(model_config.text.depth)}
   ours = _per_layer(flat_ours, scanned, depths)
-  ctx = _Ctx(ours, model_config)
-  (_from_big_vision if fmt == "big_vision" else _from_open_clip)(dict(flat_src), ctx, skip_fn)
+  ctx = _Ctx(ours, model_config, input_norm)
+  convert = {"big_vision": clip_layouts.from_big_vision, "open_clip": clip_layouts.from_open_clip,
+             "hf_clip": hf_layout.convert, "hf_siglip": hf_layout.convert}[fmt]
+  convert(dict(flat_src), ctx, skip_fn)
+  if ctx.embedding_bias_offset is not None and "image/embedding/bias" in ctx.out:
+    ctx.out["image/embedding/bias"] = ctx.out["image/embedding/bias"] + ctx.embedding_bias_offset
 
   towers = {n.split("/")[0] for n in ctx.out | dict.fromkeys(ctx.tried)}
   towers |= {"image" for n in ctx.out if n.startswith("image_proj")}
@@ -437,74 +331,58 @@ def apply_model_init(params: nnx.State, config: Any) -> nnx.State:
   path = config.get("model_init", "")
   if not path:
     return params
-  params, notes = load_into(params, config.model, path, config.get("model_init_format", "auto"),
-                            config.get("model_init_skip", ""))
+  from echovlm_jax import checkpoint_processing
+  fmt = config.get("model_init_format", "auto")
+  flat, layout = read(path)
+  layout = layout if fmt == "auto" else fmt
+  # Our pipeline feeds [-1, 1]; the checkpoint's own normalisation is folded into the kernel.
+  spec = checkpoint_processing.read_spec(path, layout, int(config.model.image.res))
+  params, notes = convert_into(params, config.model, flat, layout, path,
+                               config.get("model_init_skip", ""), (spec.mean, spec.std))
   for note in notes:
     logging.info("model_init: %s", note)
   return params
 
 
-# ----------------------------------------------------------------------------
-# The inverse: our params -> a checkpoint in either layout (tests, sharing our towers)
-# ----------------------------------------------------------------------------
-def to_big_vision(params: nnx.State, model_config: Any) -> Flat:
-  """Our params -> big_vision two-tower names (unscanned layout)."""
-  depths = {"image": int(model_config.image.depth), "text": int(model_config.text.depth)}
-  ours = _per_layer(_flatten(nnx.to_pure_dict(params)), bool(model_config.scan_layers), depths)
-  out: Flat = {}
-  inv_top = {v: k for k, v in BV_TOP.items()}
-  inv_block = {v: k for k, v in BV_BLOCK.items()}
-  inv_map = {v: k for k, v in BV_MAP_HEAD.items()}
-  p, c = int(model_config.image.patch), int(model_config.image.channels)
-  for name, v in ours.items():
-    m = re.fullmatch(r"(image|text)/encoder/blocks/(\d+)/(.+)", name)
-    if m:
-      base = "img/Transformer/encoderblock" if m.group(1) == "image" else "txt/Encoder_0/encoderblock"
-      out[f"{base}_{m.group(2)}/{inv_block[m.group(3)]}"] = v
-    elif name.startswith("image/head/"):
-      rest = name[len("image/head/"):]
-      out[f"img/MAPHead_0/{'probe' if rest == 'probe' else inv_map[rest]}"] = (
-          v.reshape(1, 1, -1) if rest == "probe" else v)
-    elif name == "image/embedding/kernel":
-      out["img/embedding/kernel"] = v.reshape(p, p, c, -1)
-    elif name == "image/posemb":
-      out["img/pos_embedding"] = v[None]
-    elif name == "image/cls":
-      out["img/cls"] = v[None]
-    elif name == "text/posemb":
-      out["txt/pos_embedding"] = v[None]
-    elif name in inv_top:
-      out[inv_top[name]] = v
-  return out
+# Architecture keys `configure` takes from the checkpoint; channels stays ours (1 = gray, the
+# RGB kernel summed) and so does res (the position table is resized).
+_ARCH_KEYS = {"image": ("width", "depth", "heads", "patch", "mlp_dim", "act", "ln_eps",
+                        "qkv_bias", "ln_pre", "pool", "proj"),
+              "text": ("width", "depth", "heads", "mlp_dim", "act", "ln_eps", "qkv_bias",
+                       "pad_mask", "pad_id", "eos_id", "pool", "causal", "proj")}
 
 
-def to_open_clip(params: nnx.State, model_config: Any) -> Flat:
-  """Our params -> open_clip state-dict names (the image tower needs pool="tok")."""
-  depths = {"image": int(model_config.image.depth), "text": int(model_config.text.depth)}
-  ours = _per_layer(_flatten(nnx.to_pure_dict(params)), bool(model_config.scan_layers), depths)
-  out: Flat = {}
-  inv_block = {v: k for k, v in OC_BLOCK.items()}
-  inv_top = {v: k for k, v in OC_TOP.items()}
-  p, c = int(model_config.image.patch), int(model_config.image.channels)
-  for tower, base in (("image", "visual.transformer.resblocks"), ("text", "transformer.resblocks")):
-    for i in range(depths[tower]):
-      pre = f"{tower}/encoder/blocks/{i}/"
-      for ours_name, src in inv_block.items():
-        v = ours[pre + ours_name]
-        out[f"{base}.{i}.{src}"] = v.T if v.ndim == 2 else v
-      q, k, v = (ours[pre + f"attn/{n}"] for n in ("query", "key", "value"))
-      w = q.shape[0]
-      out[f"{base}.{i}.attn.in_proj_weight"] = np.concatenate(
-          [x.reshape(w, w).T for x in (q, k, v)])
-      out[f"{base}.{i}.attn.in_proj_bias"] = np.zeros(3 * w, np.float32)
-      out[f"{base}.{i}.attn.out_proj.weight"] = ours[pre + "attn/out"].reshape(w, w).T
-  out["visual.conv1.weight"] = ours["image/embedding/kernel"].reshape(p, p, c, -1).transpose(3, 2, 0, 1)
-  posemb = ours["image/posemb"]
-  out["visual.positional_embedding"] = np.concatenate([np.zeros_like(posemb[:1]), posemb])
-  if "image/cls" in ours:
-    out["visual.class_embedding"] = ours["image/cls"][0]
-  out["positional_embedding"] = ours["text/posemb"]
-  for ours_name, src in inv_top.items():
-    if ours_name in ours:
-      out[src] = ours[ours_name]
-  return out
+def configure(config: Any) -> Any:
+  """config with config.model made the checkpoint's at config.model_init: tower shapes and
+  block variants, embed_dim, the text length (input.max_text_len) and, for a Hugging Face
+  directory, its tokenizer (input.tokenizer), so captions are tokenized as the checkpoint
+  expects. Unchanged (the same object) when model_init is empty. An open_clip file carries no
+  tokenizer: set config.input.tokenizer to the matching HF tokenizer directory."""
+  path = config.get("model_init", "")
+  if not path:
+    return config
+  flat, layout = read(path)
+  fmt = config.get("model_init_format", "auto")
+  arch = checkpoint_config.architecture(
+      flat, layout if fmt == "auto" else fmt,
+      checkpoint_config.hf_config(path) if checkpoint_config.is_hf_dir(path) else None, path)
+  act = config.get("model_init_act", "")
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    for tower, keys in _ARCH_KEYS.items():
+      for k in keys:
+        if k in arch[tower]:
+          config.model[tower][k] = arch[tower][k]
+      if act:
+        config.model[tower].act = act
+    config.model.embed_dim = arch["embed_dim"]
+    config.model.vocab_size = arch["vocab_size"]  # the checkpoint's rows, not len(tokenizer)
+    config.model.text.max_len = config.input.max_text_len = int(arch["text"]["max_len"])
+    if checkpoint_config.is_hf_dir(path) and not config.input.get("tokenizer"):
+      config.input.tokenizer = path
+  if not config.input.get("tokenizer"):
+    logging.warning("model_init=%s carries no tokenizer: captions use the dataset's "
+                    "sentencepiece ids, which mean nothing to the checkpoint's text tower; set "
+                    "config.input.tokenizer.", path)
+  config.lock()
+  return config

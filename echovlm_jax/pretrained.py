@@ -2,7 +2,9 @@
 
 `load_pretrained(path)` checks the artifact (manifest, format version, files) and
 returns `Pretrained`: jitted image / text encoders and zero-shot view and finding
-classifiers. Needs no training code, no tf.data and no dataset.
+classifiers. Needs no training code, no tf.data and no dataset. A Hugging Face CLIP /
+SigLIP directory, an open_clip state dict or a big_vision .npz gives the same object
+(pretrained_external.py).
 """
 
 from __future__ import annotations
@@ -207,8 +209,10 @@ class Pretrained:
 
   def __init__(self, path: str, config: Mapping[str, Any], model: nnx.Module, tokenizer,
                stats: Mapping[str, Any], prompts: Mapping[str, Any], *, batch_size: int = 32,
-               device: jax.Device | None = None):
+               device: jax.Device | None = None, prepare=None):
     self.path, self.config, self.tokenizer = path, dict(config), tokenizer
+    # frames -> model input [N, T, S, S, C]; outside checkpoints bring their own processing.
+    self._prepare = prepare or (lambda frames: prepare_frames(frames, self.res))
     self.graphdef, self.params = nnx.split(model, nnx.Param)
     self.batch_size, self.device = int(batch_size), device
     self.res = int(config["input"]["res"])
@@ -248,7 +252,7 @@ class Pretrained:
     return [np.concatenate(parts) for parts in zip(*outs)]
 
   def _embed_images(self, frames: Any) -> tuple[np.ndarray, np.ndarray]:
-    x = prepare_frames(frames, self.res)
+    x = self._prepare(frames)
     if not len(x):
       d = self.config["model"]["embed_dim"]
       return np.zeros((0, d), np.float32), np.zeros((0, len(self.measurements)), np.float32)
@@ -261,6 +265,8 @@ class Pretrained:
 
   def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
     """texts -> [N, d] L2-normalised text embeddings (float32)."""
+    if self.tokenizer is None:
+      raise ValueError(f"{self.path} has no tokenizer: pass load_pretrained(..., tokenizer=DIR).")
     tokens = np.asarray(self.tokenizer.encode_batch(list(texts), self.max_text_len), np.int32)
     if not len(tokens):
       return np.zeros((0, self.config["model"]["embed_dim"]), np.float32)
@@ -348,6 +354,8 @@ class Pretrained:
   def predict_measurements(self, frames: Any) -> dict[str, Any]:
     """The measurement head de-normalised with the training stats: values [N, M] in units
     (names / units in `measurements` / `units`). Only a view's own measurements mean anything."""
+    if not self.config.get("measurement_head", True):
+      raise ValueError(f"{self.path} is not an EchoVLM model: it has no measurement head.")
     meas = self._embed_images(frames)[1]
     return dict(measurements=list(self.measurements), units=self.meas_units,
                 values=meas * self.meas_std + self.meas_mean)
@@ -384,8 +392,12 @@ def restore_params(path: str, config: Mapping[str, Any], device: jax.Device | No
 
 
 def load_pretrained(path: str | os.PathLike, *, batch_size: int = 32,
-                    device: jax.Device | None = None, check_hashes: bool = True) -> Pretrained:
-  """Loads an artifact written by `python -m echovlm_jax.export`.
+                    device: jax.Device | None = None, check_hashes: bool = True,
+                    tokenizer: str | None = None, act: str | None = None) -> Pretrained:
+  """Loads an artifact written by `python -m echovlm_jax.export`, or an outside checkpoint:
+  a Hugging Face CLIP / SigLIP directory, an open_clip state dict (.safetensors / .bin / .pt)
+  or a big_vision .npz (tokenizer: its tokenizer when not in path; act: see
+  pretrained_external.load).
 
   batch_size: images / texts per jitted call (larger inputs are chunked). device: where the
   parameters live (default: jax's first device, an accelerator when there is one).
@@ -395,6 +407,12 @@ def load_pretrained(path: str | os.PathLike, *, batch_size: int = 32,
   """
   from echovlm_jax.data import tokenizer as tokenizer_lib
   path = os.fspath(path)
+  if not os.path.exists(os.path.join(path, MANIFEST_FILE)) and (
+      os.path.isfile(path) or os.path.isfile(os.path.join(path, "config.json")) and any(
+          os.path.isfile(os.path.join(path, f)) for f in ("model.safetensors", "pytorch_model.bin"))):
+    from echovlm_jax import pretrained_external
+    return pretrained_external.load(path, tokenizer=tokenizer, act=act, batch_size=batch_size,
+                                    device=device)
   config = verify_artifact(path, check_hashes=check_hashes)
   try:
     tokenizer = tokenizer_lib.Tokenizer.load(os.path.join(path, TOKENIZER_FILE))

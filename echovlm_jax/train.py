@@ -62,11 +62,14 @@ def decay_mask(params) -> Any:
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Global-norm clipping, then AdamW (warm-up + cosine lr, decay on matrices only)."""
+  """Global-norm clipping, then AdamW (warm-up + cosine lr, decay on matrices only), scaled or
+  frozen per tower by config.lr_mult (tower_lr.py)."""
+  from echovlm_jax import tower_lr
   return optax.chain(
       optax.clip_by_global_norm(config.grad_clip_norm),
-      optax.adamw(make_schedule(config), b1=config.b1, b2=config.b2,
-                  weight_decay=config.wd, mask=decay_mask),
+      tower_lr.per_tower(config, lambda: optax.adamw(
+          make_schedule(config), b1=config.b1, b2=config.b2, weight_decay=config.wd,
+          mask=decay_mask)),
   )
 
 
@@ -106,9 +109,11 @@ def create_state(config, mesh, vocab_size: int):
 
   # Optimizer state mirrors the params' shardings (moments); scalars are replicated.
   opt_shapes = jax.eval_shape(tx.init, params)
+  # A per-tower optimizer (config.lr_mult) holds MaskedNode where another tower's state is.
+  masked = lambda x: isinstance(x, optax.MaskedNode)
   opt_shardings = optax.tree_map_params(
-      tx, lambda _, s: s, opt_shapes, param_shardings,
-      transform_non_params=lambda _: replicated, is_leaf=lambda x: x is None)
+      tx, lambda p, s: p if masked(p) else s, opt_shapes, param_shardings,
+      transform_non_params=lambda _: replicated, is_leaf=lambda x: x is None or masked(x))
   opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
   state = {"params": params, "opt_state": opt_state,
            "step": jax.device_put(jnp.zeros((), jnp.int32), replicated)}
@@ -243,6 +248,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   from echovlm_jax.data import input_pipeline
 
   # --- Setup ---------------------------------------------------------------
+  if config.get("model_init"):  # the checkpoint's architecture, text length and tokenizer
+    from echovlm_jax import model_init
+    config = model_init.configure(config)
   is_main = jax.process_index() == 0
   mesh = create_mesh(config)
   validate_config(config, mesh)
@@ -257,7 +265,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   # --- Data ----------------------------------------------------------------
   data_build.ensure_dataset(config.input, build_real=False)  # real data: built by its own job
   tokenizer = input_pipeline.load_tokenizer(config.input)
-  vocab_size = tokenizer.vocab_size
+  vocab_size = config.model.get("vocab_size") or tokenizer.vocab_size  # a checkpoint's rows
 
   # --- Model and state -----------------------------------------------------
   graphdef, state, state_shardings, tx = create_state(config, mesh, vocab_size)

@@ -170,3 +170,44 @@ def test_config_errors_name_the_field():
     make_model(tiny_config(image=dict(pool="max")))
   with pytest.raises(ValueError, match="config.model.dtype"):
     make_model(tiny_config(dtype="float16"))
+  with pytest.raises(ValueError, match="config.model.attention_impl"):
+    make_model(tiny_config(attention_impl="flash"))
+
+
+def _explicit_attention(attn, x_q, x_kv, mask, causal):
+  """softmax(q k^T / sqrt(d) masked) v, written out (what dot_product_attention must equal)."""
+  p = lambda v: np.asarray(v[...], np.float64)
+  q = np.einsum("bqw,whk->bhqk", x_q, p(attn.query)) + p(attn.query_bias)[None, :, None]
+  k = np.einsum("bsw,whk->bhsk", x_kv, p(attn.key)) + p(attn.key_bias)[None, :, None]
+  v = np.einsum("bsw,whk->bhsk", x_kv, p(attn.value)) + p(attn.value_bias)[None, :, None]
+  logits = np.einsum("bhqk,bhsk->bhqs", q, k) / np.sqrt(q.shape[-1])
+  allowed = np.broadcast_to(mask, logits.shape).copy()
+  if causal:
+    allowed &= np.tril(np.ones(logits.shape[-2:], bool))
+  logits = np.where(allowed, logits, -np.inf)
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  y = np.einsum("bhqs,bhsk->bqhk", w, v)
+  return np.einsum("bqhk,hkw->bqw", y, p(attn.out)) + p(attn.out_bias)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_equals_the_explicit_formula(causal):
+  """jax.nn.dot_product_attention (the XLA path on CPU) with q/k/v biases, a padding mask and
+  the causal flag computes the textbook formula."""
+  rng = np.random.default_rng(0)
+  attn = layers.Attention(32, 4, dtype=jnp.float32, rngs=nnx.Rngs(0), qkv_bias=True)
+  for name in ("query_bias", "key_bias", "value_bias", "out_bias"):
+    var = getattr(attn, name)
+    var[...] = jnp.asarray(rng.normal(size=var.shape), jnp.float32)
+  x = rng.normal(size=(3, 6, 32)).astype(np.float32)
+  lengths = np.array([6, 4, 1])
+  mask = (np.arange(6)[None] < lengths[:, None])[:, None, None, :]   # [B, 1, 1, K]
+  got = nnx.jit(lambda a, x, m: a(x, x, m, causal))(attn, x, jnp.asarray(mask))
+  np.testing.assert_allclose(np.asarray(got), _explicit_attention(attn, x, x, mask, causal),
+                             rtol=1e-4, atol=1e-4)
+  # A single query (MAP head probe) over all keys, no mask.
+  probe = rng.normal(size=(3, 1, 32)).astype(np.float32)
+  got = nnx.jit(lambda a, q, x: a(q, x))(attn, probe, x)
+  np.testing.assert_allclose(np.asarray(got), _explicit_attention(
+      attn, probe, x, np.ones((1, 1, 1, 6), bool), False), rtol=1e-4, atol=1e-4)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from echovlm_jax import model_init
+from echovlm_jax import layout_writers, model_init
 from echovlm_jax.models.dual_encoder import DualEncoder
 
 VOCAB, M = 40, 15
@@ -58,7 +58,7 @@ def test_big_vision_roundtrip_gives_same_embeddings(tmp_path, scan):
   gd, src = _params(cfg, 0)
   src = _randomize(src, 0)
   path = tmp_path / "bv.npz"
-  np.savez(path, **{f"params/{k}": v for k, v in model_init.to_big_vision(src, cfg).items()})
+  np.savez(path, **{f"params/{k}": v for k, v in layout_writers.to_big_vision(src, cfg).items()})
   _, dst = _params(cfg, 1)
   dst = model_init.apply_model_init(dst, _init_config(path, cfg))
   for a, b in zip(_embed(gd, src), _embed(gd, dst)):
@@ -73,7 +73,7 @@ def test_open_clip_roundtrip_folds_key_and_value_biases(tmp_path):
   for tower in ("image_proj", "text_proj"):
     src[tower]["bias"][...] = np.zeros_like(src[tower]["bias"][...])
   src["image"]["embedding"]["bias"][...] = np.zeros_like(src["image"]["embedding"]["bias"][...])
-  sd = model_init.to_open_clip(src, cfg)
+  sd = layout_writers.to_open_clip(src, cfg)
   # Same function, other parameters: a key bias (softmax ignores it) and a value bias whose
   # effect bv @ W_out is taken back out of the output bias; a class-token position.
   rng = np.random.RandomState(1)
@@ -107,7 +107,7 @@ def test_rgb_kernel_and_position_resizing_on_load(tmp_path):
   cfg = _config(pool="map", res=32)          # 4 x 4 patches
   big = _config(pool="map", res=16)          # checkpoint trained at 2 x 2 patches, RGB
   _, src = _params(big, 0)
-  flat = model_init.to_big_vision(src, big)
+  flat = layout_writers.to_big_vision(src, big)
   rgb = np.random.RandomState(0).randn(8, 8, 3, 32).astype(np.float32)
   flat["img/embedding/kernel"] = rgb
   path = tmp_path / "rgb.npz"
@@ -129,7 +129,7 @@ def test_rgb_kernel_and_position_resizing_on_load(tmp_path):
 def test_text_positions_are_truncated_or_padded(tmp_path):
   long_cfg, short_cfg = _config(max_len=12), _config(max_len=6)
   _, src = _params(long_cfg, 0)
-  flat = model_init.to_big_vision(src, long_cfg)
+  flat = layout_writers.to_big_vision(src, long_cfg)
   path = tmp_path / "t.npz"
   np.savez(path, **flat)
   _, short = _params(short_cfg, 1)
@@ -137,7 +137,7 @@ def test_text_positions_are_truncated_or_padded(tmp_path):
   np.testing.assert_allclose(np.asarray(short["text"]["posemb"][...]),
                              flat["txt/pos_embedding"][0][:6])
   _, src_short = _params(short_cfg, 0)
-  np.savez(path, **model_init.to_big_vision(src_short, short_cfg))
+  np.savez(path, **layout_writers.to_big_vision(src_short, short_cfg))
   _, long = _params(long_cfg, 2)
   init_rows = np.asarray(long["text"]["posemb"][...])[6:].copy()
   long, _ = model_init.load_into(long, long_cfg, str(path))
@@ -149,7 +149,7 @@ def test_text_positions_are_truncated_or_padded(tmp_path):
 def test_mismatches_are_listed_in_one_error(tmp_path):
   cfg = _config()
   _, src = _params(cfg, 0)
-  flat = model_init.to_big_vision(src, cfg)
+  flat = layout_writers.to_big_vision(src, cfg)
   flat["img/Transformer/encoderblock_1/LayerNorm_0/scale"] = np.ones(32, np.float32)  # depth 2
   flat["txt/head/kernel"] = np.zeros((32, 24), np.float32)                           # width
   flat["img/ln_pre/scale"] = np.ones(32, np.float32)                                 # unknown

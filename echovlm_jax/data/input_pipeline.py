@@ -53,8 +53,16 @@ BATCH_KEYS = ("frames", "text", "neg_text", "has_negation", "view", "measurement
 # What lives next to the dataset
 # ----------------------------------------------------------------------------
 def load_tokenizer(input_config: Mapping[str, Any]) -> tokenizer_lib.Tokenizer:
-  """The sentencepiece tokenizer trained on the train split (built with the dataset)."""
+  """The sentencepiece tokenizer trained on the train split (built with the dataset), or the
+  checkpoint tokenizer at input_config.tokenizer (set by model_init.configure)."""
+  if input_config.get("tokenizer"):
+    return _checkpoint_tokenizer(input_config["tokenizer"])
   return _tokenizer_in(build.get_builder(input_config).data_dir)
+
+
+def _checkpoint_tokenizer(path: str):
+  from echovlm_jax import checkpoint_processing  # transformers: only for outside checkpoints
+  return checkpoint_processing.CheckpointTokenizer.load(path)
 
 
 def _tokenizer_in(data_dir: str) -> tokenizer_lib.Tokenizer:
@@ -178,13 +186,16 @@ def _make_tokenize(tok: tokenizer_lib.Tokenizer, max_len: int, p_subsample: floa
   drop statements rather than lose their tail. Evaluation examples never are. caption_id
   hashes the final caption, so identical captions in a batch are not each other's negatives
   (losses.py)."""
+  # caption_augment budgets one special id (our EOS); a checkpoint's tokenizer may add more
+  # (CLIP: start and end of text), which the caption must leave room for.
+  fit_len = max_len + 1 - getattr(tok, "num_special_tokens", 1)
 
   def tokenize(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     batch = dict(batch)
     keys = ("caption", "negated_caption", "has_negation", "text_meas_mask")
     out = tf.numpy_function(
         lambda c, n, h, s, st: caption_augment.augment_batch(
-            c, n, h, s, st, p_example=p_subsample, p_keep=p_keep, tok=tok, max_len=max_len,
+            c, n, h, s, st, p_example=p_subsample, p_keep=p_keep, tok=tok, max_len=fit_len,
             fit=fit_statements),
         [batch["caption"], batch["negated_caption"], batch["has_negation"], batch.pop("text_seed"),
          batch.pop("statements")],
@@ -214,7 +225,8 @@ class EchogroundData:
     self.max_len = int(input_config["max_text_len"])
     self.mean, self.std = artifacts.load_stats(self.builder.data_dir)  # [M] each
     self.preprocess = _make_preprocess(self.res, self.mean, self.std)
-    self.tokenizer = _tokenizer_in(self.builder.data_dir)
+    self.tokenizer = (_checkpoint_tokenizer(input_config["tokenizer"])
+                      if input_config.get("tokenizer") else _tokenizer_in(self.builder.data_dir))
     # `augment` switches off frame augmentation and statement subsampling; fitting long
     # captions is its own switch (without it the tokenizer cuts their tail).
     augment = bool(input_config["augment"])

@@ -1,6 +1,9 @@
 """The EchoVLM dual encoder: ViT + text transformer projected to a shared L2-normalised space,
 a learned temperature (stored as a log) and sigmoid bias, and a measurement head on the image
 embedding. Parameters are float32; compute runs in config.model.dtype.
+
+Each tower's projection (`image.proj`, `text.proj`) is "dense" (with bias: ours, and SigLIP's
+text head), "linear" (no bias: CLIP) or "none" (SigLIP's image tower; width == embed_dim).
 """
 
 from __future__ import annotations
@@ -22,6 +25,23 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + eps)
 
 
+PROJECTIONS = ("dense", "linear", "none")
+
+
+def _projection(tower_cfg: Any, d: int, name: str, rngs: nnx.Rngs) -> layers.Dense | None:
+  kind = tower_cfg.get("proj", "dense")
+  if kind not in PROJECTIONS:
+    raise ValueError(f"config.model.{name}.proj={kind!r}: expected one of {PROJECTIONS}.")
+  if kind == "none":
+    if int(tower_cfg.width) != d:
+      raise ValueError(f"config.model.{name}.proj='none' needs {name}.width == embed_dim "
+                       f"({tower_cfg.width} != {d}).")
+    return None
+  # Projections run in float32: they are tiny and feed the normalised embeddings.
+  return layers.Dense(tower_cfg.width, d, ("embed", None), dtype=jnp.float32, rngs=rngs,
+                      use_bias=kind == "dense")
+
+
 class DualEncoder(nnx.Module):
   """See module docstring; `model_config` is config.model."""
 
@@ -29,15 +49,13 @@ class DualEncoder(nnx.Module):
                rngs: nnx.Rngs):
     cfg = model_config
     dtype = layers.dtype_of(cfg.dtype)
-    common = dict(dtype=dtype, remat=cfg.remat, scan=cfg.scan_layers, rngs=rngs)
+    common = dict(dtype=dtype, remat=cfg.remat, scan=cfg.scan_layers, rngs=rngs,
+                  attn_impl=cfg.get("attention_impl", ""))
     self.image = ViT(cfg.image, res=cfg.image.res, **common)
     self.text = TextTransformer(cfg.text, vocab_size=vocab_size, **common)
     d = cfg.embed_dim
-    # Projections run in float32: they are tiny and feed the normalised embeddings.
-    self.image_proj = layers.Dense(cfg.image.width, d, ("embed", None), dtype=jnp.float32,
-                                   rngs=rngs)
-    self.text_proj = layers.Dense(cfg.text.width, d, ("embed", None), dtype=jnp.float32,
-                                  rngs=rngs)
+    self.image_proj = _projection(cfg.image, d, "image", rngs)
+    self.text_proj = _projection(cfg.text, d, "text", rngs)
     self.logit_scale = nnx.Param(jnp.asarray(np.log(cfg.init_temperature), jnp.float32),
                                  out_sharding=(), eager_sharding=False)
     self.logit_bias = nnx.Param(jnp.asarray(cfg.init_bias, jnp.float32), out_sharding=(),
@@ -48,11 +66,13 @@ class DualEncoder(nnx.Module):
 
   def encode_image(self, frames: jax.Array) -> jax.Array:
     """frames [B, T, H, W, C] in [-1, 1] -> [B, d] L2-normalised float32."""
-    return l2_normalize(self.image_proj(self.image(frames)))
+    x = self.image(frames)
+    return l2_normalize(x if self.image_proj is None else self.image_proj(x))
 
   def encode_text(self, tokens: jax.Array) -> jax.Array:
     """tokens [B, L] int32 (pad 0, EOS 1) -> [B, d] L2-normalised float32."""
-    return l2_normalize(self.text_proj(self.text(tokens)))
+    x = self.text(tokens)
+    return l2_normalize(x if self.text_proj is None else self.text_proj(x))
 
   def predict_measurements(self, image_emb: jax.Array) -> jax.Array:
     """image_emb [B, d] -> [B, M] z-scored measurement predictions."""

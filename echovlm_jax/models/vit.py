@@ -1,5 +1,9 @@
 """The image tower: a ViT over single frames, pooled per frame ("map" | "gap" | "tok") and
 averaged over the T frames of a clip. Returns the pooled, un-projected width-d features.
+
+Variants by config: `ln_pre` (a LayerNorm before the encoder, CLIP) and the block options of
+layers.block_options (CLIP: quick GELU + q/k/v biases; SigLIP: MAP head with biases). The
+class token of "tok" carries no position: a checkpoint's class position is folded into it.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ POOLS = ("map", "gap", "tok")
 class MAPHead(nnx.Module):
   """Multihead attention pooling (big_vision): a learned probe attends over the tokens."""
 
-  def __init__(self, width: int, heads: int, mlp_ratio: int, *, dtype, rngs: nnx.Rngs):
+  def __init__(self, width: int, heads: int, options: dict, *, dtype, rngs: nnx.Rngs):
     self.probe = layers.param(rngs, nnx.initializers.xavier_uniform(), (1, width), (None, "embed"))
-    self.attn = layers.Attention(width, heads, dtype=dtype, rngs=rngs)
-    self.ln = layers.LayerNorm(width, dtype=dtype, rngs=rngs)
-    self.mlp = layers.Mlp(width, width * mlp_ratio, dtype=dtype, rngs=rngs)
+    self.attn = layers.Attention(width, heads, dtype=dtype, rngs=rngs,
+                                 qkv_bias=options["qkv_bias"], impl=options["attn_impl"])
+    self.ln = layers.LayerNorm(width, dtype=dtype, rngs=rngs, eps=options["ln_eps"])
+    self.mlp = layers.Mlp(width, options["mlp_dim"], dtype=dtype, rngs=rngs, act=options["act"])
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """x [B, N, w] -> [B, w]."""
@@ -35,7 +40,8 @@ class MAPHead(nnx.Module):
 class ViT(nnx.Module):
   """Vision transformer on [B, T, H, W, C] frames in [-1, 1] -> [B, width]."""
 
-  def __init__(self, cfg: Any, *, res: int, dtype, remat: bool, scan: bool, rngs: nnx.Rngs):
+  def __init__(self, cfg: Any, *, res: int, dtype, remat: bool, scan: bool, rngs: nnx.Rngs,
+               attn_impl: str = ""):
     if cfg.pool not in POOLS:
       raise ValueError(f"config.model.image.pool={cfg.pool!r}: expected one of {POOLS}.")
     if res % cfg.patch:
@@ -49,10 +55,13 @@ class ViT(nnx.Module):
                                ("length", "embed"))
     self.cls = (layers.param(rngs, nnx.initializers.zeros, (1, w), (None, "embed"))
                 if cfg.pool == "tok" else None)
-    self.encoder = layers.Encoder(w, cfg.depth, cfg.heads, cfg.mlp_ratio, dtype=dtype,
+    opts = layers.block_options(cfg, attn_impl)
+    self.ln_pre = (layers.LayerNorm(w, dtype=dtype, rngs=rngs, eps=opts["ln_eps"])
+                   if cfg.get("ln_pre", False) else None)
+    self.encoder = layers.Encoder(w, cfg.depth, cfg.heads, opts, dtype=dtype,
                                   remat=remat, scan=scan, rngs=rngs)
-    self.norm = layers.LayerNorm(w, dtype=dtype, rngs=rngs)
-    self.head = (MAPHead(w, cfg.heads, cfg.mlp_ratio, dtype=dtype, rngs=rngs)
+    self.norm = layers.LayerNorm(w, dtype=dtype, rngs=rngs, eps=opts["ln_eps"])
+    self.head = (MAPHead(w, cfg.heads, opts, dtype=dtype, rngs=rngs)
                  if cfg.pool == "map" else None)
 
   def patchify(self, frames: jax.Array) -> jax.Array:
@@ -75,6 +84,8 @@ class ViT(nnx.Module):
     if self.cls is not None:
       x = jnp.concatenate([jnp.broadcast_to(self.cls[...].astype(x.dtype)[None],
                                             (x.shape[0], 1, x.shape[-1])), x], axis=1)
+    if self.ln_pre is not None:
+      x = self.ln_pre(x)
     x = self.norm(self.encoder(x))
     if self.pool == "map":
       y = self.head(x)
