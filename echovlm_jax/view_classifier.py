@@ -88,11 +88,10 @@ def init_params(params: nnx.State, config) -> nnx.State:
   if artifact:
     return tower_from_artifact(params, artifact)
   if config.model_init:
+    # The trainer's own hook: the checkpoint's input normalisation is folded in as for EchoVLM;
+    # config.model_init_skip (configs/view_classifier.py) drops what has no place here.
     from echovlm_jax import model_init  # pylint: disable=g-import-not-at-top
-    params, notes = model_init.load_into(params, config.model, config.model_init,
-                                         config.model_init_format, config.model_init_skip)
-    for note in notes:
-      logging.info("model_init: %s", note)
+    return model_init.apply_model_init(params, config)
   return params
 
 

@@ -137,7 +137,7 @@ def _image_leaves(params):
 def test_the_tower_comes_from_an_exported_echovlm_or_pretrained_towers(tmp_path_factory, tmp_path,
                                                                        num_devices):
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from echovlm_jax import model_init  # pylint: disable=g-import-not-at-top
+  from echovlm_jax import layout_writers  # pylint: disable=g-import-not-at-top
   from tests import test_export  # pylint: disable=g-import-not-at-top
   art = test_export.make_artifact(tmp_path_factory)
   want = _image_leaves(nnx.state(art["reference"], nnx.Param))
@@ -154,8 +154,8 @@ def test_the_tower_comes_from_an_exported_echovlm_or_pretrained_towers(tmp_path_
   assert any(not np.array_equal(scratch[k], want[k]) for k in want)  # not a coincidence
   # Pretrained two-tower weights (big_vision layout): the image tower is taken, the rest skipped.
   npz = str(tmp_path / "bv.npz")
-  np.savez(npz, **model_init.to_big_vision(nnx.state(art["reference"], nnx.Param),
-                                           art["config"].model))
+  flat = layout_writers.to_big_vision(nnx.state(art["reference"], nnx.Param), art["config"].model)
+  np.savez(npz, **{f"params/{k}": v for k, v in flat.items()})
   c.view_classifier.init_artifact = ""
   c.model_init = npz
   got = _image_leaves(train.create_state(c, mesh, 128)[1]["params"])
