@@ -54,6 +54,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"objective={arg.objective!r}: expected one of {', '.join(OBJECTIVES)}.")
   c = ml_collections.ConfigDict()
   c.seed = arg.seed
+  # What the one trainer trains: "contrastive" (this dual encoder) or "view_classifier"
+  # (configs/view_classifier.py: the image tower and a linear head over the views).
+  c.task = "contrastive"
 
   # --- Data -----------------------------------------------------------------
   c.input = dict(
@@ -88,6 +91,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           view_csv="",                # (study_id, file, view) CSV; "" = view_labels.csv if present
           view_min_prob=0.5,          # ECHOVIEW: top-class probability needed to take its view
           allow_unknown_views=False,  # build even when no view source is found
+          # A view classifier's predictions CSV (python -m echovlm_jax.views); labels what
+          # ECHOVIEW and view_csv leave unknown. Its content hash goes into the dataset's name.
+          view_predictions="",
+          view_predictions_min_prob=0.9,  # its confidence needed to take a predicted view
       ),
   )
 

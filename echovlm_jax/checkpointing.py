@@ -222,9 +222,13 @@ def abstract_params(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
   """(graphdef, params) of config.model where params holds jax.ShapeDtypeStructs carrying
   the rules' shardings on `mesh`: a restore target that allocates nothing."""
   from echovlm_jax.models.dual_encoder import DualEncoder  # pylint: disable=g-import-not-at-top
-  model = nnx.eval_shape(lambda: DualEncoder(
-      config.model, vocab_size=vocab_size, num_measurements=len(schema.MEASUREMENTS),
-      rngs=nnx.Rngs(config.seed)))
+  if config.get("task", "contrastive") == "view_classifier":
+    from echovlm_jax import view_classifier  # pylint: disable=g-import-not-at-top
+    model = view_classifier.abstract_model(config)
+  else:
+    model = nnx.eval_shape(lambda: DualEncoder(
+        config.model, vocab_size=vocab_size, num_measurements=len(schema.MEASUREMENTS),
+        rngs=nnx.Rngs(config.seed)))
   graphdef, params = nnx.split(model, nnx.Param)
   shardings = sharding.get_shardings(params, mesh, config.sharding_rules)
   return graphdef, jax.tree.map(
@@ -240,7 +244,7 @@ def checkpoint_steps(workdir: str) -> list[int]:
 def restore_params(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh,
                    step: int | None = None, vocab_size: int | None = None
                    ) -> tuple[nnx.Module, int]:
-  """(model, step): the DualEncoder of a workdir's checkpoint (latest when step is None),
+  """(model, step): the DualEncoder (or config.task's model) of a workdir's checkpoint (latest when step is None),
   sharded on `mesh` by config.sharding_rules (any mesh or device count).
 
   Reads only the parameters (the optimizer state is never allocated) and never

@@ -44,8 +44,15 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
   if config.debug_nan_target not in ("frames", "grads"):
     raise ConfigError(f"config.debug_nan_target={config.debug_nan_target!r}: expected 'frames' "
                       "(NaN inputs) or 'grads' (a NaN gradient with a finite loss).")
+  task = config.get("task", "contrastive")
+  if task not in ("contrastive", "view_classifier"):
+    raise ConfigError(f"config.task={task!r}: expected 'contrastive' or 'view_classifier'.")
   if config.evals:
-    from echovlm_jax.evaluation import registry  # lazily: sklearn/matplotlib cost start-up time
+    # lazily: sklearn/matplotlib cost start-up time
+    if task == "view_classifier":
+      from echovlm_jax.evaluation import view_classifier as registry
+    else:
+      from echovlm_jax.evaluation import registry
     try:
       registry.check_evals_config(config.evals)
     except ValueError as e:

@@ -2,7 +2,9 @@
 periodic metrics, checkpoints and evaluation.
 
 `train_and_evaluate(config, workdir)` is what `main.py` calls. Every experiment
-(the paper's ablations included) is a config, never a fork. Evaluation and export
+(the paper's ablations included) is a config, never a fork; config.task picks what is trained:
+"contrastive" (the dual encoder) or "view_classifier" (view_classifier.py: the image tower and
+a linear head on views from trusted sources). Evaluation and export
 restore checkpoints through checkpointing.py, never through this module.
 
 Fault injection (configs/echovlm.py, 0 = off): `config.debug_nan_step` makes that step
@@ -29,6 +31,7 @@ from echovlm_jax import checkpointing
 from echovlm_jax import losses
 from echovlm_jax import metrics_log
 from echovlm_jax import sharding
+from echovlm_jax import view_classifier
 from echovlm_jax.echo import schema
 # Start-up checks live beside the evaluator's; imported here under the names callers know.
 from echovlm_jax.run_config import ConfigError, create_mesh, validate_config  # noqa: F401
@@ -78,15 +81,25 @@ def create_state(config, mesh, vocab_size: int):
 
   state = {"params": nnx.State, "opt_state": optax state, "step": int32 []},
   created already sharded (jit with out_shardings), never materialised on one device.
+  The model is the DualEncoder, or with config.task = "view_classifier" the ViewClassifier.
   """
   try:  # warns (or fails with config.sharding_strict) on partly replicated parameters
-    model = sharding.create_sharded_model(
-        config.model, vocab_size=vocab_size, num_measurements=len(schema.MEASUREMENTS),
-        mesh=mesh, rules=config.sharding_rules, seed=config.seed, strict=config.sharding_strict)
+    if config.get("task") == "view_classifier":
+      model = view_classifier.create_sharded_model(config, mesh)
+    else:
+      model = sharding.create_sharded_model(
+          config.model, vocab_size=vocab_size, num_measurements=len(schema.MEASUREMENTS),
+          mesh=mesh, rules=config.sharding_rules, seed=config.seed, strict=config.sharding_strict)
   except sharding.ShardingError as e:
     raise ConfigError(str(e)) from None
   graphdef, params = nnx.split(model, nnx.Param)
-  if config.model_init:
+  if config.get("task") == "view_classifier":
+    # An exported EchoVLM's tower or pretrained towers; on resume the checkpoint overwrites them.
+    try:
+      params = view_classifier.init_params(params, config)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+  elif config.model_init:
     # Pretrained CLIP/SigLIP towers; on resume the checkpoint overwrites these.
     from echovlm_jax import model_init
     params = model_init.apply_model_init(params, config)
@@ -112,7 +125,7 @@ def create_state(config, mesh, vocab_size: int):
 # The train step
 # ----------------------------------------------------------------------------
 def make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding, *,
-                    poison_grads: bool = False) -> Callable:
+                    poison_grads: bool = False, loss_fn: Callable | None = None) -> Callable:
   """Returns jitted step(state, batch) -> (state, metrics); the state is donated.
 
   With grad_accum_steps = k the global batch is split into k micro-batches whose
@@ -122,7 +135,9 @@ def make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding,
   A non-finite loss or gradient norm leaves the state unchanged, so nothing bad is ever
   saved (a NaN gradient can come with a finite loss, e.g. from a sqrt at 0).
   poison_grads: fault injection (config.debug_nan_target="grads"): one gradient leaf
-  becomes NaN while the loss stays finite.
+  becomes NaN while the loss stays finite. loss_fn: (params, batch) -> (loss, (terms, log
+  temperature or None)) of another task (view_classifier.make_loss_fn); default: the
+  contrastive losses of config.loss.
   """
   loss_config = config.loss
   k = int(config.grad_accum_steps)
@@ -131,11 +146,13 @@ def make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding,
   micro_sharding = jax.sharding.NamedSharding(
       mesh, jax.sharding.PartitionSpec(None, sharding.batch_axes(mesh)))
 
-  def loss_fn(params, batch):
+  def contrastive_loss_fn(params, batch):
     model = nnx.merge(graphdef, params)
     outputs = model(batch)
     total, terms = losses.compute_losses(outputs, batch, loss_config, mesh=mesh)
     return total, (terms, outputs["logit_scale"])
+
+  loss_fn = loss_fn or contrastive_loss_fn
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -172,7 +189,8 @@ def make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding,
                  "step": state["step"] + 1}
     metrics = {"loss": total, **{f"loss/{n}": v for n, v in terms.items()},
                "grad_norm": grad_norm,
-               "temperature": jnp.exp(log_scale), "lr": schedule(state["step"])}
+               **({} if log_scale is None else {"temperature": jnp.exp(log_scale)}),
+               "lr": schedule(state["step"])}
     return new_state, metrics
 
   return jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
@@ -197,8 +215,9 @@ def progress_line(step: int, total: int, scalars: dict[str, float], eta_s: float
   """One readable line: loss and its terms, lr, temperature, grad norm, speed, ETA."""
   terms = " ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(scalars.items()) if k.startswith("loss/"))
   return (f"step {step:>6}/{total}  loss {scalars['loss']:.4f}" + (f" ({terms})" if terms else "")
-          + f"  lr {scalars['lr']:.2e}  T {scalars['temperature']:.2f}"
-          f"  |g| {scalars['grad_norm']:.3f}  {scalars['steps_per_s']:.2f} steps/s"
+          + f"  lr {scalars['lr']:.2e}"
+          + (f"  T {scalars['temperature']:.2f}" if "temperature" in scalars else "")
+          + f"  |g| {scalars['grad_norm']:.3f}  {scalars['steps_per_s']:.2f} steps/s"
           f"  {scalars['examples_per_s']:.1f} ex/s  ETA {_fmt_seconds(eta_s)}")
 
 
@@ -272,19 +291,34 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     logging.info("Step %d >= config.total_steps=%d: nothing to train.", start_step,
                  config.total_steps)
 
-  batch_sharding = sharding.batch_sharding(mesh)
-  train_step = make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding)
-  nan_step, nan_target = int(config.debug_nan_step), config.debug_nan_target
-  poisoned_step = (make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding,
-                                   poison_grads=True)
-                   if nan_step and nan_target == "grads" else None)  # compiled only if used
   # The stream is deterministic in (seed, position, process count): rebuilding it at the
   # saved position gives exactly the batches an uninterrupted run would have seen.
+  # The view classifier reads only examples whose view came from a trusted source.
+  classifier = config.get("task") == "view_classifier"
   train_iter = input_pipeline.make_train_iterator(
-      config.input, config.batch_size, mesh, seed=config.seed, start_step=data_position)
+      config.input, config.batch_size, mesh, seed=config.seed, start_step=data_position,
+      keep=view_classifier.keep_fn(config) if classifier else None)
+  loss_fn = None
+  if classifier:
+    weights = view_classifier.class_weights(train_iter.view_counts,
+                                            config.view_classifier.class_balance)
+    logging.info("View classifier: %d training examples; class weights %s.",
+                 int(train_iter.view_counts.sum()), np.round(weights, 3).tolist())
+    loss_fn = view_classifier.make_loss_fn(graphdef, weights)
+
+  batch_sharding = sharding.batch_sharding(mesh)
+  train_step = make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding,
+                               loss_fn=loss_fn)
+  nan_step, nan_target = int(config.debug_nan_step), config.debug_nan_target
+  poisoned_step = (make_train_step(config, graphdef, tx, mesh, state_shardings, batch_sharding,
+                                   poison_grads=True, loss_fn=loss_fn)
+                   if nan_step and nan_target == "grads" else None)  # compiled only if used
 
   evaluator = None
-  if config.evals:
+  if config.evals and classifier:
+    from echovlm_jax.evaluation import view_classifier as view_eval  # lazily, as below
+    evaluator = view_eval.Evaluator(config, mesh)
+  elif config.evals:
     from echovlm_jax import evaluation  # imported lazily: sklearn/matplotlib cost start-up time
     evaluator = evaluation.Evaluator(config, mesh, tokenizer)
 

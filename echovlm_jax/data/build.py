@@ -53,23 +53,43 @@ def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
     m = input_config["mimic"]
     params.update(test_type=str(m["test_type"]).lower(), echoview_csv=str(m["echoview_csv"]),
                   view_csv=str(m["view_csv"]), view_min_prob=float(m["view_min_prob"]),
-                  allow_unknown_views=bool(m["allow_unknown_views"]))
+                  allow_unknown_views=bool(m["allow_unknown_views"]),
+                  view_predictions=str(m.get("view_predictions", "")),
+                  view_predictions_min_prob=float(m.get("view_predictions_min_prob", 0.9)))
   base = _registered(kind)
   cfg = dataclasses.replace(base, **params)
-  # num_shards is how the data is laid out, not what it contains: not part of the name.
-  same = all(getattr(cfg, k) == getattr(base, k) for k in params if k != "num_shards")
+  # num_shards is how the data is laid out, and the predictions' threshold matters only with
+  # predictions: neither alone is part of the name.
+  ignored = {"num_shards"} | (set() if cfg.view_predictions else {"view_predictions_min_prob"})
+  same = all(getattr(cfg, k) == getattr(base, k) for k in params if k not in ignored)
   if same:
     return base  # TFDS accepts a registered config only as itself; shards go via DownloadConfig
   name = f"{kind}_i{cfg.image_size}_t{cfg.num_frames}_v{cfg.vocab_size}"
   reader = {k: getattr(cfg, k) for k in ("test_type", "echoview_csv", "view_csv", "view_min_prob",
                                          "allow_unknown_views")}
-  if any(getattr(base, k) != v for k, v in reader.items()):
+  if any(getattr(base, k) != v for k, v in reader.items()) or cfg.view_predictions:
+    if cfg.view_predictions:
+      # The predictions' content, not their path: relabelling the tree makes another dataset.
+      reader.update(view_predictions=_file_sha256(cfg.view_predictions),
+                    view_predictions_min_prob=cfg.view_predictions_min_prob)
     # Reader options change what the dataset holds: a short fingerprint keeps them apart.
     name += "_r" + hashlib.sha256(json.dumps(reader, sort_keys=True).encode()).hexdigest()[:8]
   if kind == "synthetic":
     name = f"{kind}_p{cfg.num_patients}_s{cfg.seed}_i{cfg.image_size}_t{cfg.num_frames}_v{cfg.vocab_size}"
   description = f"{base.description.split(',')[0]}: {name}." if kind == "synthetic" else f"{base.description} ({name})"
   return dataclasses.replace(cfg, name=name, description=description)
+
+
+def _file_sha256(path: str) -> str:
+  """sha256 of a file's bytes; a missing file is a setup error naming the config key."""
+  if not fileio.isfile(path):
+    raise FileNotFoundError(f"config.input.mimic.view_predictions={path}: no such file; write it "
+                            "with python -m echovlm_jax.views (docs/mimic.md).")
+  h = hashlib.sha256()
+  with epath.Path(path).open("rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
 
 
 def get_builder(input_config: Mapping[str, Any]) -> tfds.core.DatasetBuilder:

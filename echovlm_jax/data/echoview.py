@@ -1,5 +1,5 @@
-"""View labels for MIMIC-IV-ECHO DICOMs: ECHOVIEW's per-DICOM class probabilities, or a plain
-(study, file, view) CSV.
+"""View labels for MIMIC-IV-ECHO DICOMs: ECHOVIEW's per-DICOM class probabilities, a plain
+(study, file, view) CSV, or a view classifier's predictions (python -m echovlm_jax.views).
 
 ECHOVIEW v0.1 (PhysioNet) has one row per DICOM with its basename in an `image` column and
 one `prob_<class>` column for each of 23 echocv classes. `CLASS_TO_VIEW` maps each class to a
@@ -19,6 +19,10 @@ from echovlm_jax.echo import schema
 ECHOVIEW_FILENAME = "MIMIC_ECHO_View_Classifications.csv"
 VIEW_CSV_FILENAME = "view_labels.csv"
 DEFAULT_MIN_PROB = 0.5
+# A classifier's predictions: one row per DICOM, written by echovlm_jax/views.py.
+PREDICTION_COLUMNS = ("study", "image", "view", "confidence",
+                      *(f"prob_{v}" for v in schema.KNOWN_VIEWS))
+DEFAULT_PREDICTION_MIN_PROB = 0.9
 
 # echocv class -> our view. `_lvocc_s` / `_laocc` are the same view with the LV or LA
 # foreshortened or cut off: the view is still the view. Classes our schema has no view for
@@ -112,6 +116,36 @@ def read_view_csv(path: str, counts: collections.Counter) -> dict[str, ViewLabel
   return out
 
 
+def read_predictions(path: str, min_prob: float, counts: collections.Counter
+                     ) -> dict[str, ViewLabel]:
+  """DICOM basename -> ViewLabel(view, "classifier", confidence) for every row of a predictions
+  CSV (PREDICTION_COLUMNS) whose confidence reaches min_prob. Other rows are counted:
+  `view:classifier_low_confidence`, `view:classifier_bad_row`."""
+  out: dict[str, ViewLabel] = {}
+  with fileio.open_text(path) as f:
+    reader = csv.DictReader(f)
+    cols = [c.strip() for c in reader.fieldnames or []]
+    missing = [c for c in ("image", "view", "confidence") if c not in cols]
+    if missing:
+      raise ValueError(f"{path}: missing column(s) {missing} (columns: {cols}); expected the "
+                       "CSV of python -m echovlm_jax.views (docs/mimic.md).")
+    reader.fieldnames = cols
+    for row in reader:
+      name = fileio.basename((row.get("image") or "").strip())
+      view = (row.get("view") or "").strip()
+      try:
+        conf = float(row.get("confidence") or "nan")
+      except ValueError:
+        conf = float("nan")
+      if not name or view not in schema.KNOWN_VIEWS or not conf == conf:
+        counts["view:classifier_bad_row"] += 1
+      elif conf < min_prob:
+        counts["view:classifier_low_confidence"] += 1
+      else:
+        out[name] = ViewLabel(view, "classifier", conf)
+  return out
+
+
 def find(manual_dir: str, given: str, filename: str) -> str | None:
   """`given` (must exist) or `filename` in manual_dir (or its echoview/ folder), else None."""
   if given:
@@ -128,12 +162,22 @@ def find(manual_dir: str, given: str, filename: str) -> str | None:
 
 
 def load_views(manual_dir: str, counts: collections.Counter, *, echoview_csv: str = "",
-               view_csv: str = "", min_prob: float = DEFAULT_MIN_PROB
+               view_csv: str = "", min_prob: float = DEFAULT_MIN_PROB,
+               predictions_csv: str = "",
+               predictions_min_prob: float = DEFAULT_PREDICTION_MIN_PROB
                ) -> tuple[dict[str, ViewLabel], list[str]]:
   """(DICOM basename -> ViewLabel, the files read). ECHOVIEW comes first; a hand-made view
-  CSV labels the DICOMs ECHOVIEW leaves without a view."""
+  CSV labels the DICOMs ECHOVIEW leaves without a view; a classifier's predictions (only
+  when `predictions_csv` is given, never looked up) label what is left, at or above their
+  own threshold."""
   labels: dict[str, ViewLabel] = {}
   used = []
+  if predictions_csv:
+    if not fileio.isfile(predictions_csv):
+      raise FileNotFoundError(f"{predictions_csv} not found (config.input.mimic.view_predictions); "
+                              "write it with python -m echovlm_jax.views (docs/mimic.md).")
+    labels.update(read_predictions(predictions_csv, predictions_min_prob, counts))
+    used.append(fileio.basename(predictions_csv))
   p = find(manual_dir, view_csv, VIEW_CSV_FILENAME)
   if p:
     labels.update(read_view_csv(p, counts))

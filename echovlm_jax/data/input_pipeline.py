@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -29,6 +29,7 @@ import tensorflow_datasets as tfds
 from echovlm_jax import sharding
 from echovlm_jax.data import build
 from echovlm_jax.data import caption_augment
+from echovlm_jax.data import labelled
 from echovlm_jax.data import tokenizer as tokenizer_lib
 from echovlm_jax.echo import schema
 from echovlm_jax.data import artifacts
@@ -259,14 +260,20 @@ class TrainIterator:
   """
 
   def __init__(self, input_config: Mapping[str, Any], batch_size: int, mesh: jax.sharding.Mesh,
-               seed: int, start_step: int = 0):
-    self.mesh, self.seed = mesh, int(seed)
+               seed: int, start_step: int = 0, keep: Callable | None = None):
+    self.mesh, self.seed, self.keep = mesh, int(seed), keep
     self.local_batch = sharding.check_batch_size(batch_size, mesh)
     self._data = EchogroundData(input_config)
     self._split, _, _ = self._data.host_split("train")
     n_train, pc = self._data.builder.info.splits["train"].num_examples, jax.process_count()
     # Every host runs the same number of steps per epoch: the smallest host slice decides.
     self.steps_per_epoch = (n_train // pc) // self.local_batch
+    self.view_counts = None  # [len(VIEWS)] kept training examples by view, with `keep`
+    if keep is not None:
+      counts = labelled.all_hosts(labelled.count_kept(self._data.builder, self._split, keep))  # [P, V]
+      self.view_counts = counts.sum(axis=0)
+      n_train = int(self.view_counts.sum())
+      self.steps_per_epoch = int(counts.sum(axis=1).min()) // self.local_batch
     if self.steps_per_epoch < 1:
       raise ValueError(f"The train split has {n_train} examples: too few for a global batch of "
                        f"{batch_size} ({pc} process(es)); use a smaller batch or a bigger dataset.")
@@ -280,6 +287,8 @@ class TrainIterator:
     epoch_seed = _seed_int("train", self.seed, epoch, jax.process_index())
     read_config = tfds.ReadConfig(shuffle_seed=epoch_seed, try_autocache=False)
     ds = self._data.builder.as_dataset(split=self._split, shuffle_files=True, read_config=read_config)
+    if self.keep is not None:
+      ds = ds.filter(self.keep)
     ds = ds.shuffle(self.shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
     ds = ds.take(self.steps_per_epoch * self.local_batch).enumerate()
     ds = ds.skip(skip_batches * self.local_batch)  # before the expensive map: a cheap resume
@@ -310,7 +319,8 @@ class TrainIterator:
 
 
 def make_train_iterator(input_config: Mapping[str, Any], batch_size: int, mesh: jax.sharding.Mesh,
-                        seed: int, start_step: int = 0) -> TrainIterator:
+                        seed: int, start_step: int = 0, keep: Callable | None = None
+                        ) -> TrainIterator:
   """Infinite iterator of global training batches: dict of jax.Arrays with keys BATCH_KEYS:
   frames float32 [B, T, res, res, 1] in [-1, 1]; text, neg_text int32 [B, max_text_len];
   has_negation, valid float32 [B]; view, study_id, caption_id int32 [B]; measurements
@@ -319,9 +329,10 @@ def make_train_iterator(input_config: Mapping[str, Any], batch_size: int, mesh: 
 
   batch_size is global; each host reads batch_size / process_count examples of its own
   slice of the train split. Deterministic for (seed, process count); start the
-  iterator at `start_step` (batches already consumed) to resume.
+  iterator at `start_step` (batches already consumed) to resume. keep: a predicate on raw
+  examples (`labelled.keep_labelled`): only those are read; `view_counts` then counts them by view.
   """
-  return TrainIterator(input_config, batch_size, mesh, seed, start_step)
+  return TrainIterator(input_config, batch_size, mesh, seed, start_step, keep)
 
 
 # ----------------------------------------------------------------------------
@@ -335,18 +346,25 @@ def eval_num_batches(input_config: Mapping[str, Any], split: str, batch_size: in
 
 
 def make_eval_iterator(input_config: Mapping[str, Any], split: str, batch_size: int,
-                       mesh: jax.sharding.Mesh) -> Iterator[dict[str, jax.Array]]:
+                       mesh: jax.sharding.Mesh, keep: Callable | None = None
+                       ) -> Iterator[dict[str, jax.Array]]:
   """One pass over `split`: every example exactly once, in a fixed order, no augmentation.
 
   The last batches are padded (valid = 0, zeros elsewhere) so every host yields the
-  same number of full batches; weight any metric by `valid`.
+  same number of full batches; weight any metric by `valid`. keep: only the examples this
+  predicate on raw examples keeps (`labelled.keep_labelled`).
   """
   local_batch = sharding.check_batch_size(batch_size, mesh)
   data = EchogroundData(input_config)
   sub, n_local, n_max = data.host_split(split)
+  if keep is not None:
+    n_local = int(labelled.count_kept(data.builder, sub, keep).sum())
+    n_max = int(labelled.all_hosts(np.array(n_local)).max())
   num_batches = -(-n_max // local_batch)
   ds = data.builder.as_dataset(split=sub, shuffle_files=False,
                                read_config=tfds.ReadConfig(try_autocache=False))
+  if keep is not None:
+    ds = ds.filter(keep)
   ds = ds.map(lambda ex: data.preprocess(ex, None), num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True)
   pad = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)

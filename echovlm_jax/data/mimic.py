@@ -50,6 +50,10 @@ class ReaderOptions:
   view_min_prob: float = echoview.DEFAULT_MIN_PROB
   allow_unknown_views: bool = False
   link_tolerance_h: float = DEFAULT_LINK_TOLERANCE_H
+  # A view classifier's predictions CSV (python -m echovlm_jax.views): labels what ECHOVIEW and
+  # the view CSV leave unknown, where its confidence reaches view_predictions_min_prob.
+  view_predictions: str = ""
+  view_predictions_min_prob: float = echoview.DEFAULT_PREDICTION_MIN_PROB
 
 
 # ----------------------------------------------------------------------------- CSV helpers
@@ -260,7 +264,9 @@ def plan(manual_dir: str | os.PathLike, options: ReaderOptions = ReaderOptions()
   values = study_values(linked, stats)
   check_mapping_coverage(stats, meas_path)
   views, view_files = echoview.load_views(manual_dir, stats, echoview_csv=options.echoview_csv,
-                                          view_csv=options.view_csv, min_prob=options.view_min_prob)
+                                          view_csv=options.view_csv, min_prob=options.view_min_prob,
+                                          predictions_csv=options.view_predictions,
+                                          predictions_min_prob=options.view_predictions_min_prob)
   if not view_files and not options.allow_unknown_views:
     raise FileNotFoundError(
         f"No view labels in {manual_dir}: put ECHOVIEW's {echoview.ECHOVIEW_FILENAME} there (or set "

@@ -105,7 +105,8 @@ def plot_roc_curves(res: dict, path: str, title: str) -> str:
   return path
 
 
-def plot_confusion(res: dict, path: str, title: str) -> str:
+def plot_confusion(res: dict, path: str, title: str,
+                   xlabel: str = "predicted view (zero-shot)") -> str:
   """Row-normalised confusion matrix (colour) with counts, axes named by view."""
   plt = _plt()
   cm = np.asarray(res["confusion"])
@@ -123,7 +124,7 @@ def plot_confusion(res: dict, path: str, title: str) -> str:
   ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=9)
   ax.set_yticks(range(len(names)), [f"{n} ({int(s)})" for n, s in zip(names, support[:, 0])],
                 fontsize=9)
-  ax.set_xlabel("predicted view (zero-shot)")
+  ax.set_xlabel(xlabel)
   ax.set_ylabel("true view (number of images)")
   ax.set_title(title, fontsize=11)
   fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true view's images")

@@ -48,7 +48,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
     out_dir = workdir if step == latest else os.path.join(workdir, f"eval_step_{step}")
   os.makedirs(out_dir, exist_ok=True)
 
-  evaluator = registry.Evaluator(config, mesh, tokenizer)
+  if config.get("task") == "view_classifier":
+    from echovlm_jax.evaluation import view_classifier  # pylint: disable=g-import-not-at-top
+    evaluator = view_classifier.Evaluator(config, mesh)
+  else:
+    evaluator = registry.Evaluator(config, mesh, tokenizer)
   metrics = evaluator.maybe_run(model, step, last_step=True)
   if jax.process_index() == 0:
     with open(os.path.join(out_dir, "eval_metrics.json"), "w") as f:

@@ -58,8 +58,9 @@ class EchogroundConfig(tfds.core.BuilderConfig):
     num_shards: shards per split unless the DownloadConfig forces a number; several
       even for small data so per-host reading is exercised.
     vocab_size: requested sentencepiece vocabulary (a small corpus may give fewer).
-    test_type, echoview_csv, view_csv, view_min_prob, allow_unknown_views: what a `mimic`
-      build reads (echovlm_jax.data.mimic.ReaderOptions, docs/mimic.md).
+    test_type, echoview_csv, view_csv, view_min_prob, allow_unknown_views, view_predictions,
+      view_predictions_min_prob: what a `mimic` build reads (echovlm_jax.data.mimic.ReaderOptions,
+      docs/mimic.md).
   """
   source: str = "synthetic"
   num_patients: int = 2000
@@ -73,6 +74,8 @@ class EchogroundConfig(tfds.core.BuilderConfig):
   view_csv: str = ""
   view_min_prob: float = 0.5
   allow_unknown_views: bool = False
+  view_predictions: str = ""
+  view_predictions_min_prob: float = 0.9
 
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
@@ -189,7 +192,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     return mimic.ReaderOptions(
         test_type=cfg.test_type, echoview_csv=cfg.echoview_csv, view_csv=cfg.view_csv,
-        view_min_prob=cfg.view_min_prob, allow_unknown_views=cfg.allow_unknown_views)
+        view_min_prob=cfg.view_min_prob, allow_unknown_views=cfg.allow_unknown_views,
+        view_predictions=cfg.view_predictions, view_predictions_min_prob=cfg.view_predictions_min_prob)
 
   def _source_records(self, dl_manager, source_stats: collections.Counter
                       ) -> tuple[Iterator[tuple[str, dict]], set[int] | None]:

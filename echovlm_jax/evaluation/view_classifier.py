@@ -1,0 +1,141 @@
+"""The view classifier's evaluators (config.task = "view_classifier"): one pass over a held-out
+split's labelled examples (views from config.view_classifier.trusted_sources; splits are by
+patient), then accuracy, balanced accuracy, per-view recall, the confusion matrix, expected
+calibration error and coverage / accuracy at the confidence threshold. The trainer holds an
+`Evaluator`; the report is view_report.py's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+from echovlm_jax import run_config
+from echovlm_jax import view_classifier
+from echovlm_jax.echo import schema
+from echovlm_jax.evaluation import embeddings as emb_lib
+from echovlm_jax.evaluation import metrics
+from echovlm_jax.evaluation import registry
+
+EVAL_TYPES = ("view_classification",)
+ECE_BINS = 15
+
+
+def check_evals_config(evals_config: Mapping[str, Any]) -> None:
+  """Fails loudly on an evaluator type the classifier has no use for, or a missing split."""
+  for name, cfg in evals_config.items():
+    if cfg.get("type") not in EVAL_TYPES:
+      raise ValueError(f"config.evals.{name}.type={cfg.get('type')!r}: a view classifier run has "
+                       f"only {', '.join(EVAL_TYPES)}.")
+    if "split" not in cfg:
+      raise ValueError(f"config.evals.{name}: needs a split (e.g. 'validation' or 'test').")
+
+
+def predict_split(model, input_config, split: str, batch_size: int, mesh: jax.sharding.Mesh,
+                  keep) -> dict[str, np.ndarray]:
+  """probs [N, V] float32 and y [N] (KNOWN_VIEWS positions) of the examples `keep` keeps."""
+  from echovlm_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  predict = view_classifier.make_predict_fn(model)
+  to_known = view_classifier.known_index()
+  probs, ys = [], []
+  for batch in input_pipeline.make_eval_iterator(input_config, split, batch_size, mesh, keep=keep):
+    valid = emb_lib.to_host(batch["valid"]) > 0
+    probs.append(emb_lib.to_host(predict(batch["frames"]))[valid])
+    ys.append(to_known[emb_lib.to_host(batch["view"])[valid]])
+  v = view_classifier.NUM_CLASSES
+  return dict(probs=np.concatenate(probs).astype(np.float32) if probs else np.zeros((0, v), np.float32),
+              y=np.concatenate(ys).astype(np.int64) if ys else np.zeros((0,), np.int64))
+
+
+def calibration(conf: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> dict[str, Any]:
+  """Expected calibration error of the top-class confidence [N] against correct [N] (bool):
+  sum over equal-width bins of (share of images) x |accuracy - mean confidence|; NaN when
+  N = 0. Also the per-bin table (lower edge, count, accuracy, confidence) for the plot."""
+  edges = np.linspace(0.0, 1.0, bins + 1)
+  idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+  table, ece = [], 0.0
+  for b in range(bins):
+    sel = idx == b
+    n = int(sel.sum())
+    acc = float(correct[sel].mean()) if n else float("nan")
+    mean_conf = float(conf[sel].mean()) if n else float("nan")
+    if n:
+      ece += n / len(conf) * abs(acc - mean_conf)
+    table.append(dict(lo=float(edges[b]), n=n, accuracy=acc, confidence=mean_conf))
+  return dict(ece=ece if len(conf) else float("nan"), bins=table)
+
+
+def coverage_at(conf: np.ndarray, correct: np.ndarray, threshold: float) -> tuple[float, float]:
+  """(share of images with confidence >= threshold, accuracy on them); NaN where undefined."""
+  sel = conf >= threshold
+  coverage = float(sel.mean()) if len(conf) else float("nan")
+  return coverage, float(correct[sel].mean()) if sel.any() else float("nan")
+
+
+def classification_metrics(probs: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, Any]:
+  """probs [N, V] (KNOWN_VIEWS order), y [N] -> scalars and the report's details: accuracy,
+  balanced_accuracy, ece, coverage / accuracy_at_threshold, per_view_recall, confusion [V, V]
+  (rows true), calibration bins, and the coverage-accuracy curve over thresholds."""
+  pred = probs.argmax(axis=1) if len(probs) else np.zeros((0,), np.int64)
+  conf = probs.max(axis=1) if len(probs) else np.zeros((0,), np.float32)
+  correct = pred == y
+  cm = metrics.confusion_matrix(y, pred, view_classifier.NUM_CLASSES)
+  recall = metrics.per_class_recall(cm)
+  cal = calibration(conf, correct)
+  coverage, acc_at = coverage_at(conf, correct, threshold)
+  grid = np.round(np.linspace(0.0, 0.99, 100), 2)
+  curve = [(float(t), *coverage_at(conf, correct, t)) for t in grid]
+  return dict(accuracy=metrics.accuracy(y, pred), balanced_accuracy=metrics.balanced_accuracy(y, pred),
+              ece=cal["ece"], threshold=float(threshold), coverage=coverage,
+              accuracy_at_threshold=acc_at, n=int(len(y)), confusion=cm,
+              view_names=list(schema.KNOWN_VIEWS),
+              per_view_recall={v: float(r) for v, r in zip(schema.KNOWN_VIEWS, recall)},
+              calibration=cal["bins"], coverage_curve=curve)
+
+
+class Evaluator:
+  """What the trainer holds for config.task = "view_classifier" (the contrastive run's
+  registry.Evaluator has the same three methods)."""
+
+  def __init__(self, config, mesh: jax.sharding.Mesh):
+    check_evals_config(config.evals)
+    self.evals_config, self.input_config, self.mesh = config.evals, config.input, mesh
+    self.batch_size = run_config.eval_batch_size(config)
+    self.threshold = float(config.view_classifier.confidence_threshold)
+    self.keep = view_classifier.keep_fn(config)
+    self.details: dict[str, dict] = {}
+
+  def due(self, step: int, last_step: bool = False) -> bool:
+    return any(registry.is_due(cfg, step, last_step) for cfg in self.evals_config.values())
+
+  def maybe_run(self, model, step: int, last_step: bool = False) -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for name, cfg in self.evals_config.items():
+      if not registry.is_due(cfg, step, last_step):
+        continue
+      out = predict_split(model, self.input_config, cfg["split"], self.batch_size, self.mesh,
+                          self.keep)
+      res = classification_metrics(out["probs"], out["y"], self.threshold)
+      prefix = registry.metric_prefix(cfg)
+      scalars = {k: res[k] for k in ("accuracy", "balanced_accuracy", "ece", "coverage",
+                                     "accuracy_at_threshold")}
+      scalars.update({f"recall/{v}": r for v, r in res["per_view_recall"].items()})
+      entry = {f"{prefix}/{k}": float(v) for k, v in scalars.items()}
+      flat.update(entry)
+      self.details[name] = dict(type=cfg["type"], split=cfg["split"], step=int(step),
+                                metrics=entry, **res)
+    for k, v in sorted(flat.items()):
+      if not math.isnan(v):
+        logging.info("step %d  %s = %.4f", step, k, v)
+    return flat
+
+  def write_report(self, workdir: str, metrics_history: list[dict]) -> str | None:
+    """report.md + metrics.json + plots of the latest results; None when none ran."""
+    if not self.details:
+      return None
+    from echovlm_jax.evaluation import view_report  # pylint: disable=g-import-not-at-top
+    return view_report.write_report(workdir, self.details, metrics_history)

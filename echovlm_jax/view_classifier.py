@@ -1,0 +1,155 @@
+"""The view classifier task of the one trainer (config.task = "view_classifier"): its model,
+its initialisation (an exported EchoVLM artifact, pretrained CLIP/SigLIP towers, or scratch),
+the data it learns from (views from trusted sources) and its class-weighted cross-entropy.
+train.py asks this module for these pieces; the step, loop and checkpoints stay the trainer's.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from echovlm_jax import sharding
+from echovlm_jax.echo import schema
+
+TASKS = ("contrastive", "view_classifier")
+NUM_CLASSES = len(schema.KNOWN_VIEWS)
+CLASS_BALANCE = ("balanced", "none")
+
+
+def known_index() -> np.ndarray:
+  """int32 [len(VIEWS)]: a VIEWS id -> its position in KNOWN_VIEWS (the head's class), -1 for
+  unknown. Mapped by name, not by assuming `unknown` is last."""
+  return np.array([schema.KNOWN_VIEWS.index(v) if v in schema.KNOWN_VIEWS else -1
+                   for v in schema.VIEWS], np.int32)
+
+
+def create_sharded_model(config, mesh: jax.sharding.Mesh) -> nnx.Module:
+  """The ViewClassifier of config.model, created already sharded (see sharding.create_sharded)."""
+  from echovlm_jax.models.view_classifier import ViewClassifier  # pylint: disable=g-import-not-at-top
+  return sharding.create_sharded(
+      lambda: ViewClassifier(config.model, num_classes=NUM_CLASSES, rngs=nnx.Rngs(config.seed)),
+      mesh, config.sharding_rules, config.sharding_strict)
+
+
+def abstract_model(config) -> nnx.Module:
+  """Shape-only ViewClassifier of config.model (a restore target that allocates nothing)."""
+  from echovlm_jax.models.view_classifier import ViewClassifier  # pylint: disable=g-import-not-at-top
+  return nnx.eval_shape(lambda: ViewClassifier(config.model, num_classes=NUM_CLASSES,
+                                               rngs=nnx.Rngs(config.seed)))
+
+
+# ----------------------------------------------------------------------------
+# Initialisation
+# ----------------------------------------------------------------------------
+def _put_like(value: Any, old: Any) -> Any:
+  value = np.asarray(value).astype(old.dtype)
+  if isinstance(old, jax.Array):
+    return jax.make_array_from_callback(value.shape, old.sharding, lambda idx: value[idx])
+  return value
+
+
+def tower_from_artifact(params: nnx.State, path: str) -> nnx.State:
+  """params with the image tower of an exported EchoVLM artifact (python -m echovlm_jax.export);
+  the head keeps its (zero) initialisation. ValueError lists every parameter that does not fit."""
+  from echovlm_jax import pretrained  # pylint: disable=g-import-not-at-top
+  art_config = pretrained.verify_artifact(path)
+  source = nnx.to_pure_dict(nnx.state(pretrained.restore_params(path, art_config).image, nnx.Param))
+  pure = nnx.to_pure_dict(params)
+  ours = pure["image"]
+  src_flat = dict(jax.tree_util.tree_leaves_with_path(source))
+  our_flat = dict(jax.tree_util.tree_leaves_with_path(ours))
+  problems = [f"{jax.tree_util.keystr(k)}: ours {our_flat[k].shape}, artifact "
+              f"{np.shape(src_flat[k]) if k in src_flat else 'missing'}"
+              for k in our_flat if k not in src_flat or np.shape(src_flat[k]) != our_flat[k].shape]
+  if problems:
+    raise ValueError(f"config.view_classifier.init_artifact={path}: its image tower does not fit "
+                     f"config.model.image ({len(problems)} parameter(s)): " + "; ".join(problems[:10])
+                     + ". Use the config size / res / scan_layers the artifact was trained with.")
+  pure["image"] = jax.tree.map(_put_like, source, ours)
+  nnx.replace_by_pure_dict(params, pure)
+  logging.info("view classifier: image tower from %s (%d arrays).", path, len(our_flat))
+  return params
+
+
+def init_params(params: nnx.State, config) -> nnx.State:
+  """From config.view_classifier.init_artifact (an exported EchoVLM), else config.model_init
+  (pretrained CLIP/SigLIP towers; their text tower is dropped), else as initialised."""
+  artifact = config.view_classifier.init_artifact
+  if artifact and config.model_init:
+    raise ValueError("config.view_classifier.init_artifact and config.model_init are both set: "
+                     "pick one source for the image tower.")
+  if artifact:
+    return tower_from_artifact(params, artifact)
+  if config.model_init:
+    # The trainer's own hook: the checkpoint's input normalisation is folded in as for EchoVLM;
+    # config.model_init_skip (configs/view_classifier.py) drops what has no place here.
+    from echovlm_jax import model_init  # pylint: disable=g-import-not-at-top
+    return model_init.apply_model_init(params, config)
+  return params
+
+
+# ----------------------------------------------------------------------------
+# Data and loss
+# ----------------------------------------------------------------------------
+def keep_fn(config) -> Callable:
+  """The predicate the train / eval iterators read with: a known view from a trusted source."""
+  from echovlm_jax.data import labelled  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  vc = config.view_classifier
+  return labelled.keep_labelled(tuple(vc.trusted_sources), float(vc.labelled_patient_fraction))
+
+
+def class_weights(view_counts: np.ndarray, mode: str) -> np.ndarray:
+  """float32 [NUM_CLASSES] from training examples by view id ([len(VIEWS)]): "balanced" gives
+  each class present the same total weight (n / (classes present * n_c)), absent classes 0;
+  "none" gives 1 everywhere."""
+  if mode not in CLASS_BALANCE:
+    raise ValueError(f"config.view_classifier.class_balance={mode!r}: expected one of {CLASS_BALANCE}.")
+  counts = np.zeros(NUM_CLASSES, np.float64)
+  for vid, k in enumerate(known_index()):
+    if k >= 0:
+      counts[k] += view_counts[vid]
+  if mode == "none":
+    return np.ones(NUM_CLASSES, np.float32)
+  present = counts > 0
+  w = np.where(present, counts.sum() / (max(present.sum(), 1) * np.maximum(counts, 1)), 0.0)
+  return w.astype(np.float32)
+
+
+def make_loss_fn(graphdef, weights: np.ndarray) -> Callable:
+  """loss_fn(params, batch) -> (loss, (terms, None)) for the trainer's step: class-weighted
+  cross-entropy of frames [B, T, H, W, C] against view [B] (VIEWS ids), over rows with
+  valid [B] > 0 and a known view; normalised by the batch's total weight. The None stands
+  where the contrastive loss returns its temperature."""
+  to_known = jnp.asarray(known_index())
+  w_class = jnp.asarray(weights, jnp.float32)
+
+  def loss_fn(params, batch):
+    logits = nnx.merge(graphdef, params)(batch["frames"])  # [B, V]
+    y = to_known[batch["view"]]
+    w = jnp.where(y >= 0, w_class[jnp.maximum(y, 0)], 0.0) * batch["valid"]
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(y, 0))
+    loss = jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-6)
+    return loss, ({}, None)
+  return loss_fn
+
+
+# ----------------------------------------------------------------------------
+# Prediction (evaluation and the labelling CLI)
+# ----------------------------------------------------------------------------
+def make_predict_fn(model: nnx.Module) -> Callable[[jax.Array], jax.Array]:
+  """frames [B, T, H, W, C] (a global array on the mesh) -> probabilities [B, NUM_CLASSES],
+  jitted once per architecture (keyed on the graphdef)."""
+  graphdef, state = nnx.split(nnx.view(model, deterministic=True, raise_if_not_found=False))
+  return lambda frames: _probs(graphdef, state, frames)
+
+
+@jax.jit(static_argnums=0)
+def _probs(graphdef, state, frames):
+  return jax.nn.softmax(nnx.merge(graphdef, state)(frames), axis=-1)
