@@ -135,6 +135,13 @@ def is_due(cfg: Mapping[str, Any], step: int, last_step: bool = False) -> bool:
   return last_step or (every > 0 and step % every == 0)
 
 
+def log_metrics(step: int, flat: Mapping[str, float]) -> None:
+  """One log line per defined metric of an evaluation step (NaN: not defined, not logged)."""
+  for k, v in sorted(flat.items()):
+    if not math.isnan(v):
+      logging.info("step %d  %s = %.4f", step, k, v)
+
+
 def metric_prefix(cfg: Mapping[str, Any]) -> str:
   return f"{SPLIT_PREFIX.get(cfg['split'], cfg['split'])}/{cfg['type']}"
 
@@ -229,9 +236,7 @@ class Evaluator:
         self.cache, last_step=last_step, batch_size=self.batch_size,
         make_iterator=self.make_iterator, meas_std=self.meas_std)
     self.details.update(details)
-    for k, v in sorted(flat.items()):
-      if not math.isnan(v):
-        logging.info("step %d  %s = %.4f", step, k, v)
+    log_metrics(step, flat)
     return flat
 
   def write_report(self, workdir: str, metrics_history: list[dict]) -> str | None:

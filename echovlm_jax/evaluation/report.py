@@ -250,15 +250,20 @@ def _headline(results: Mapping[str, dict], targets: Mapping[str, float]) -> list
   return lines if found else []
 
 
-def _views_section(name: str, r: dict, plot: str | None) -> list[str]:
-  out = [f"## View classification (zero-shot) — {r['split']} split", "",
-         f"Accuracy **{_pct(r['accuracy'])}**, balanced accuracy **{_pct(r['balanced_accuracy'])}** "
-         f"on {r['n']} images with a known view.", "",
-         "| view | description | images | recall |", "|---|---|---|---|"]
+def per_view_table(r: Mapping[str, Any]) -> list[str]:
+  """Markdown rows: each view's description, images and recall (from confusion, rows true)."""
+  out = ["| view | description | images | recall |", "|---|---|---|---|"]
   cm = np.asarray(r["confusion"])
   for i, v in enumerate(r["view_names"]):
     out.append(f"| {v} | {schema.VIEW_INFO[v].description} | {int(cm[i].sum())} | "
-               f"{_pct(r['per_view_recall'][v])} |")
+               f"{_pct(r['per_view_recall'][v]) if cm[i].sum() else 'n/a'} |")
+  return out
+
+
+def _views_section(name: str, r: dict, plot: str | None) -> list[str]:
+  out = [f"## View classification (zero-shot) — {r['split']} split", "",
+         f"Accuracy **{_pct(r['accuracy'])}**, balanced accuracy **{_pct(r['balanced_accuracy'])}** "
+         f"on {r['n']} images with a known view.", ""] + per_view_table(r)
   if plot:
     out += ["", f"![view confusion matrix]({plot})"]
   return out + [""]

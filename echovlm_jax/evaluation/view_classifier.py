@@ -7,8 +7,6 @@ calibration error and coverage / accuracy at the confidence threshold. The train
 
 from __future__ import annotations
 
-import logging
-import math
 from typing import Any, Mapping
 
 import jax
@@ -128,9 +126,7 @@ class Evaluator:
       flat.update(entry)
       self.details[name] = dict(type=cfg["type"], split=cfg["split"], step=int(step),
                                 metrics=entry, **res)
-    for k, v in sorted(flat.items()):
-      if not math.isnan(v):
-        logging.info("step %d  %s = %.4f", step, k, v)
+    registry.log_metrics(step, flat)
     return flat
 
   def write_report(self, workdir: str, metrics_history: list[dict]) -> str | None:

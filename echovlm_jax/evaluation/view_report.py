@@ -13,7 +13,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from echovlm_jax.echo import schema
 from echovlm_jax.evaluation import report
 
 _HOW_TO_READ = """\
@@ -81,13 +80,8 @@ def _section(r: dict, plots: Sequence[str]) -> list[str]:
          f"On {r['n']} images of held-out patients with a trusted view: accuracy "
          f"**{pct(r['accuracy'])}**, balanced accuracy **{pct(r['balanced_accuracy'])}**, "
          f"expected calibration error **{fmt(r['ece'])}**. At confidence >= {r['threshold']:.2f}: "
-         f"coverage **{pct(r['coverage'])}**, accuracy **{pct(r['accuracy_at_threshold'])}**.", "",
-         "| view | description | images | recall |", "|---|---|---|---|"]
-  cm = np.asarray(r["confusion"])
-  for i, v in enumerate(r["view_names"]):
-    out.append(f"| {v} | {schema.VIEW_INFO[v].description} | {int(cm[i].sum())} | "
-               f"{pct(r['per_view_recall'][v]) if cm[i].sum() else 'n/a'} |")
-  out.append("")
+         f"coverage **{pct(r['coverage'])}**, accuracy **{pct(r['accuracy_at_threshold'])}**.", ""]
+  out += report.per_view_table(r) + [""]
   out += [f"![{os.path.basename(p)}]({p})" for p in plots]
   return out + [""]
 
