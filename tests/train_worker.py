@@ -43,13 +43,14 @@ def as_process(index: int, count: int) -> Iterator[None]:
 class EmulatedHostsIterator:
   """input_pipeline.TrainIterator's interface over N emulated hosts' iterators."""
 
-  def __init__(self, input_config, batch_size, mesh, seed, start_step=0, *, num_hosts: int):
+  def __init__(self, input_config, batch_size, mesh, seed, start_step=0, keep=None, *,
+               num_hosts: int):
     self.mesh, self.num_hosts, self.position = mesh, num_hosts, int(start_step)
     self.hosts = []
     for i in range(num_hosts):
       with as_process(i, num_hosts):
         self.hosts.append(input_pipeline.TrainIterator(input_config, batch_size, mesh, seed,
-                                                       start_step))
+                                                       start_step, keep=keep))
 
   def __iter__(self):
     return self
@@ -67,8 +68,9 @@ class EmulatedHostsIterator:
 def worker_main(argv) -> None:
   n = _EMULATE.value
   if n > 1:
-    def make(input_config, batch_size, mesh, seed, start_step=0):
-      return EmulatedHostsIterator(input_config, batch_size, mesh, seed, start_step, num_hosts=n)
+    def make(input_config, batch_size, mesh, seed, start_step=0, keep=None):
+      return EmulatedHostsIterator(input_config, batch_size, mesh, seed, start_step, keep,
+                                   num_hosts=n)
     input_pipeline.make_train_iterator = make
   main_lib.main(argv)
 
