@@ -145,6 +145,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.batch_size = 64                 # global batch
   c.lr = 1e-3
   c.wd = 0.05
+  # What weight decay reaches, by what a parameter is (echovlm_jax/weight_decay.py): a
+  # comma-separated subset of kernel, embedding, norm, bias, scalar. Norms, biases, the
+  # temperature and the sigmoid bias are never decayed by default.
+  c.wd_kinds = "kernel,embedding"
   c.b1, c.b2 = 0.9, 0.98
   c.warmup_steps = 100
   c.grad_clip_norm = 1.0

@@ -10,6 +10,7 @@ import ml_collections
 
 from echovlm_jax import distributed
 from echovlm_jax import sharding
+from echovlm_jax import weight_decay
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,10 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
   if config.debug_nan_target not in ("frames", "grads"):
     raise ConfigError(f"config.debug_nan_target={config.debug_nan_target!r}: expected 'frames' "
                       "(NaN inputs) or 'grads' (a NaN gradient with a finite loss).")
+  try:
+    weight_decay.parse_kinds(config.get("wd_kinds", weight_decay.DEFAULT_KINDS))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   task = config.get("task", "contrastive")
   if task not in ("contrastive", "view_classifier"):
     raise ConfigError(f"config.task={task!r}: expected 'contrastive' or 'view_classifier'.")

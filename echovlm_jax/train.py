@@ -56,20 +56,18 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
       decay_steps=max(config.total_steps, warmup + 1), end_value=0.0)
 
 
-def decay_mask(params) -> Any:
-  """Weight decay on matrices only: no decay on norms, biases, temperature and bias scalars."""
-  return jax.tree.map(lambda p: p.ndim >= 2, params)
-
-
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Global-norm clipping, then AdamW (warm-up + cosine lr, decay on matrices only), scaled or
-  frozen per tower by config.lr_mult (tower_lr.py)."""
+  """Global-norm clipping, then AdamW (warm-up + cosine lr, decay on the kinds of parameter
+  config.wd_kinds names: weight_decay.py), scaled or frozen per tower by config.lr_mult
+  (tower_lr.py)."""
   from echovlm_jax import tower_lr
+  from echovlm_jax import weight_decay
+  kinds = config.get("wd_kinds", weight_decay.DEFAULT_KINDS)
   return optax.chain(
       optax.clip_by_global_norm(config.grad_clip_norm),
       tower_lr.per_tower(config, lambda: optax.adamw(
           make_schedule(config), b1=config.b1, b2=config.b2, weight_decay=config.wd,
-          mask=decay_mask)),
+          mask=lambda params: weight_decay.decay_mask(params, kinds))),
   )
 
 

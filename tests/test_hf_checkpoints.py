@@ -245,6 +245,16 @@ def test_finetuning_starts_from_the_checkpoint(ckpt, num_devices):
   assert moved(before["text"], after["text"]) > 0.0
 
 
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_weight_decay_reaches_matrices_only(ckpt, kind):
+  """Checkpoint towers have q/k/v biases, a class token (CLIP) or MAP head (SigLIP)."""
+  from tests.test_weight_decay import assert_matrices_only
+  c = _finetune_config(ckpt[kind][0])
+  c.warmup_steps = 0
+  assert c.model.image.qkv_bias and c.model.text.qkv_bias
+  assert_matrices_only(c, c.model.vocab_size)
+
+
 def test_misfit_lists_every_mismatch(ckpt):
   d = ckpt["siglip"][0]
   flat, layout, hf = checkpoint_config.read_weights(d)

@@ -69,20 +69,6 @@ def test_schedule_warms_up_then_decays_to_zero():
   assert float(sched(100)) == pytest.approx(0.0, abs=1e-7)
 
 
-def test_decay_mask_spares_norms_biases_and_temperature(num_devices):
-  c = _config()
-  mesh = distributed.create_mesh(c.mesh)
-  _, params = checkpointing.abstract_params(c, mesh, VOCAB)
-  flat = {jax.tree_util.keystr(p): bool(m) for p, m in
-          jax.tree_util.tree_leaves_with_path(train.decay_mask(params))}
-  shapes = {jax.tree_util.keystr(p): x.shape for p, x in jax.tree_util.tree_leaves_with_path(params)}
-  for path, decayed in flat.items():
-    assert decayed == (len(shapes[path]) >= 2), path
-  assert not any(v for p, v in flat.items() if "logit_scale" in p or "logit_bias" in p)
-  assert not any(v for p, v in flat.items() if "bias" in p or "norm" in p.lower())
-  assert any(v for p, v in flat.items() if "kernel" in p)
-
-
 @pytest.mark.slow
 def test_one_step_same_params_on_every_mesh(num_devices):
   """Issue 4: make_train_step on (8,1,1), (2,2,2), (4,1,2) == on one device."""
