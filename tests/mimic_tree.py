@@ -118,8 +118,10 @@ def _report(s: int, rng: np.random.Generator) -> tuple[list[tuple], dict[str, fl
 
 
 def write_tree(root: str | os.PathLike, num_subjects: int = 8, *, hw: tuple[int, int] = (708, 1016),
-               cine_frames: int = 12, seed: int = 0, v01: bool = False) -> dict[str, Any]:
-  """Writes the tree under `root`; v01=True writes v0.1's study list (no measurement_id).
+               cine_frames: int = 12, seed: int = 0, v01: bool = False,
+               repeated_rows: int = 0) -> dict[str, Any]:
+  """Writes the tree under `root`; v01=True writes v0.1's study list (no measurement_id);
+  repeated_rows=n lists the first n files' record rows twice, as the release repeats 103 rows.
 
   Each subject has one TTE study with five DICOMs (FILES: three ECHOVIEW-labelled cines, an
   unlabelled cine and an unlabelled spectral still; YBR_FULL_422 JPEG with PHI in the headers),
@@ -203,6 +205,7 @@ def write_tree(root: str | os.PathLike, num_subjects: int = 8, *, hw: tuple[int,
     records.append([subject, study, fmt(t0), rel])
     files.append(dict(rel=rel, study=study, subject=subject, view="unknown", kind="", expected=why))
 
+  records += records[:repeated_rows]
   _csv(os.path.join(root, "echo-record-list.csv"),
        ["subject_id", "study_id", "acquisition_datetime", "dicom_filepath"], records)
   study_cols = ["subject_id", "study_id", "study_datetime", "measurement_id", "measurement_datetime",

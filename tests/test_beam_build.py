@@ -1,16 +1,18 @@
 """The `mimic` build on Apache Beam (DirectRunner, 2 worker processes) writes exactly what the
-single-process build writes; splits stay put when patients are added; a training job never
-builds real data."""
+single-process build writes, on a tree whose record list repeats a row as the release's does;
+its job graph does not grow with the number of files; splits stay put when patients are added;
+a training job never builds real data."""
 
-import json
 import os
+import types
 
+import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from echovlm_jax.data import artifacts, build
-from tests import mimic_tree
+from tests import mimic_csv_tree, mimic_tree
 from tests.echoground_fixtures import tiny_input_config
 from tfds_builders.echoground import records
 
@@ -34,8 +36,9 @@ def _examples(builder):
 
 @pytest.fixture(scope="module")
 def small_tree(tmp_path_factory):
+  # One record row listed twice: the release repeats 103 whole rows.
   return mimic_tree.write_tree(tmp_path_factory.mktemp("tree"), num_subjects=6, hw=(64, 96),
-                               cine_frames=3)
+                               cine_frames=3, repeated_rows=1)
 
 
 def test_beam_build_writes_what_the_single_process_build_writes(small_tree, tmp_path):
@@ -59,7 +62,32 @@ def test_beam_build_writes_what_the_single_process_build_writes(small_tree, tmp_
   ra, rb = artifacts.load_report(single.data_dir), artifacts.load_report(beam.data_dir)
   assert ra == rb  # every counter, gathered through Beam metrics on the Beam side
   assert ra["source_counts"]["skip"] == {"file_of_study_without_report": 1, "missing_file": 1,
-                                         "unreadable_dicom": 2}
+                                         "unreadable_dicom": 2, "repeated_dicom_filepath": 1}
+  assert not os.path.exists(os.path.join(beam.data_dir, "_beam_work"))  # plan and infos removed
+
+
+def _job_graph_bytes(root, data_dir) -> int:
+  """Size of the job graph a Beam `mimic` build submits for the tree at root (built, not run)."""
+  builder = build.get_builder(_config(data_dir, root))
+  dl_manager = types.SimpleNamespace(manual_dir=str(root))
+  builder._prepared = builder._plan_beam(dl_manager)  # pylint: disable=protected-access
+  pipeline = beam.Pipeline()
+  for split, transform in builder._split_generators(dl_manager).items():  # pylint: disable=protected-access
+    _ = pipeline | split >> transform
+  return len(pipeline.to_runner_api().SerializeToString())
+
+
+def test_the_job_graph_does_not_grow_with_the_number_of_files(tmp_path):
+  sizes = {}
+  for name, rows in (("small", 60), ("large", 3000)):   # same studies and patients, 50x the files
+    root = tmp_path / name / "tree"
+    mimic_csv_tree.write_csvs(root, record_rows=rows, repeated_rows=2, studies=12, patients=9,
+                              reports=30, report_patients=20, echoview_rows=10)
+    sizes[name] = _job_graph_bytes(root, tmp_path / name / "data")
+  # Paths of equal length in both: what differs is zlib's packing of pickled DoFns (tens of
+  # bytes). Items in the graph (beam.Create) added ~50 bytes per file.
+  assert abs(sizes["large"] - sizes["small"]) < 2000, sizes
+  assert sizes["large"] < 1 << 20, sizes
 
 
 def test_adding_patients_never_moves_one_to_another_split(small_tree, tmp_path):

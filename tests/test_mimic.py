@@ -12,7 +12,7 @@ import pytest
 
 from echovlm_jax.data import dicom, echoview, mimic
 from echovlm_jax.echo import schema
-from tests import mimic_tree
+from tests import mimic_csv_tree, mimic_tree
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on the truncated file
 
@@ -173,3 +173,14 @@ def test_bug_type_errors_stop_the_build_and_bad_files_do_not(tmp_path, monkeypat
   with pytest.raises(RuntimeError, match="bug") as e:
     list(mimic.generate_records(tree["root"], image_size=16))
   assert isinstance(e.value.__cause__, TypeError)
+
+
+def test_a_repeated_record_row_is_planned_once_and_counted(tmp_path):
+  """The published record list repeats 103 whole rows: each DICOM is one work item (a second
+  would be a second example with the same key), and the repeats are counted."""
+  mimic_csv_tree.write_csvs(tmp_path, record_rows=40, repeated_rows=3, studies=4, patients=3,
+                            reports=8, report_patients=6, echoview_rows=5)
+  stats = collections.Counter()
+  items = mimic.plan(tmp_path, stats=stats)
+  assert len(items) == 37 == len({i.key for i in items}) == len({i.rel for i in items})
+  assert stats["skip:repeated_dicom_filepath"] == 3

@@ -276,12 +276,19 @@ def plan(manual_dir: str | os.PathLike, options: ReaderOptions = ReaderOptions()
   for name in view_files:
     stats[f"view:source_file:{name}"] += 1
   sex = read_sex(manual_dir)
-  items = []
+  items, seen = [], set()
   for r in records:
     rel, study, subject = r["dicom_filepath"], r["study_id"], r["subject_id"]
     if not rel or not study or not subject:
       stats["skip:bad_record_row"] += 1
-    elif study not in studies:
+      continue
+    if rel in seen:
+      # The published list repeats 103 whole rows; a second item would be a second example
+      # with the same key (TFDS's Beam writer stops on it at the very end of a build).
+      stats["skip:repeated_dicom_filepath"] += 1
+      continue
+    seen.add(rel)
+    if study not in studies:
       stats["skip:study_not_in_study_list"] += 1
     elif study not in values:
       stats["skip:file_of_study_without_report"] += 1
@@ -289,8 +296,10 @@ def plan(manual_dir: str | os.PathLike, options: ReaderOptions = ReaderOptions()
       stats["skip:file_of_study_with_empty_report"] += 1
     else:
       label = views.get(fileio.basename(rel), echoview.ViewLabel(schema.UNKNOWN_VIEW, "none", 0.0))
-      items.append(WorkItem(record_key(rel), rel, subject, study, dict(values[study][0]),
-                            dict(values[study][1]), label, sex.get(subject)))
+      # A study's value dicts are shared by its items (read only; read_item copies them):
+      # a copy per DICOM is half a million dicts on the release.
+      items.append(WorkItem(record_key(rel), rel, subject, study, values[study][0],
+                            values[study][1], label, sex.get(subject)))
   return items
 
 

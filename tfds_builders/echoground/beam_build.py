@@ -3,31 +3,36 @@
 The driver reads the CSVs once and joins them (mimic.plan: a few hundred MB of text for the
 whole release, no pixels), so every DICOM becomes a work item that already knows its study's
 values, grades, view and patient split (a threshold on a hash of the patient id: no global
-ranking needed). Each split is then a Beam branch: items -> decode the sampled frames and
-make the example (records.make_example) in parallel -> TFDS's writer. A side branch per split
-collects what the artifacts need (no frames) into a small file; once the pipeline has run,
-`finish` reads those files and the pipeline's counters (Beam metrics) and writes the same
-tokenizer, statistics and build report as the single-process build (split_artifacts.py).
+ranking needed). The items go to sharded files under the data_dir (beam_plan.py), not into the
+job graph, which so stays the same size whatever the release's size. Each split is then a
+Beam branch: plan files -> items -> decode the sampled frames and make the example
+(records.make_example) in parallel -> TFDS's writer. A side branch per split writes what the
+artifacts need (no frames) into a file per bundle; once the pipeline has run, `finish` reads
+those files and the pipeline's counters (Beam metrics) and writes the same tokenizer,
+statistics and build report as the single-process build (split_artifacts.py).
 """
 
 from __future__ import annotations
 
 import collections
 import pickle
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping
 
 import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.options.value_provider import StaticValueProvider
 from etils import epath
 
 from echovlm_jax.data import bug_guard
 from echovlm_jax.data import mimic
+from tfds_builders.echoground import beam_plan
 from tfds_builders.echoground import records as records_lib
 from tfds_builders.echoground import split_artifacts
 
 # Beam metric namespaces -> the build report's counters.
 SOURCE_NS, RECORDS_NS, VALUES_NS, READ_NS = ("echoground/source", "echoground/records_skipped",
                                              "echoground/values_dropped", "echoground/read")
-_INFO_FILE = "_beam_infos_{split}.pkl"
+WORK_DIR = "_beam_work"   # under the (incomplete) data_dir: the plan and the infos
 
 
 class _ReadAndMake(beam.DoFn):
@@ -74,26 +79,60 @@ class _ReadAndMake(beam.DoFn):
       yield made
 
 
-def _write_infos(infos: Sequence[split_artifacts.ExampleInfo], path: str) -> None:
-  epath.Path(path).write_bytes(pickle.dumps(list(infos), protocol=pickle.HIGHEST_PROTOCOL))
+class _PickleSink(fileio.FileSink):
+  """Infos one pickle after another (the single-process build's spill format): a file per
+  bundle, so no worker ever holds a whole split's infos."""
+
+  def open(self, fh):
+    self._fh = fh
+
+  def write(self, record):
+    pickle.dump(record, self._fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+  def flush(self):
+    self._fh.flush()
 
 
-def split_transform(split: str, items: Sequence[mimic.WorkItem], manual_dir: str,
-                    image_size: int, num_frames: int, data_dir: str) -> beam.PTransform:
-  """The PTransform TFDS applies to its pipeline for one split: (key, example) pairs."""
+def _infos_dir(work_dir: str, split: str) -> str:
+  return str(epath.Path(work_dir) / "infos" / split)
+
+
+def split_transform(split: str, plan_pattern: str, manual_dir: str, image_size: int,
+                    num_frames: int, work_dir: str) -> beam.PTransform:
+  """The PTransform TFDS applies to its pipeline for one split: (key, example) pairs.
+
+  plan_pattern: the split's work items on disk (beam_plan.write); work_dir: where the
+  artifacts' facts go until `finish` reads them (a folder every worker can write).
+  """
 
   @beam.ptransform_fn
   def _expand(pipeline):
     examples = (pipeline
-                | f"{split}/items" >> beam.Create(list(items), reshuffle=True)
+                | f"{split}/plan" >> beam.io.ReadFromText(plan_pattern)
+                # A gzipped plan file is read as one bundle: spread its items over all workers.
+                # Reshuffled as lines (plain strings), decoded after.
+                | f"{split}/spread" >> beam.Reshuffle()
+                | f"{split}/items" >> beam.Map(beam_plan.decode)
                 | f"{split}/read" >> beam.ParDo(_ReadAndMake(manual_dir, image_size, num_frames)))
     _ = (examples
          | f"{split}/info" >> beam.MapTuple(split_artifacts.info_of)
-         | f"{split}/collect" >> beam.combiners.ToList()
-         | f"{split}/write_infos" >> beam.Map(
-             _write_infos, str(epath.Path(data_dir) / _INFO_FILE.format(split=split))))
+         | f"{split}/write_infos" >> fileio.WriteToFiles(
+             path=_infos_dir(work_dir, split), sink=_PickleSink,
+             file_naming=fileio.default_file_naming("infos", ".pkl"),
+             # A ValueProvider: WriteToFiles calls .get() on it (a str fails on the workers).
+             temp_directory=StaticValueProvider(str, str(epath.Path(work_dir) / "infos_tmp" / split))))
     return examples
   return _expand()  # pylint: disable=no-value-for-parameter
+
+
+def _read_infos(work_dir: str) -> Iterator[split_artifacts.ExampleInfo]:
+  for path in sorted(epath.Path(work_dir).glob("infos/*/*.pkl")):
+    with path.open("rb") as f:
+      while True:
+        try:
+          yield pickle.load(f)
+        except EOFError:
+          break
 
 
 def items_by_split(items: Iterable[mimic.WorkItem]) -> tuple[dict[str, list[mimic.WorkItem]], dict[int, str]]:
@@ -115,15 +154,12 @@ def _counters(result, namespace: str) -> dict[str, int]:
   return dict(out)
 
 
-def finish(result, data_dir: str, cfg, split_of: Mapping[int, str],
+def finish(result, work_dir: str, data_dir: str, cfg, split_of: Mapping[int, str],
            plan_stats: Mapping[str, int]) -> dict[str, int]:
-  """After the pipeline ran: artifacts and report from the info files and Beam's counters."""
-  infos = []
-  for split in records_lib.SPLITS:
-    path = epath.Path(data_dir) / _INFO_FILE.format(split=split)
-    if path.exists():
-      infos += pickle.loads(path.read_bytes())
-      path.unlink()
+  """After the pipeline ran: artifacts and report from the info files and Beam's counters;
+  work_dir (plan and info files) is removed."""
+  infos = list(_read_infos(work_dir))
+  epath.Path(work_dir).rmtree(missing_ok=True)
   source = collections.Counter(plan_stats)
   source.update(_counters(result, SOURCE_NS))
   return split_artifacts.write(

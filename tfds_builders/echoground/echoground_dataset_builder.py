@@ -32,10 +32,13 @@ MIN_PATIENTS = 3  # one each for train / validation / test
 
 @dataclasses.dataclass(frozen=True)
 class _BeamPlan:
-  """A Beam build's plan: work items per split, the patient split, the CSV-stage counts."""
-  items_by_split: dict[str, list]
+  """A Beam build's plan: where each split's work items wait (file patterns; the items are
+  not held on the driver), how many, the patient split, the CSV-stage counts."""
+  plan_files: dict[str, str]
+  sizes: dict[str, int]
   split_of: dict[int, str]
   plan_stats: collections.Counter
+  work_dir: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +167,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     try:
       if self._beam:
         self._prepared = self._plan_beam(dl_manager)
-        sizes = {s: len(v) for s, v in self._prepared.items_by_split.items()}  # upper bounds
+        sizes = self._prepared.sizes  # upper bounds
       else:
         self._prepared = self._read_source(dl_manager)
         sizes = self._prepared.split_sizes
@@ -255,21 +258,24 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     return _Prepared(spill_path, split_of, sizes)
 
   def _plan_beam(self, dl_manager) -> "_BeamPlan":
-    from tfds_builders.echoground import beam_build  # pylint: disable=g-import-not-at-top
+    from tfds_builders.echoground import beam_build, beam_plan  # pylint: disable=g-import-not-at-top
     from echovlm_jax.data import mimic  # pylint: disable=g-import-not-at-top
     stats: collections.Counter = collections.Counter()
     items = mimic.plan(os.fspath(dl_manager.manual_dir), self._reader_options(), stats)
     by_split, split_of = beam_build.items_by_split(items)
     self._check_patients(len(split_of), f"{len(items)} DICOMs planned, skips: {dict(stats)}")
-    return _BeamPlan(by_split, split_of, stats)
+    work_dir = os.fspath(epath.Path(self.data_dir) / beam_build.WORK_DIR)
+    plan_files = beam_plan.write(by_split, os.fspath(epath.Path(work_dir) / "plan"))
+    return _BeamPlan(plan_files, {s: len(v) for s, v in by_split.items()}, split_of, stats,
+                     work_dir)
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     prepared = getattr(self, "_prepared", None) or self._read_source(dl_manager)
     if isinstance(prepared, _BeamPlan):
       from tfds_builders.echoground import beam_build  # pylint: disable=g-import-not-at-top
       cfg = self.builder_config
-      return {s: beam_build.split_transform(s, prepared.items_by_split[s], os.fspath(dl_manager.manual_dir),
-                                            cfg.image_size, cfg.num_frames, os.fspath(self.data_dir))
+      return {s: beam_build.split_transform(s, prepared.plan_files[s], os.fspath(dl_manager.manual_dir),
+                                            cfg.image_size, cfg.num_frames, prepared.work_dir)
               for s in records_lib.SPLITS}
     return {s: self._generate_examples(prepared.spill_path, prepared.split_of, s)
             for s in records_lib.SPLITS}
@@ -278,8 +284,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     """Beam build: the tokenizer, statistics and report, once the examples exist."""
     from tfds_builders.echoground import beam_build  # pylint: disable=g-import-not-at-top
     plan = self._prepared
-    beam_build.finish(pipeline_result, os.fspath(self.data_dir), self.builder_config,
-                      plan.split_of, plan.plan_stats)
+    beam_build.finish(pipeline_result, plan.work_dir, os.fspath(self.data_dir),
+                      self.builder_config, plan.split_of, plan.plan_stats)
 
   def _generate_examples(self, spill_path: str, split_of: dict[int, str], split: str
                          ) -> Iterator[tuple[str, dict[str, Any]]]:
