@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from echovlm_jax import checkpoint_deps
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 PIL_BILINEAR, PIL_BICUBIC = 2, 3
@@ -136,11 +138,7 @@ class CheckpointTokenizer:
   @classmethod
   def load(cls, path: str) -> "CheckpointTokenizer":
     """An HF model / tokenizer directory, or a sentencepiece .model file (SigLIP's)."""
-    try:
-      import transformers  # noqa: PLC0415 - only outside checkpoints need it
-    except ImportError:
-      raise ImportError(f"tokenizer {path}: needs transformers (pip install -r "
-                        "requirements-test.txt).") from None
+    transformers = checkpoint_deps.require("transformers", f"the checkpoint tokenizer {path}")
     if os.path.isfile(path) and path.endswith(".model"):
       tok = transformers.SiglipTokenizer(vocab_file=path)
     else:
