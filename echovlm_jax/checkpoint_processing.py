@@ -145,6 +145,11 @@ class CheckpointTokenizer:
       tok = transformers.AutoTokenizer.from_pretrained(path)
     return cls(tok, path)
 
+  def save(self, directory: str) -> None:
+    """The tokenizer's files (transformers' save_pretrained) in directory, which `load` reads."""
+    with self._lock:
+      self._tok.save_pretrained(directory)
+
   @property
   def vocab_size(self) -> int:
     return len(self._tok)
