@@ -2,7 +2,8 @@
 SiglipModel directories (tests/hf_fixtures.py) load through `load_pretrained` with the
 checkpoint's own embeddings and token ids; the same weights in open_clip's and big_vision's
 layouts give the same embeddings; `--config.model_init` trains from them (one finite step, a
-frozen tower stays put); a misfit lists every problem at once."""
+frozen tower stays put) and an export of such a run carries the checkpoint tokenizer; a misfit
+lists every problem at once."""
 
 from __future__ import annotations
 
