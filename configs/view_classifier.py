@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
 from configs import echovlm
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = echovlm.get_config(arg)
-  runlocal = c.total_steps == 10  # echovlm's runlocal sets 10 steps
+  runlocal = common.parse_arg(arg, **echovlm.ARG_SPEC).runlocal
   with c.unlocked():
     c.task = "view_classifier"
     c.view_classifier = dict(

@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from echovlm_jax import checkpoint_deps
+
 LAYOUTS = ("hf_clip", "hf_siglip", "open_clip", "big_vision")
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 # HF hidden_act -> ours (models/layers.ACTIVATIONS).
@@ -54,9 +56,9 @@ def _load_file(path: str) -> Flat:
       flat = {k: np.asarray(z[k]) for k in z.files}
     return {k[len("params/"):] if k.startswith("params/") else k: v for k, v in flat.items()}
   if ext == ".safetensors":
-    from safetensors.numpy import load_file  # noqa: PLC0415 - optional dependency
+    st = checkpoint_deps.require("safetensors.numpy", f"reading {path}")
     try:
-      return dict(load_file(path))
+      return dict(st.load_file(path))
     except TypeError:  # bfloat16 has no NumPy dtype: go through torch
       pass
   if ext in (".safetensors", ".bin", ".pt", ".pth"):

@@ -20,6 +20,8 @@ import argparse
 import ml_collections
 from flax import nnx
 
+from echovlm_jax import artifact_tokenizer
+from echovlm_jax import checkpoint_deps
 from echovlm_jax import pretrained
 from echovlm_jax.echo import prompts as prompts_lib
 from echovlm_jax.echo import schema
@@ -68,6 +70,14 @@ def _data_description(cfg: ml_collections.ConfigDict) -> str:
           "captions generated from the structured measurements)")
 
 
+def _tokenizer_description(artifact_config: Mapping[str, Any]) -> str:
+  tok = artifact_config.get("tokenizer") or {}
+  if tok.get("kind") == "checkpoint":
+    return (f"the checkpoint tokenizer the run fine-tuned with (`{tok['path']}/`, from "
+            f"`{tok['source']}`; loading it needs `{checkpoint_deps.INSTALL}`)")
+  return "the dataset's sentencepiece model (`tokenizer.model`)"
+
+
 def model_card(artifact_config: Mapping[str, Any], train_config: ml_collections.ConfigDict,
                metrics: Mapping[str, Any]) -> str:
   """README.md of an artifact: data, config, metrics, intended use and limits."""
@@ -92,6 +102,7 @@ def model_card(artifact_config: Mapping[str, Any], train_config: ml_collections.
       f"{m['text']['width']}, depth {m['text']['depth']}, {inp['max_text_len']} tokens, vocabulary "
       f"{artifact_config['vocab_size']}), projected to {m['embed_dim']}-d L2-normalised "
       "embeddings, plus a measurement regression head.", "",
+      f"Tokenizer: {_tokenizer_description(artifact_config)}.", "",
       "## Training data and objective", "",
       f"Trained on {_data_description(train_config)}. Objective: `{train_config.loss.kind}` "
       f"contrastive loss, view mode `{train_config.loss.view_mode}`, negation-aware "
@@ -129,10 +140,24 @@ def model_card(artifact_config: Mapping[str, Any], train_config: ml_collections.
   return "\n".join(lines)
 
 
+def checkpoint_tokenizer_path(cfg: ml_collections.ConfigDict, tokenizer: str | None) -> str:
+  """The checkpoint tokenizer the run trained with ("" = the dataset's sentencepiece):
+  `tokenizer` when given, else the workdir config's input.tokenizer, which must exist."""
+  path = tokenizer or cfg.input.get("tokenizer", "")
+  if path and not os.path.exists(path):
+    raise FileNotFoundError(
+        f"the run's tokenizer {path} (config.json input.tokenizer) is missing here: export from "
+        "the directory the run was started in, or pass --tokenizer with that tokenizer (the HF "
+        "directory or sentencepiece .model config.input.tokenizer named).")
+  return path
+
+
 def export(workdir: str, out: str, step: int | None = None, data_dir: str | None = None,
-           overwrite: bool = False) -> str:
+           overwrite: bool = False, tokenizer: str | None = None) -> str:
   """Writes the artifact for `step` (None = latest) of `workdir` to `out`; returns `out`.
 
+  The artifact carries the tokenizer the run trained with: the dataset's sentencepiece model,
+  or the checkpoint tokenizer of config.input.tokenizer (`tokenizer` overrides its path).
   The directory appears atomically (written beside it, then renamed).
   """
   from echovlm_jax.data import tokenizer as tokenizer_lib
@@ -140,22 +165,27 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
   if os.path.exists(out) and not overwrite:
     raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
   cfg = load_train_config(workdir)
+  ckpt_tok = checkpoint_tokenizer_path(cfg, tokenizer)
   ddir = dataset_dir(cfg, data_dir)
-  tok_path = os.path.join(ddir, tokenizer_lib.TOKENIZER_FILENAME)
+  tok_path = "" if ckpt_tok else os.path.join(ddir, tokenizer_lib.TOKENIZER_FILENAME)
   stats_path = os.path.join(ddir, pretrained.STATS_FILE)
   for p in (tok_path, stats_path):
-    if not os.path.exists(p):
+    if p and not os.path.exists(p):
       raise FileNotFoundError(f"{p} is missing; pass --data_dir with the prepared dataset "
                               "directory holding the tokenizer and measurement_stats.json.")
-  tokenizer = tokenizer_lib.Tokenizer.load(tok_path)
+  tok = (artifact_tokenizer.load_checkpoint_tokenizer(ckpt_tok) if ckpt_tok
+         else tokenizer_lib.Tokenizer.load(tok_path))
+  # As train.py: a checkpoint's embedding rows (config.model.vocab_size, set by
+  # model_init.configure) may exceed its tokenizer's length.
+  vocab_size = int(cfg.model.get("vocab_size", 0) or 0) or tok.vocab_size
   from echovlm_jax import checkpointing, distributed  # params-only restore, read-only
   mesh = distributed.create_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-  model, step = checkpointing.restore_params(cfg, workdir, mesh, step,
-                                             vocab_size=tokenizer.vocab_size)
+  model, step = checkpointing.restore_params(cfg, workdir, mesh, step, vocab_size=vocab_size)
 
   res = int(cfg.input.res)
   artifact_config = {
-      "format_version": pretrained.FORMAT_VERSION,
+      # 1 where readers of format 1 read it right (the sentencepiece tokenizer.model).
+      "format_version": 2 if ckpt_tok else 1,
       "package_version": package_version(),
       "exported": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
       "source_workdir": workdir, "step": step,
@@ -164,7 +194,9 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
                 "max_text_len": int(cfg.input.max_text_len),
                 "image_size": int(cfg.input.image_size),
                 "pixel_range": [-1.0, 1.0]},
-      "vocab_size": tokenizer.vocab_size,
+      "vocab_size": vocab_size,
+      "tokenizer": artifact_tokenizer.entry("checkpoint" if ckpt_tok else "sentencepiece",
+                                            os.path.abspath(ckpt_tok or tok_path)),
       "num_measurements": len(schema.MEASUREMENTS),
       "views": list(schema.KNOWN_VIEWS), "labels": list(schema.LABELS),
       "measurements": list(schema.MEASUREMENTS),
@@ -184,14 +216,17 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
     _, params = nnx.split(model, nnx.Param)
     with ocp.StandardCheckpointer() as ckptr:
       ckptr.save(os.path.join(tmp, pretrained.PARAMS_DIR), nnx.to_pure_dict(params))
-    shutil.copyfile(tok_path, os.path.join(tmp, pretrained.TOKENIZER_FILE))
+    if ckpt_tok:
+      tok.save(os.path.join(tmp, artifact_tokenizer.CHECKPOINT_DIR))
+    else:
+      shutil.copyfile(tok_path, os.path.join(tmp, pretrained.TOKENIZER_FILE))
     shutil.copyfile(stats_path, os.path.join(tmp, pretrained.STATS_FILE))
     for name, obj in ((pretrained.CONFIG_FILE, artifact_config), (pretrained.PROMPTS_FILE, prompts)):
       with open(os.path.join(tmp, name), "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
     with open(os.path.join(tmp, pretrained.CARD_FILE), "w") as f:
       f.write(model_card(artifact_config, cfg, _metrics(workdir)))
-    pretrained.write_manifest(tmp)
+    pretrained.write_manifest(tmp, artifact_config["format_version"])
     if os.path.exists(out):
       shutil.rmtree(out)
     os.replace(tmp, out)
@@ -213,9 +248,13 @@ def main(argv: list[str] | None = None) -> int:
                       help="Prepared dataset directory with the tokenizer and measurement_stats.json "
                            "(default: from the workdir's config).")
   parser.add_argument("--overwrite", action="store_true", help="Replace an existing --out.")
+  parser.add_argument("--tokenizer", default=None,
+                      help="The run's checkpoint tokenizer (HF directory or sentencepiece .model) "
+                           "when the path in the workdir's config.json input.tokenizer moved.")
   args = parser.parse_args(argv)
   try:
-    path = export(args.workdir, args.out, args.step, args.data_dir, args.overwrite)
+    path = export(args.workdir, args.out, args.step, args.data_dir, args.overwrite,
+                  args.tokenizer)
   except (FileExistsError, FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -331,7 +331,8 @@ def apply_model_init(params: nnx.State, config: Any) -> nnx.State:
   path = config.get("model_init", "")
   if not path:
     return params
-  from echovlm_jax import checkpoint_processing
+  from echovlm_jax import checkpoint_processing, run_config
+  run_config.check_model_init_format(config)
   fmt = config.get("model_init_format", "auto")
   flat, layout = read(path)
   layout = layout if fmt == "auto" else fmt
@@ -361,6 +362,8 @@ def configure(config: Any) -> Any:
   path = config.get("model_init", "")
   if not path:
     return config
+  from echovlm_jax import run_config  # noqa: PLC0415 - the trainer's start-up checks
+  run_config.check_model_init_format(config)  # configure runs before validate_config
   flat, layout = read(path)
   fmt = config.get("model_init_format", "auto")
   arch = checkpoint_config.architecture(

@@ -21,17 +21,21 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from echovlm_jax import artifact_tokenizer
 from echovlm_jax import scoring
 
-FORMAT_VERSION = 1
+# 1: the dataset's sentencepiece `tokenizer.model`; 2: adds a checkpoint tokenizer in
+# `tokenizer/` (artifact_tokenizer.py). Export writes 1 where that describes the artifact.
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
-TOKENIZER_FILE = "tokenizer.model"
+TOKENIZER_FILE = artifact_tokenizer.SENTENCEPIECE_FILE
 STATS_FILE = "measurement_stats.json"
 PROMPTS_FILE = "prompts.json"
 CARD_FILE = "README.md"
 MANIFEST_FILE = "MANIFEST.json"
-REQUIRED_FILES = (CONFIG_FILE, TOKENIZER_FILE, STATS_FILE, PROMPTS_FILE)
+REQUIRED_FILES = (CONFIG_FILE, STATS_FILE, PROMPTS_FILE)  # and the tokenizer of its kind
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as data/dicom.py
 
 
@@ -65,12 +69,12 @@ def list_files(root: str) -> list[str]:
   return sorted(out)
 
 
-def write_manifest(root: str) -> None:
+def write_manifest(root: str, version: int = FORMAT_VERSION) -> None:
   """MANIFEST.json: size and sha256 of every file, written last (its presence = complete)."""
   files = {rel: {"size": os.path.getsize(os.path.join(root, rel)),
                  "sha256": file_digest(os.path.join(root, rel))} for rel in list_files(root)}
   with open(os.path.join(root, MANIFEST_FILE), "w") as f:
-    json.dump({"format_version": FORMAT_VERSION, "files": files}, f, indent=1, sort_keys=True)
+    json.dump({"format_version": version, "files": files}, f, indent=1, sort_keys=True)
 
 
 def verify_artifact(path: str, *, check_hashes: bool = True) -> dict[str, Any]:
@@ -90,6 +94,7 @@ def verify_artifact(path: str, *, check_hashes: bool = True) -> dict[str, Any]:
     raise ArtifactError(path, f"{MANIFEST_FILE} is unreadable ({type(e).__name__}: {e}).") from None
   _check_version(path, manifest.get("format_version"), MANIFEST_FILE)
   problems = [f"{rel}: required file missing" for rel in REQUIRED_FILES if rel not in files]
+  problems += _tokenizer_problems(path, files)
   if not any(rel.startswith(PARAMS_DIR + os.sep) for rel in files):
     problems.append(f"{PARAMS_DIR}/: no parameter files listed")
   for rel, info in sorted(files.items()):
@@ -115,11 +120,25 @@ def verify_artifact(path: str, *, check_hashes: bool = True) -> dict[str, Any]:
   return config
 
 
+def _tokenizer_problems(path: str, files: Mapping[str, Any]) -> list[str]:
+  """The tokenizer file(s) config.json names, unless config.json itself is missing."""
+  try:
+    with open(os.path.join(path, CONFIG_FILE)) as f:
+      kind = artifact_tokenizer.kind_of(json.load(f))
+  except (OSError, ValueError, TypeError, AttributeError):
+    return []  # reported as a missing / invalid config.json
+  if kind == "checkpoint":
+    prefix = artifact_tokenizer.CHECKPOINT_DIR + os.sep
+    return [] if any(rel.startswith(prefix) for rel in files) else [
+        f"{prefix}: required (a checkpoint tokenizer) but no files listed"]
+  return [] if TOKENIZER_FILE in files else [f"{TOKENIZER_FILE}: required file missing"]
+
+
 def _check_version(path: str, version: Any, where: str) -> None:
-  if version != FORMAT_VERSION:
+  if version not in READ_VERSIONS:
     raise ArtifactError(path, f"{where} has format_version={version!r}, this echovlm_jax reads "
-                              f"format_version={FORMAT_VERSION}; export it again with this version "
-                              "or install the echovlm_jax that wrote it.")
+                              f"format_version {' or '.join(map(str, READ_VERSIONS))}; export it "
+                              "again with this version or install the echovlm_jax that wrote it.")
 
 
 # ----------------------------------------------------------------------------
@@ -391,6 +410,25 @@ def restore_params(path: str, config: Mapping[str, Any], device: jax.Device | No
   return nnx.merge(graphdef, params)
 
 
+def _load_tokenizer(path: str, config: Mapping[str, Any]):
+  """The artifact's tokenizer, checked against the model's vocabulary."""
+  kind = artifact_tokenizer.kind_of(config)
+  where = TOKENIZER_FILE if kind == "sentencepiece" else artifact_tokenizer.CHECKPOINT_DIR + "/"
+  try:
+    tokenizer = artifact_tokenizer.load(path, config)
+  except ModuleNotFoundError:
+    raise  # a checkpoint tokenizer without transformers: the error names the install command
+  except Exception as e:  # noqa: BLE001 - sentencepiece / transformers raise many types
+    raise ArtifactError(path, f"{where} is not a usable {kind} tokenizer "
+                              f"({type(e).__name__}: {e}).") from None
+  vocab = int(config["vocab_size"])
+  # A checkpoint's embedding table may have more rows than its tokenizer has ids.
+  if tokenizer.vocab_size != vocab and not (kind == "checkpoint" and tokenizer.vocab_size < vocab):
+    raise ArtifactError(path, f"{where} has {tokenizer.vocab_size} ids but {CONFIG_FILE} says "
+                              f"vocab_size={vocab}.")
+  return tokenizer
+
+
 def load_pretrained(path: str | os.PathLike, *, batch_size: int = 32,
                     device: jax.Device | None = None, check_hashes: bool = True,
                     tokenizer: str | None = None, act: str | None = None) -> Pretrained:
@@ -405,7 +443,6 @@ def load_pretrained(path: str | os.PathLike, *, batch_size: int = 32,
   Raises ArtifactError (naming the path and the problem) for a missing, incomplete, corrupt
   or other-format-version artifact.
   """
-  from echovlm_jax.data import tokenizer as tokenizer_lib
   path = os.fspath(path)
   if not os.path.exists(os.path.join(path, MANIFEST_FILE)) and (
       os.path.isfile(path) or os.path.isfile(os.path.join(path, "config.json")) and any(
@@ -414,14 +451,7 @@ def load_pretrained(path: str | os.PathLike, *, batch_size: int = 32,
     return pretrained_external.load(path, tokenizer=tokenizer, act=act, batch_size=batch_size,
                                     device=device)
   config = verify_artifact(path, check_hashes=check_hashes)
-  try:
-    tokenizer = tokenizer_lib.Tokenizer.load(os.path.join(path, TOKENIZER_FILE))
-  except Exception as e:  # noqa: BLE001 - sentencepiece raises RuntimeError / OSError
-    raise ArtifactError(path, f"{TOKENIZER_FILE} is not a usable sentencepiece model "
-                              f"({type(e).__name__}: {e}).") from None
-  if tokenizer.vocab_size != int(config["vocab_size"]):
-    raise ArtifactError(path, f"{TOKENIZER_FILE} has {tokenizer.vocab_size} pieces but "
-                              f"{CONFIG_FILE} says vocab_size={config['vocab_size']}.")
+  tokenizer = _load_tokenizer(path, config)
   try:
     with open(os.path.join(path, STATS_FILE)) as f:
       stats = json.load(f)

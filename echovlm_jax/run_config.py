@@ -49,6 +49,7 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
     weight_decay.parse_kinds(config.get("wd_kinds", weight_decay.DEFAULT_KINDS))
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  check_model_init_format(config)
   task = config.get("task", "contrastive")
   if task not in ("contrastive", "view_classifier"):
     raise ConfigError(f"config.task={task!r}: expected 'contrastive' or 'view_classifier'.")
@@ -62,6 +63,16 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
       registry.check_evals_config(config.evals)
     except ValueError as e:
       raise ConfigError(str(e)) from None
+
+
+def check_model_init_format(config: ml_collections.ConfigDict) -> None:
+  """config.model_init_format is one model_init reads (a typo would be read as big_vision)."""
+  from echovlm_jax.model_init import FORMATS  # noqa: PLC0415 - jax / flax only when asked
+  fmt = config.get("model_init_format", "auto")
+  if fmt not in FORMATS:
+    raise ConfigError(f"config.model_init_format={fmt!r}: expected one of "
+                      f"{', '.join(map(repr, FORMATS))} ('auto' tells the layout from the "
+                      "checkpoint's names).")
 
 
 def eval_batch_size(config: ml_collections.ConfigDict) -> int:

@@ -53,12 +53,20 @@ def _clip_tokenizer_files(d: str) -> None:
     f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
 
 
-def write_clip(d: str, seed: int = 0) -> str:
-  """A tiny HF CLIP directory at d (returned)."""
+def write_clip_tokenizer(d: str):
+  """A tiny HF CLIP tokenizer directory at d (no model, no torch); returns the tokenizer."""
   import transformers
   os.makedirs(d, exist_ok=True)
   _clip_tokenizer_files(d)
   tok = transformers.CLIPTokenizer.from_pretrained(d, model_max_length=TEXT_LEN)
+  tok.save_pretrained(d)
+  return tok
+
+
+def write_clip(d: str, seed: int = 0) -> str:
+  """A tiny HF CLIP directory at d (returned)."""
+  import transformers
+  tok = write_clip_tokenizer(d)
   bos, eos = tok.convert_tokens_to_ids(["<|startoftext|>", "<|endoftext|>"])
   tower = dict(hidden_size=WIDTH, num_hidden_layers=DEPTH, num_attention_heads=HEADS,
                intermediate_size=MLP)

@@ -198,6 +198,21 @@ def test_other_format_version_is_rejected(art, tmp_path):
     pretrained.load_pretrained(path)
 
 
+def test_sentencepiece_artifacts_stay_format_1_and_a_checkpoint_tokenizer_must_be_there(
+    art, tmp_path):
+  """Readers of format 1 still read a sentencepiece artifact; an artifact whose config.json
+  names a checkpoint tokenizer (format 2) without its tokenizer/ files is incomplete."""
+  from echovlm_jax import pretrained
+  cfg = json.load(open(os.path.join(art["artifact"], "config.json")))
+  assert cfg["format_version"] == 1 and cfg["tokenizer"]["kind"] == "sentencepiece"
+  path = _copy(art, tmp_path)
+  cfg.update(format_version=2, tokenizer={"kind": "checkpoint", "path": "tokenizer"})
+  json.dump(cfg, open(os.path.join(path, "config.json"), "w"))
+  pretrained.write_manifest(path)
+  with pytest.raises(pretrained.ArtifactError, match="tokenizer/: required"):
+    pretrained.load_pretrained(path)
+
+
 def test_export_cli_errors(art, tmp_path):
   from echovlm_jax import export
   with pytest.raises(FileExistsError):

@@ -2,7 +2,8 @@
 SiglipModel directories (tests/hf_fixtures.py) load through `load_pretrained` with the
 checkpoint's own embeddings and token ids; the same weights in open_clip's and big_vision's
 layouts give the same embeddings; `--config.model_init` trains from them (one finite step, a
-frozen tower stays put); a misfit lists every problem at once."""
+frozen tower stays put) and an export of such a run carries the checkpoint tokenizer; a misfit
+lists every problem at once."""
 
 from __future__ import annotations
 
@@ -301,6 +302,55 @@ def test_trainer_runs_from_an_hf_directory(ckpt, tiny_echoground, tmp_path, num_
   assert saved["input"]["max_text_len"] == saved["model"]["text"]["max_len"] == F.TEXT_LEN
   assert saved["model"]["image"]["qkv_bias"] and saved["model"]["image"]["ln_pre"]
   assert saved["model"]["vocab_size"] == 525
+  _export_equals_the_trained_state(str(tmp_path), ckpt["clip"][0], str(tmp_path / "artifact"))
+
+
+@pytest.mark.slow
+def test_export_of_a_big_vision_finetune_carries_its_tokenizer(ckpt, tiny_echoground, tmp_path,
+                                                               num_devices):
+  """A big_vision .npz with its bare sentencepiece model as config.input.tokenizer: two steps,
+  export, and the artifact embeds as the trained state does (issue 20, item 4)."""
+  from echovlm_jax import train
+  from tests import train_tiny_config
+  d = ckpt["siglip"][0]
+  flat, _, _ = checkpoint_config.read_weights(d)
+  npz = str(tmp_path / "big_vision.npz")
+  np.savez(npz, **_hf_siglip_to_big_vision(flat))
+  input_config, _ = tiny_echoground
+  c = train_tiny_config.get_config()
+  c.input.data_dir = input_config.data_dir
+  c.total_steps, c.ckpt_every, c.log_every = 2, 2, 1
+  c.model_init = npz
+  c.input.tokenizer = f"{d}/spiece.model"
+  workdir = str(tmp_path / "run")
+  assert np.isfinite(train.train_and_evaluate(c, workdir)["loss"])
+  _export_equals_the_trained_state(workdir, c.input.tokenizer, str(tmp_path / "artifact"))
+
+
+def _export_equals_the_trained_state(workdir: str, tokenizer: str, out: str):
+  """export(workdir) -> load_pretrained: the checkpoint tokenizer's ids, and image and text
+  embeddings equal to the workdir's last checkpoint run directly."""
+  import os
+  from flax import nnx
+  from echovlm_jax import checkpointing, distributed, export, pretrained
+  from echovlm_jax.checkpoint_processing import CheckpointTokenizer
+  export.export(workdir, out)                     # stats from the dataset config.json names
+  assert "tokenizer.model" not in os.listdir(out)                  # not the dataset's
+  art = echovlm_jax.load_pretrained(out)
+  assert art.config["tokenizer"]["kind"] == "checkpoint" and art.config["format_version"] == 2
+  cfg = export.load_train_config(workdir)
+  mesh = distributed.create_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+  trained, _ = checkpointing.restore_params(cfg, workdir, mesh)
+  trained = nnx.merge(*nnx.split(jax.device_get(trained)))
+  source = CheckpointTokenizer.load(tokenizer)
+  texts = F.TEXTS + [" ".join(F.CORPUS[:6])]                    # one longer than TEXT_LEN
+  ids = source.encode_batch(texts, F.TEXT_LEN)
+  np.testing.assert_array_equal(art.tokenizer.encode_batch(texts, F.TEXT_LEN), ids)
+  np.testing.assert_allclose(art.encode_texts(texts), np.asarray(trained.encode_text(ids)),
+                             atol=1e-5)
+  frames = np.stack([F.frames(seed=s, h=F.RES, w=F.RES) for s in range(cfg.input.num_frames)], 1)
+  ref = np.asarray(trained.encode_image(pretrained.prepare_frames(frames, cfg.input.res)))
+  np.testing.assert_allclose(art.encode_images(frames), ref, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind,vision,text", [

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from echovlm_jax import layout_writers, model_init
+from echovlm_jax import layout_writers, model_init, run_config
 from echovlm_jax.models.dual_encoder import DualEncoder
 
 VOCAB, M = 40, 15
@@ -178,3 +178,17 @@ def test_unknown_layout_and_no_init():
   assert model_init.apply_model_init(params, _init_config("", cfg)) is params
   with pytest.raises(model_init.ModelInitError, match="model_init_format"):
     model_init.detect_format({"foo/bar": np.zeros(1)}, "x.npz")
+
+
+def test_mistyped_format_fails_before_reading_as_another_layout(tmp_path):
+  """A typo in model_init_format used to be read as big_vision and end in a bare KeyError."""
+  cfg = _config()
+  _, params = _params(cfg, 0)
+  path = tmp_path / "bv.npz"
+  np.savez(path, **layout_writers.to_big_vision(params, cfg))
+  c = _init_config(path, cfg, fmt="hf-clip")
+  for fn in (lambda: model_init.configure(c), lambda: model_init.apply_model_init(params, c)):
+    with pytest.raises(run_config.ConfigError,
+                       match=r"config.model_init_format='hf-clip': expected one of 'auto', "
+                             r"'big_vision', 'open_clip', 'hf_clip', 'hf_siglip'"):
+      fn()

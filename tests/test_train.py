@@ -166,6 +166,9 @@ def test_config_errors_name_the_key(num_devices):
     run_config.validate_config(_config(grad_accum_steps=2), mesh)  # 8 / 2 rows on 8 devices
   with pytest.raises(run_config.ConfigError, match="debug_nan_target='loss'"):
     run_config.validate_config(_config(debug_nan_target="loss"), mesh)
+  with pytest.raises(run_config.ConfigError,
+                     match="model_init_format='bigvision': expected one of 'auto', 'big_vision'"):
+    run_config.validate_config(_config(model_init_format="bigvision"), mesh)
   c = _config()
   c.input.res = c.input.image_size + 8  # a lone res override past the stored frames
   with pytest.raises(run_config.ConfigError, match="config.input.image_size=32 < config.input.res"):

@@ -38,6 +38,14 @@ def tiny_config(data_dir: str, **overrides):
   return c
 
 
+def test_runlocal_comes_from_the_arg_string():
+  """Read from the arg, not guessed from echovlm's runlocal step count."""
+  local, full = vc_config.get_config("size=ti,runlocal"), vc_config.get_config("size=ti")
+  assert (local.total_steps, local.warmup_steps, local.evals.validation_views.every) == (10, 2, 5)
+  assert (full.total_steps, full.warmup_steps, full.evals.validation_views.every) == (1000, 50, 250)
+  assert vc_config.get_config("runlocal=false").total_steps == 1000
+
+
 def test_the_config_trains_and_reports_held_out_metrics(tiny_echoground, tmp_path, num_devices):
   ic, _ = tiny_echoground
   c = tiny_config(ic.data_dir)
