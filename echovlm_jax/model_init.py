@@ -382,7 +382,8 @@ def configure(config: Any) -> Any:
     config.model.vocab_size = arch["vocab_size"]  # the checkpoint's rows, not len(tokenizer)
     config.model.text.max_len = config.input.max_text_len = int(arch["text"]["max_len"])
     if checkpoint_config.is_hf_dir(path) and not config.input.get("tokenizer"):
-      config.input.tokenizer = path
+      # Absolute: the workdir's config.json must still find it when export runs elsewhere.
+      config.input.tokenizer = path if "://" in path else os.path.abspath(path)
   if not config.input.get("tokenizer"):
     logging.warning("model_init=%s carries no tokenizer: captions use the dataset's "
                     "sentencepiece ids, which mean nothing to the checkpoint's text tower; set "
