@@ -212,3 +212,48 @@ def test_a_csv_for_other_images_fails_at_the_end(tmp_path):
       view_predictions_min_prob=0.9, counts=collections.Counter())
   with pytest.raises(ValueError, match=r"far.csv: none of its confident rows"):
     list(stream)
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tiny_echoground, tmp_path_factory):
+  """A view classifier workdir on the tiny dataset: 2 steps, no evals."""
+  from echovlm_jax import train  # pylint: disable=g-import-not-at-top
+  from tests.test_view_classifier import tiny_config  # pylint: disable=g-import-not-at-top
+  ic, _ = tiny_echoground
+  c = tiny_config(ic.data_dir, total_steps=2, ckpt_every=2)
+  c.evals = {}
+  workdir = str(tmp_path_factory.mktemp("vc_synthetic"))
+  train.train_and_evaluate(c, workdir)
+  return workdir
+
+
+def test_the_cli_labels_the_train_images_and_the_build_joins_them(classifier_run, tiny_echoground,
+                                                                   plain, tmp_path):
+  from echovlm_jax import views  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "preds.csv"
+  assert views.main(["--workdir", classifier_run, "--synthetic", "--out", str(out),
+                     "--batch_size", "8"]) == 0
+  with open(out, newline="") as f:
+    rows = list(csv.DictReader(f))
+  split_of = synthetic_views.split_of(N, SEED)
+  train_keys = {k for k, r in plain.items()
+                if split_of[synthetic_views.patient_id(r["patient_key"])] == "train"}
+  assert [r["image"] for r in rows] == sorted(synthetic_views.image_name(k, SIZE, T)
+                                              for k in train_keys)
+  assert artifacts.load_report(tiny_echoground[1].data_dir)["examples"]["train"] == len(rows)
+  for r in rows:
+    probs = np.array([float(r[f"prob_{v}"]) for v in schema.KNOWN_VIEWS])
+    assert probs.sum() == pytest.approx(1.0, abs=1e-4)
+    assert r["view"] == schema.KNOWN_VIEWS[int(probs.argmax())]
+    assert float(r["confidence"]) == pytest.approx(probs.max(), abs=1e-6)
+  # Threshold 0: every train image without a visible view takes the prediction.
+  counts = collections.Counter()
+  stream, _ = synthetic_views.generate_records(
+      N, SEED, SIZE, T, hidden_view_fraction=0.9, view_predictions=str(out),
+      view_predictions_min_prob=0.0, counts=counts)
+  got = dict(stream)
+  needing = counts["view:hidden_patient_images"] + counts["view:unrecorded_images"]
+  assert needing > 0 and counts["view:no_confident_prediction"] == 0
+  assert sum(r["view_source"] == "classifier" for r in got.values()) == needing
+  with pytest.raises(SystemExit):   # neither a MIMIC tree nor --synthetic
+    views.main(["--workdir", classifier_run, "--out", str(tmp_path / "x.csv")])
