@@ -83,6 +83,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                     # tail (data/caption_augment.py)
       tokenizer="",                 # "" = the dataset's sentencepiece; an HF tokenizer dir (set
                                     # from model_init by model_init.configure)
+      # builder_config=synthetic: the views of the unlabelled majority, simulated (docs/results.md,
+      # "Pretraining on a view classifier's labels"; echovlm_jax/data/synthetic_views.py). Any
+      # non-default value gives the dataset another name.
+      synthetic=dict(
+          hidden_view_fraction=0.0,   # share of the patients whose train-split views are hidden
+          view_predictions="",        # python -m echovlm_jax.views --synthetic: labels them
+          view_predictions_min_prob=0.9,  # its confidence needed to take a predicted view
+      ),
       # builder_config=mimic: what the reader takes from manual_dir (docs/mimic.md).
       mimic=dict(
           test_type="tte",            # reports of this test_type only (tte / tee / stress)

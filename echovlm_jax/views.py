@@ -11,6 +11,13 @@ as they come). Each process appends to its own part file as it goes
 (OUT.part-<i>-of-<n>), so a rerun skips every row already written, whatever the process count
 was; at the end process 0 merges the parts into OUT. Missing and unreadable files are skipped
 and counted.
+
+  python -m echovlm_jax.views --workdir RUN --synthetic --out view_predictions.csv
+
+labels the synthetic images instead (one process): every image of the train split of RUN's
+synthetic dataset (config.input: patients, seed, image_size, num_frames), rendered as the build
+renders it, keyed by synthetic_views.image_name; the synthetic build reads it with
+--config.input.synthetic.view_predictions (docs/results.md).
 """
 
 from __future__ import annotations
@@ -227,11 +234,88 @@ def label_tree(workdir: str, manual_dir: str, out: str, *, step: int | None = No
   return dict(counts)
 
 
+def label_synthetic(workdir: str, out: str, *, step: int | None = None, batch_size: int = 0,
+                    splits: Sequence[str] = ("train",)) -> dict[str, int]:
+  """Writes `out`: a row per image of `splits` of the synthetic dataset RUN was trained on
+  (rendered again, patient by patient; patients of other splits are skipped unrendered), in
+  image order. Returns the counts: images, right (against the view drawn), step."""
+  from echovlm_jax import export  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.data import synthetic, synthetic_views  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.pretrained import prepare_frames  # pylint: disable=g-import-not-at-top
+  config = export.load_train_config(workdir)
+  if config.get("task") != "view_classifier":
+    raise ValueError(f"{workdir} is a {config.get('task', 'contrastive')!r} run: --workdir must be "
+                     "trained with configs/view_classifier.py.")
+  ic = config.input
+  if ic.builder_config != "synthetic":
+    raise ValueError(f"{workdir} was trained on the {ic.builder_config!r} dataset: --synthetic "
+                     "labels the synthetic one (for MIMIC use --manual_dir).")
+  if jax.process_count() > 1:
+    raise ValueError("--synthetic runs on one process (the synthetic data is small).")
+  bad = sorted(set(splits) - {"train", "validation", "test"})
+  if bad or not splits:
+    raise ValueError(f"--splits {','.join(splits)}: expected some of train, validation, test.")
+  mesh = run_config.create_mesh(config)
+  batch_size = int(batch_size or run_config.eval_batch_size(config))
+  local_batch = sharding.check_batch_size(batch_size, mesh, "--batch_size")
+  model, ckpt_step = checkpointing.restore_params(config, workdir, mesh, step)
+  predict = view_classifier.make_predict_fn(model)
+  n, seed = int(ic.synthetic_patients), int(ic.synthetic_seed)
+  size, frames_per, res = int(ic.image_size), int(ic.num_frames), int(ic.res)
+  split_of = synthetic_views.split_of(n, seed)
+  print(f"Labelling the {','.join(splits)} images of the synthetic dataset ({n} patients, seed "
+        f"{seed}, {size} px, {frames_per} frame(s)) with step {ckpt_step} of {workdir} -> {out}",
+        flush=True)
+
+  def images():
+    for i in range(n):
+      if split_of[synthetic_views.patient_id(synthetic.patient_key(seed, i))] in splits:
+        for key, rec in synthetic.patient_records(seed, i, size, frames_per):
+          yield rec["study_key"], synthetic_views.image_name(key, size, frames_per), rec
+
+  rows, counts, t0 = [], collections.Counter(step=ckpt_step), time.time()
+  pending: list = []
+
+  def flush():
+    x = np.zeros((local_batch, frames_per, size, size), np.uint8)
+    for j, (_, _, rec) in enumerate(pending):
+      x[j] = rec["frames"]
+    probs = _local_rows(predict(sharding.shard_batch({"frames": prepare_frames(x, res)},
+                                                     mesh)["frames"]))
+    for j, (study, name, rec) in enumerate(pending):
+      rows.append(format_row(study, name, probs[j]))
+      counts["right"] += int(rows[-1][2] == rec["drawn_view"])
+    counts["images"] += len(pending)
+    pending.clear()
+
+  for item in images():
+    pending.append(item)
+    if len(pending) == local_batch:
+      flush()
+      if counts["images"] % (50 * local_batch) == 0:
+        print(f"{counts['images']} images, {counts['images'] / (time.time() - t0):.1f}/s",
+              flush=True)
+  if pending:
+    flush()
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  tmp = out + ".tmp"
+  with open(tmp, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(COLUMNS)
+    w.writerows(sorted(rows, key=lambda r: r[1]))
+  os.replace(tmp, out)
+  return dict(counts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m echovlm_jax.views", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True, help="a configs/view_classifier.py run")
-  parser.add_argument("--manual_dir", required=True, help="the MIMIC-IV-ECHO tree")
+  parser.add_argument("--manual_dir", default="", help="the MIMIC-IV-ECHO tree")
+  parser.add_argument("--synthetic", action="store_true",
+                      help="label the images of RUN's synthetic dataset instead of a MIMIC tree")
+  parser.add_argument("--splits", default="train",
+                      help="--synthetic: comma-separated splits to label (the build uses train)")
   parser.add_argument("--out", default="view_predictions.csv", help="the predictions CSV")
   parser.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
   parser.add_argument("--batch_size", type=int, default=0,
@@ -239,6 +323,15 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--workers", type=int, default=0, help="decoding threads (default CPUs)")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.WARNING)
+  if args.synthetic:
+    counts = label_synthetic(args.workdir, args.out, step=args.step, batch_size=args.batch_size,
+                             splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()))
+    print(f"{args.out}: {counts['images']} images labelled with step {counts['step']}; the top "
+          f"prediction is the view drawn for {counts['right'] / max(counts['images'], 1):.3f} of "
+          "them (the classifier's own training images included).", flush=True)
+    return 0
+  if not args.manual_dir:
+    parser.error("--manual_dir (a MIMIC-IV-ECHO tree) or --synthetic is required.")
   distributed.maybe_initialize()
   counts = label_tree(args.workdir, args.manual_dir, args.out, step=args.step,
                       batch_size=args.batch_size, workers=args.workers)

@@ -44,9 +44,10 @@ def test_record_contract(size, frames):
   keys = [k for k, _ in recs]
   assert len(keys) == len(set(keys)) and len(recs) >= 4 * 4
   for _, r in recs:
-    assert set(r) == {"frames", "view", "view_source", "view_confidence", "image_kind",
-                      "measurements", "sex", "patient_key", "study_key", "source"}
+    assert set(r) == {"frames", "view", "drawn_view", "view_source", "view_confidence",
+                      "image_kind", "measurements", "sex", "patient_key", "study_key", "source"}
     known = r["view"] != schema.UNKNOWN_VIEW
+    assert r["drawn_view"] in schema.KNOWN_VIEWS and r["view"] in (r["drawn_view"], "unknown")
     assert (r["view_source"], r["view_confidence"]) == (("synthetic", 1.0) if known else ("none", 0.0))
     assert r["image_kind"] in ("2d", "spectral")
     if known:

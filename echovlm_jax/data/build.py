@@ -47,8 +47,12 @@ def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
   params = dict(image_size=image_size, num_frames=int(input_config["num_frames"]),
                 vocab_size=int(input_config["vocab_size"]), num_shards=int(input_config["num_shards"]))
   if kind == "synthetic":
+    s = input_config.get("synthetic") or {}  # absent from configs saved before it existed
     params.update(num_patients=int(input_config["synthetic_patients"]),
-                  seed=int(input_config["synthetic_seed"]))
+                  seed=int(input_config["synthetic_seed"]),
+                  hidden_view_fraction=float(s.get("hidden_view_fraction", 0.0)),
+                  view_predictions=str(s.get("view_predictions", "")),
+                  view_predictions_min_prob=float(s.get("view_predictions_min_prob", 0.9)))
   else:
     m = input_config["mimic"]
     params.update(test_type=str(m["test_type"]).lower(), echoview_csv=str(m["echoview_csv"]),
@@ -64,27 +68,38 @@ def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
   same = all(getattr(cfg, k) == getattr(base, k) for k in params if k not in ignored)
   if same:
     return base  # TFDS accepts a registered config only as itself; shards go via DownloadConfig
-  name = f"{kind}_i{cfg.image_size}_t{cfg.num_frames}_v{cfg.vocab_size}"
-  reader = {k: getattr(cfg, k) for k in ("test_type", "echoview_csv", "view_csv", "view_min_prob",
-                                         "allow_unknown_views")}
-  if any(getattr(base, k) != v for k, v in reader.items()) or cfg.view_predictions:
-    if cfg.view_predictions:
-      # The predictions' content, not their path: relabelling the tree makes another dataset.
-      reader.update(view_predictions=_file_sha256(cfg.view_predictions),
-                    view_predictions_min_prob=cfg.view_predictions_min_prob)
-    # Reader options change what the dataset holds: a short fingerprint keeps them apart.
-    name += "_r" + hashlib.sha256(json.dumps(reader, sort_keys=True).encode()).hexdigest()[:8]
   if kind == "synthetic":
     name = f"{kind}_p{cfg.num_patients}_s{cfg.seed}_i{cfg.image_size}_t{cfg.num_frames}_v{cfg.vocab_size}"
+    if cfg.hidden_view_fraction or cfg.view_predictions:
+      # Hidden and predicted views are another dataset: their options (the predictions by
+      # content, as for mimic) make a fingerprint of their own.
+      views = dict(hidden_view_fraction=cfg.hidden_view_fraction)
+      if cfg.view_predictions:
+        views.update(view_predictions=_file_sha256(cfg.view_predictions, "synthetic"),
+                     view_predictions_min_prob=cfg.view_predictions_min_prob)
+      name += "_h" + hashlib.sha256(json.dumps(views, sort_keys=True).encode()).hexdigest()[:8]
+  else:
+    name = f"{kind}_i{cfg.image_size}_t{cfg.num_frames}_v{cfg.vocab_size}"
+    reader = {k: getattr(cfg, k) for k in ("test_type", "echoview_csv", "view_csv",
+                                           "view_min_prob", "allow_unknown_views")}
+    if any(getattr(base, k) != v for k, v in reader.items()) or cfg.view_predictions:
+      if cfg.view_predictions:
+        # The predictions' content, not their path: relabelling the tree makes another dataset.
+        reader.update(view_predictions=_file_sha256(cfg.view_predictions, "mimic"),
+                      view_predictions_min_prob=cfg.view_predictions_min_prob)
+      # Reader options change what the dataset holds: a short fingerprint keeps them apart.
+      name += "_r" + hashlib.sha256(json.dumps(reader, sort_keys=True).encode()).hexdigest()[:8]
   description = f"{base.description.split(',')[0]}: {name}." if kind == "synthetic" else f"{base.description} ({name})"
   return dataclasses.replace(cfg, name=name, description=description)
 
 
-def _file_sha256(path: str) -> str:
+def _file_sha256(path: str, kind: str) -> str:
   """sha256 of a file's bytes; a missing file is a setup error naming the config key."""
   if not fileio.isfile(path):
-    raise FileNotFoundError(f"config.input.mimic.view_predictions={path}: no such file; write it "
-                            "with python -m echovlm_jax.views (docs/mimic.md).")
+    how = ("python -m echovlm_jax.views (docs/mimic.md)" if kind == "mimic" else
+           "python -m echovlm_jax.views --synthetic (docs/results.md)")
+    raise FileNotFoundError(f"config.input.{kind}.view_predictions={path}: no such file; write it "
+                            f"with {how}.")
   h = hashlib.sha256()
   with epath.Path(path).open("rb") as f:
     for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -144,6 +159,10 @@ def build_commands(input_config: Mapping[str, Any]) -> list[str]:
   if ic["builder_config"] == "mimic":
     default = _registered("mimic")
     flags += [f"--config.input.mimic.{k}={v}" for k, v in ic["mimic"].items()
+              if getattr(default, k) != v]
+  elif ic.get("synthetic"):
+    default = _registered("synthetic")
+    flags += [f"--config.input.synthetic.{k}={v}" for k, v in ic["synthetic"].items()
               if getattr(default, k) != v]
   beam = ('--beam_pipeline_options="runner=DirectRunner,direct_num_workers=8,'
           'direct_running_mode=multi_processing"')

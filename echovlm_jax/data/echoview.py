@@ -120,7 +120,9 @@ def read_predictions(path: str, min_prob: float, counts: collections.Counter
                      ) -> dict[str, ViewLabel]:
   """DICOM basename -> ViewLabel(view, "classifier", confidence) for every row of a predictions
   CSV (PREDICTION_COLUMNS) whose confidence reaches min_prob. Other rows are counted:
-  `view:classifier_low_confidence`, `view:classifier_bad_row`."""
+  `view:classifier_low_confidence`, `view:classifier_bad_row` (no image, no view or no
+  confidence); a missing column or a view name outside schema.KNOWN_VIEWS is a ValueError
+  naming the file, line and column."""
   out: dict[str, ViewLabel] = {}
   with fileio.open_text(path) as f:
     reader = csv.DictReader(f)
@@ -130,9 +132,16 @@ def read_predictions(path: str, min_prob: float, counts: collections.Counter
       raise ValueError(f"{path}: missing column(s) {missing} (columns: {cols}); expected the "
                        "CSV of python -m echovlm_jax.views (docs/mimic.md).")
     reader.fieldnames = cols
-    for row in reader:
+    for line, row in enumerate(reader, start=2):
       name = fileio.basename((row.get("image") or "").strip())
       view = (row.get("view") or "").strip()
+      if view and view not in schema.KNOWN_VIEWS:
+        # Not a torn row: a classifier of other code (other view names) or a hand edit. Taking
+        # none of its rows would silently build a dataset without the classifier's views.
+        raise ValueError(f"{path}: line {line}, column 'view': {view!r} is not a view of "
+                         f"echovlm_jax/echo/schema.py ({', '.join(schema.KNOWN_VIEWS)}). Rewrite "
+                         "the CSV with python -m echovlm_jax.views from a classifier of this code "
+                         "(docs/mimic.md), or fix the row.")
       try:
         conf = float(row.get("confidence") or "nan")
       except ValueError:

@@ -36,7 +36,9 @@ def keep_labelled(view_sources: Sequence[str], patient_fraction: float = 1.0):
 
 
 def in_patient_share(patient_id: tf.Tensor, fraction: float) -> tf.Tensor:
-  """bool: the patient is in the first `fraction` of patients by a hash of its (hashed) id."""
+  """bool: the patient is in the first `fraction` of patients by a hash of its (hashed) id.
+  The synthetic build hides the views of the patients outside it (data/synthetic_views.py):
+  this module is one of artifacts.CONTENT_MODULES, an edit rebuilds such datasets."""
   buckets = 1 << 20
   bucket = tf.strings.to_hash_bucket_fast(
       tf.strings.join(["labelled/", tf.strings.as_string(patient_id)]), buckets)

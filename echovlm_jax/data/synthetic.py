@@ -159,7 +159,7 @@ def patient_records(seed: int, index: int, image_size: int = 128,
       # as a real DICOM's ultrasound regions tell.
       kind = "spectral" if schema.VIEW_INFO[view].kind == "doppler" else "2d"
       yield f"{skey}-i{i:02d}", {
-          "frames": frames, "view": label, "measurements": dict(reported),
+          "frames": frames, "view": label, "drawn_view": view, "measurements": dict(reported),
           "view_source": "synthetic" if label != schema.UNKNOWN_VIEW else "none",
           "view_confidence": 1.0 if label != schema.UNKNOWN_VIEW else 0.0, "image_kind": kind,
           "sex": patient["sex"], "patient_key": pkey, "study_key": skey, "source": "synthetic"}
@@ -171,7 +171,9 @@ def generate_records(num_patients: int, seed: int, image_size: int = 128,
 
   record: frames uint8 [T, H, W] (T = num_frames, H = W = image_size), view (in
   schema.VIEWS; ~3 % 'unknown', drawn as a real view), view_source / view_confidence
-  ("synthetic" / 1.0, or "none" / 0.0 when unknown), image_kind ("spectral" for Doppler
+  ("synthetic" / 1.0, or "none" / 0.0 when unknown), drawn_view (the view rendered, also when
+  its label is unknown: not stored, the truth synthetic_views scores predictions against),
+  image_kind ("spectral" for Doppler
   views, else "2d"), measurements (study-level, canonical names, ~10 % absent), sex,
   patient_key, study_key, source='synthetic'.
   The builder owns the split (by patient_key); `patient_records` renders one patient.

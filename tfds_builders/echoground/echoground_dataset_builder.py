@@ -64,6 +64,9 @@ class EchogroundConfig(tfds.core.BuilderConfig):
     test_type, echoview_csv, view_csv, view_min_prob, allow_unknown_views, view_predictions,
       view_predictions_min_prob: what a `mimic` build reads (echovlm_jax.data.mimic.ReaderOptions,
       docs/mimic.md).
+    hidden_view_fraction: synthetic only: the share of the patients whose train-split views
+      are hidden; with view_predictions (a predictions CSV of the synthetic images) and
+      view_predictions_min_prob, the classifier labels them (echovlm_jax.data.synthetic_views).
   """
   source: str = "synthetic"
   num_patients: int = 2000
@@ -79,6 +82,7 @@ class EchogroundConfig(tfds.core.BuilderConfig):
   allow_unknown_views: bool = False
   view_predictions: str = ""
   view_predictions_min_prob: float = 0.9
+  hidden_view_fraction: float = 0.0
 
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
@@ -201,8 +205,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _source_records(self, dl_manager, source_stats: collections.Counter
                       ) -> tuple[Iterator[tuple[str, dict]], set[int] | None]:
     """(key, record) stream of the source, and the patients it lists (mimic: every planned
-    patient, so the split does not depend on which files decode; synthetic: None)."""
+    patient, so the split does not depend on which files decode; synthetic with hidden views:
+    every patient, as synthetic_views split them; plain synthetic: None)."""
     cfg = self.builder_config
+    if cfg.source == "synthetic" and (cfg.hidden_view_fraction or cfg.view_predictions):
+      from echovlm_jax.data import synthetic_views  # pylint: disable=g-import-not-at-top
+      return synthetic_views.generate_records(
+          cfg.num_patients, cfg.seed, cfg.image_size, cfg.num_frames,
+          hidden_view_fraction=cfg.hidden_view_fraction, view_predictions=cfg.view_predictions,
+          view_predictions_min_prob=cfg.view_predictions_min_prob, counts=source_stats)
     if cfg.source == "synthetic":
       from echovlm_jax.data import synthetic  # pylint: disable=g-import-not-at-top
       return synthetic.generate_records(cfg.num_patients, cfg.seed, image_size=cfg.image_size,
