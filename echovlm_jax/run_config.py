@@ -13,6 +13,10 @@ from echovlm_jax import sharding
 from echovlm_jax import weight_decay
 
 
+# What a training image of unknown view is paired with (data/caption_augment.py).
+UNKNOWN_VIEW_TEXTS = ("sentence", "report")
+
+
 class ConfigError(ValueError):
   """A config value the trainer cannot run with; the message names the key and the fix."""
 
@@ -50,6 +54,10 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
   except ValueError as e:
     raise ConfigError(str(e)) from None
   check_model_init_format(config)
+  text = config.input.get("unknown_view_text", "sentence")
+  if text not in UNKNOWN_VIEW_TEXTS:
+    raise ConfigError(f"config.input.unknown_view_text={text!r}: expected one of "
+                      f"{UNKNOWN_VIEW_TEXTS} (docs/design.md, 'Captions').")
   task = config.get("task", "contrastive")
   if task not in ("contrastive", "view_classifier"):
     raise ConfigError(f"config.task={task!r}: expected 'contrastive' or 'view_classifier'.")

@@ -150,3 +150,24 @@ def test_without_fitting_the_mask_follows_what_the_tokenizer_keeps(tok):
     assert [schema.MEASUREMENTS[i] for i in np.nonzero(mask[0])[0]] == ["lvef", "lavi"]
   (_, _, _, mask), _ = _batch(tok, [-1, -1], 1000)
   assert mask[0].sum() == 5
+
+
+def test_an_image_of_unknown_view_keeps_only_its_study_sentence(tok):
+  """Issue 20: the study's report on images without a view label collapsed a2c / a3c; a
+  training image of unknown view is paired with its study sentence alone (no negation, no
+  stated value), a labelled one is untouched, evaluation reads captions as stored."""
+  from echovlm_jax.echo import schema as sch
+  max_len = _n_ids(tok, CAPTION) + 4
+  views = np.array([sch.UNKNOWN_VIEW_ID, sch.VIEWS.index("a4c")], np.int32)
+  plain, _ = _batch(tok, [7, 8], max_len)
+  for seeds in ([7, 8], [7, -1]):
+    out, _ = _batch(tok, seeds, max_len, views=views)
+    assert out[0][0].decode() == SENTS[0] and out[1][0] == b"" and out[2][0] == 0.0
+    assert out[3][0].sum() == 0
+    np.testing.assert_array_equal(out[3][1], plain[3][1])   # the labelled image: as without views
+    assert out[0][1] == plain[0][1]
+  evaluated, _ = _batch(tok, [-1, -1], max_len, views=views)
+  assert evaluated[0][0] == CAPTION.encode() and evaluated[2][0] == 1.0
+  report, _ = _batch(tok, [7, 8], max_len, views=views, unknown_view_text="report")
+  for x, y in zip(report, plain):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -10,6 +10,8 @@ states (the text side of the measurement-grounded objective regresses only those
   p_keep. Zero-shot prompts are a view sentence plus at most one statement, and full
   captions never look like that; partial captions teach the text tower what a bare view
   sentence or a single finding means (cf. sentence sampling in CXR-CLIP).
+- Images of unknown view (`unknown_view_text` "sentence", the default): only the study
+  sentence, since the study's report states findings the image may not show.
 - Fitting: a caption longer than the text tower's max_len used to lose its tail, and
   the tail is always the same statements: on the synthetic dataset 94 % of PLAX and PSAX
   captions exceed 64 tokens, so the LV wall statements (last in those captions) survived
@@ -48,9 +50,11 @@ class Augmented(NamedTuple):
 
 def augment_pair(caption: str, negated: str, has_negation: bool, rng: np.random.Generator, *,
                  p_example: float = 0.0, p_keep: float = 1.0,
-                 tok: tokenizer_lib.Tokenizer | None = None, max_len: int = 0) -> Augmented:
+                 tok: tokenizer_lib.Tokenizer | None = None, max_len: int = 0,
+                 first_only: bool = False) -> Augmented:
   """Subsamples statements (p_example, p_keep), then, given `tok`, drops random statements
-  until both captions encode in max_len - 1 ids (the last id is EOS).
+  until both captions encode in max_len - 1 ids (the last id is EOS). first_only: keep the
+  view / study sentence alone (an image of unknown view: see `augment_batch`).
 
   The view sentence always stays; if it alone is too long, the tokenizer's tail truncation
   still applies. A pair none of whose kept statements was flipped is no longer a negation
@@ -64,6 +68,8 @@ def augment_pair(caption: str, negated: str, has_negation: bool, rng: np.random.
   if len(sents) > 1 and rng.random() < p_example:
     draws = rng.random(len(sents))
     keep = [i == 0 or d < p_keep for i, d in enumerate(draws)]
+  if first_only:
+    keep = [i == 0 for i in range(len(sents))]
 
   if tok is not None:
     # Each sentence is encoded once: sentencepiece never merges pieces across whitespace (its
@@ -111,14 +117,22 @@ def surviving(lengths: Sequence[int], max_len: int) -> int:
 
 def augment_batch(captions: Sequence[bytes], negated: Sequence[bytes], has_negation: np.ndarray,
                   seeds: np.ndarray, statements: Sequence[bytes], *, p_example: float,
-                  p_keep: float, tok: tokenizer_lib.Tokenizer, max_len: int, fit: bool
+                  p_keep: float, tok: tokenizer_lib.Tokenizer, max_len: int, fit: bool,
+                  views: np.ndarray | None = None, unknown_view_text: str = "sentence"
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """augment_pair over a batch, and what each caption still states once tokenized.
 
   captions, negated, statements: object [B] (bytes); has_negation float32 [B]; seeds int64
   [B], one generator per example so batch order does not matter, or < 0 for an example that
   is not augmented (evaluation). p_example / p_keep: subsampling; fit: drop statements until
-  the pair fits max_len (else the tail is cut by the tokenizer).
+  the pair fits max_len (else the tail is cut by the tokenizer). views int [B] (schema.VIEWS
+  ids) with unknown_view_text "sentence": a training image of unknown view keeps only its
+  caption's first sentence ("An echocardiographic image." / "A spectral Doppler recording."),
+  not its study's whole report: a caption states only what the image shows, and the report
+  states findings an image of another view cannot show. Measured on the synthetic demo
+  (docs/results.md): the report on the 3 % of images without a view label collapsed the
+  apical two- and three-chamber images together (zero-shot recall 0.34 on a3c). "report":
+  the stored caption as is (EchoCLIP's pairing of a study's report with each of its videos).
   Returns (captions [B], negated [B], has_negation float32 [B], text_meas_mask float32 [B, M]:
   1 for each measurement a sentence that survives augmentation and tokenization states;
   all 0 when the structure does not match the caption's sentences).
@@ -128,9 +142,11 @@ def augment_batch(captions: Sequence[bytes], negated: Sequence[bytes], has_negat
   for b, (c, n, h, s, st) in enumerate(zip(captions, negated, has_negation, seeds, statements)):
     caption, neg = c.decode("utf-8"), n.decode("utf-8")
     if s >= 0:
+      view_less = (unknown_view_text == "sentence" and views is not None
+                   and int(views[b]) == schema.UNKNOWN_VIEW_ID)
       a = augment_pair(caption, neg, bool(h > 0), np.random.default_rng(int(s)),
                        p_example=p_example, p_keep=p_keep, tok=tok if fit else None,
-                       max_len=max_len)
+                       max_len=max_len, first_only=view_less)
     else:
       a = Augmented(caption, neg if h > 0 else "", bool(h > 0),
                     tuple(range(len(split_statements(caption)))))

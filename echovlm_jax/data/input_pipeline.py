@@ -179,11 +179,12 @@ def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray):
 
 
 def _make_tokenize(tok: tokenizer_lib.Tokenizer, max_len: int, p_subsample: float,
-                   p_keep: float, fit_statements: bool):
+                   p_keep: float, fit_statements: bool, unknown_view_text: str = "sentence"):
   """Batch transform: captions -> text / neg_text ids [B, max_len], text_meas_mask [B, M] and
   caption_id [B]. Training examples (text_seed >= 0) are first augmented (caption_augment):
   statement subsampling with p_subsample / p_keep, and with fit_statements, too-long captions
-  drop statements rather than lose their tail. Evaluation examples never are. caption_id
+  drop statements rather than lose their tail; with unknown_view_text "sentence" an image of
+  unknown view keeps only its study sentence. Evaluation examples never are. caption_id
   hashes the final caption, so identical captions in a batch are not each other's negatives
   (losses.py)."""
   # caption_augment budgets one special id (our EOS); a checkpoint's tokenizer may add more
@@ -194,11 +195,11 @@ def _make_tokenize(tok: tokenizer_lib.Tokenizer, max_len: int, p_subsample: floa
     batch = dict(batch)
     keys = ("caption", "negated_caption", "has_negation", "text_meas_mask")
     out = tf.numpy_function(
-        lambda c, n, h, s, st: caption_augment.augment_batch(
+        lambda c, n, h, s, st, v: caption_augment.augment_batch(
             c, n, h, s, st, p_example=p_subsample, p_keep=p_keep, tok=tok, max_len=fit_len,
-            fit=fit_statements),
+            fit=fit_statements, views=v, unknown_view_text=unknown_view_text),
         [batch["caption"], batch["negated_caption"], batch["has_negation"], batch.pop("text_seed"),
-         batch.pop("statements")],
+         batch.pop("statements"), batch["view"]],
         [tf.string, tf.string, tf.float32, tf.float32], stateful=False)
     for k, v in zip(keys, out):
       batch[k] = tf.ensure_shape(v, batch["meas_mask"].shape if k == "text_meas_mask"
@@ -233,7 +234,8 @@ class EchogroundData:
     self.tokenize = _make_tokenize(self.tokenizer, self.max_len,
                                    float(input_config["caption_subsample"]) if augment else 0.0,
                                    float(input_config["statement_keep"]),
-                                   bool(input_config["fit_statements"]))
+                                   bool(input_config["fit_statements"]),
+                                   str(input_config.get("unknown_view_text", "sentence")))
 
   def host_split(self, split: str, process_index: int | None = None, process_count: int | None = None
                  ) -> tuple[str, int, int]:
