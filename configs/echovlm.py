@@ -82,9 +82,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       fit_statements=True,          # too-long training captions drop random statements, not their
                                     # tail (data/caption_augment.py)
       # What a training image of unknown view is paired with: "sentence" (its study sentence
-      # only: the report states findings the image may not show; with "report" the demo's
-      # a2c / a3c images collapsed together, docs/results.md) or "report" (the study's
-      # whole report, EchoCLIP-style).
+      # only: the report states findings the image may not show) or "report" (the study's
+      # whole report, EchoCLIP-style); docs/results.md, "Demo targets after issue 20".
       unknown_view_text="sentence",
       tokenizer="",                 # "" = the dataset's sentencepiece; an HF tokenizer dir (set
                                     # from model_init by model_init.configure)

@@ -129,9 +129,7 @@ def augment_batch(captions: Sequence[bytes], negated: Sequence[bytes], has_negat
   ids) with unknown_view_text "sentence": a training image of unknown view keeps only its
   caption's first sentence ("An echocardiographic image." / "A spectral Doppler recording."),
   not its study's whole report: a caption states only what the image shows, and the report
-  states findings an image of another view cannot show. Measured on the synthetic demo
-  (docs/results.md): the report on the 3 % of images without a view label collapsed the
-  apical two- and three-chamber images together (zero-shot recall 0.34 on a3c). "report":
+  states findings an image of another view cannot show (docs/results.md). "report":
   the stored caption as is (EchoCLIP's pairing of a study's report with each of its videos).
   Returns (captions [B], negated [B], has_negation float32 [B], text_meas_mask float32 [B, M]:
   1 for each measurement a sentence that survives augmentation and tokenization states;
