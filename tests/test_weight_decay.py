@@ -24,25 +24,24 @@ def leaf_name(path) -> str:
   return names[-2] if names[-1] == "value" else names[-1]
 
 
-def moved_by_decay(config, vocab_size: int) -> dict[str, bool]:
-  """Leaf path -> whether one optimizer update with zero gradients changes it (params all 1)."""
+def moved_by_decay(config, vocab_size: int) -> dict[str, tuple[str, bool]]:
+  """Leaf path -> (leaf name, whether one optimizer update with zero gradients changes it),
+  params all 1."""
   mesh = distributed.create_mesh(config.mesh, devices=jax.devices()[:1])
   _, abstract = checkpointing.abstract_params(config, mesh, vocab_size)
   params = jax.tree.map(lambda a: jnp.ones(a.shape, a.dtype), abstract)
   tx = train.make_optimizer(config)
   zeros = jax.tree.map(jnp.zeros_like, params)
   updates, _ = tx.update(zeros, tx.init(params), params)
-  return {jax.tree_util.keystr(p): bool(np.any(np.asarray(u) != 0))
+  return {jax.tree_util.keystr(p): (leaf_name(p), bool(np.any(np.asarray(u) != 0)))
           for p, u in jax.tree_util.tree_leaves_with_path(updates)}
 
 
 def assert_matrices_only(config, vocab_size: int) -> None:
   """Every leaf named as a matrix moves, every bias / norm / scalar stays."""
-  moved = moved_by_decay(config, vocab_size)
-  mesh = distributed.create_mesh(config.mesh, devices=jax.devices()[:1])
-  _, abstract = checkpointing.abstract_params(config, mesh, vocab_size)
-  names = {jax.tree_util.keystr(p): leaf_name(p)
-           for p, _ in jax.tree_util.tree_leaves_with_path(abstract)}
+  result = moved_by_decay(config, vocab_size)
+  names = {p: n for p, (n, _) in result.items()}
+  moved = {p: m for p, (_, m) in result.items()}
   wrong_still = [p for p, n in names.items() if n in MATRICES and not moved[p]]
   wrong_moved = [p for p, n in names.items()
                  if (n in NEVER or n.endswith("_bias")) and moved[p]]
@@ -79,11 +78,11 @@ def test_scanned_layers_norms_and_biases_are_not_decayed():
 def test_wd_kinds_choose_what_is_decayed():
   c = _config()
   c.wd_kinds = "kernel"
-  moved = moved_by_decay(c, 64)
+  moved = {p: m for p, (_, m) in moved_by_decay(c, 64).items()}
   assert not any(v for p, v in moved.items() if "posemb" in p or "token_embedding" in p)
   assert any(v for p, v in moved.items() if "kernel" in p)
   c.wd_kinds = "kernel,norm"
-  moved = moved_by_decay(c, 64)
+  moved = {p: m for p, (_, m) in moved_by_decay(c, 64).items()}
   assert all(v for p, v in moved.items() if "['scale']" in p)
 
 
