@@ -20,7 +20,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from echovlm_jax import sharding
-from echovlm_jax.echo import schema
+from echovlm_jax.models import factory
 
 CHECKPOINT_SUBDIR = "checkpoints"
 # The two items of every step directory: the train state pytree and the JSON side-car.
@@ -221,14 +221,12 @@ class Checkpointer:
 def abstract_params(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, vocab_size: int):
   """(graphdef, params) of config.model where params holds jax.ShapeDtypeStructs carrying
   the rules' shardings on `mesh`: a restore target that allocates nothing."""
-  from echovlm_jax.models.dual_encoder import DualEncoder  # pylint: disable=g-import-not-at-top
   if config.get("task", "contrastive") == "view_classifier":
     from echovlm_jax import view_classifier  # pylint: disable=g-import-not-at-top
     model = view_classifier.abstract_model(config)
   else:
-    model = nnx.eval_shape(lambda: DualEncoder(
-        config.model, vocab_size=vocab_size, num_measurements=len(schema.MEASUREMENTS),
-        rngs=nnx.Rngs(config.seed)))
+    model = nnx.eval_shape(factory.dual_encoder(config.model, vocab_size=vocab_size,
+                                                seed=config.seed))
   graphdef, params = nnx.split(model, nnx.Param)
   shardings = sharding.get_shardings(params, mesh, config.sharding_rules)
   return graphdef, jax.tree.map(

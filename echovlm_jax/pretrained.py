@@ -385,11 +385,10 @@ class Pretrained:
 # ----------------------------------------------------------------------------
 def build_model(config: Mapping[str, Any]) -> nnx.Module:
   """An abstract (shape-only) DualEncoder from an artifact config."""
-  from echovlm_jax.models.dual_encoder import DualEncoder
+  from echovlm_jax.models import factory
   model_config = ml_collections.ConfigDict(dict(config["model"]))
-  return nnx.eval_shape(lambda: DualEncoder(
-      model_config, vocab_size=int(config["vocab_size"]),
-      num_measurements=int(config["num_measurements"]), rngs=nnx.Rngs(0)))
+  return nnx.eval_shape(factory.dual_encoder(model_config, vocab_size=int(config["vocab_size"]),
+                                             num_measurements=int(config["num_measurements"])))
 
 
 def restore_params(path: str, config: Mapping[str, Any], device: jax.Device | None = None

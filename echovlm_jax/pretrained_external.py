@@ -43,15 +43,14 @@ def load(path: str, *, tokenizer: str | None = None, act: str | None = None,
   act: override the MLP activation (open_clip LAION weights use "gelu"; default: the
   checkpoint's config, else quick GELU for open_clip).
   """
-  from echovlm_jax.models.dual_encoder import DualEncoder
+  from echovlm_jax.models import factory
   from echovlm_jax.pretrained import Pretrained
   flat, layout, hf = checkpoint_config.read_weights(path)
   arch = checkpoint_config.architecture(flat, layout, hf, path)
   if act:
     arch["image"]["act"] = arch["text"]["act"] = act
   cfg = model_config(arch)
-  model = DualEncoder(cfg, vocab_size=arch["vocab_size"],
-                      num_measurements=len(schema.MEASUREMENTS), rngs=nnx.Rngs(0))
+  model = factory.dual_encoder(cfg, vocab_size=arch["vocab_size"])()
   graphdef, params = nnx.split(model, nnx.Param)
   params, notes = model_init.convert_into(params, cfg, flat, layout, path)
   for note in notes:

@@ -32,7 +32,7 @@ from echovlm_jax import losses
 from echovlm_jax import metrics_log
 from echovlm_jax import sharding
 from echovlm_jax import view_classifier
-from echovlm_jax.echo import schema
+from echovlm_jax.models import factory
 # Start-up checks live beside the evaluator's; imported here under the names callers know.
 from echovlm_jax.run_config import ConfigError, create_mesh, validate_config  # noqa: F401
 
@@ -85,9 +85,9 @@ def create_state(config, mesh, vocab_size: int):
     if config.get("task") == "view_classifier":
       model = view_classifier.create_sharded_model(config, mesh)
     else:
-      model = sharding.create_sharded_model(
-          config.model, vocab_size=vocab_size, num_measurements=len(schema.MEASUREMENTS),
-          mesh=mesh, rules=config.sharding_rules, seed=config.seed, strict=config.sharding_strict)
+      model = sharding.create_sharded(
+          factory.dual_encoder(config.model, vocab_size=vocab_size, seed=config.seed),
+          mesh, config.sharding_rules, config.sharding_strict)
   except sharding.ShardingError as e:
     raise ConfigError(str(e)) from None
   graphdef, params = nnx.split(model, nnx.Param)

@@ -16,33 +16,24 @@ import optax
 from flax import nnx
 
 from echovlm_jax import sharding
-from echovlm_jax.echo import schema
+from echovlm_jax.models import factory
+from echovlm_jax.models import vit_classifier
 
 TASKS = ("contrastive", "view_classifier")
-NUM_CLASSES = len(schema.KNOWN_VIEWS)
+NUM_CLASSES = vit_classifier.NUM_CLASSES
+known_index = vit_classifier.known_index
 CLASS_BALANCE = ("balanced", "none")
-
-
-def known_index() -> np.ndarray:
-  """int32 [len(VIEWS)]: a VIEWS id -> its position in KNOWN_VIEWS (the head's class), -1 for
-  unknown. Mapped by name, not by assuming `unknown` is last."""
-  return np.array([schema.KNOWN_VIEWS.index(v) if v in schema.KNOWN_VIEWS else -1
-                   for v in schema.VIEWS], np.int32)
 
 
 def create_sharded_model(config, mesh: jax.sharding.Mesh) -> nnx.Module:
   """The ViewClassifier of config.model, created already sharded (see sharding.create_sharded)."""
-  from echovlm_jax.models.view_classifier import ViewClassifier  # pylint: disable=g-import-not-at-top
-  return sharding.create_sharded(
-      lambda: ViewClassifier(config.model, num_classes=NUM_CLASSES, rngs=nnx.Rngs(config.seed)),
-      mesh, config.sharding_rules, config.sharding_strict)
+  return sharding.create_sharded(factory.view_classifier(config.model, seed=config.seed),
+                                 mesh, config.sharding_rules, config.sharding_strict)
 
 
 def abstract_model(config) -> nnx.Module:
   """Shape-only ViewClassifier of config.model (a restore target that allocates nothing)."""
-  from echovlm_jax.models.view_classifier import ViewClassifier  # pylint: disable=g-import-not-at-top
-  return nnx.eval_shape(lambda: ViewClassifier(config.model, num_classes=NUM_CLASSES,
-                                               rngs=nnx.Rngs(config.seed)))
+  return nnx.eval_shape(factory.view_classifier(config.model, seed=config.seed))
 
 
 # ----------------------------------------------------------------------------
