@@ -86,7 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # whole report, EchoCLIP-style); docs/results.md, "Demo targets after issue 20".
       unknown_view_text="sentence",
       tokenizer="",                 # "" = the dataset's sentencepiece; an HF tokenizer dir (set
-                                    # from model_init by model_init.configure)
+                                    # from model_init by interop.init_from_checkpoint.configure)
       # builder_config=synthetic: the views of the unlabelled majority, simulated (docs/results.md,
       # "Pretraining on a view classifier's labels"; echovlm_jax/data/synthetic_views.py). Any
       # non-default value gives the dataset another name.
@@ -133,7 +133,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.image.res = c.input.get_ref("res")
   c.model.text.max_len = c.input.get_ref("max_text_len")
 
-  # Initialise the towers from pretrained weights (echovlm_jax/model_init.py, docs/artifacts.md):
+  # Initialise the towers from pretrained weights (echovlm_jax/interop/, docs/artifacts.md):
   # a Hugging Face CLIP / SigLIP directory, an open_clip state dict or a big_vision .npz; it sets
   # the architecture, text length and tokenizer. "" = from scratch.
   c.model_init = ""

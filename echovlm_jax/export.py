@@ -21,10 +21,10 @@ import ml_collections
 from flax import nnx
 
 from echovlm_jax import artifact_tokenizer
-from echovlm_jax import checkpoint_deps
 from echovlm_jax import pretrained
 from echovlm_jax.echo import prompts as prompts_lib
 from echovlm_jax.echo import schema
+from echovlm_jax.interop import optional_deps
 
 
 def package_version() -> str:
@@ -74,7 +74,7 @@ def _tokenizer_description(artifact_config: Mapping[str, Any]) -> str:
   tok = artifact_config.get("tokenizer") or {}
   if tok.get("kind") == "checkpoint":
     return (f"the checkpoint tokenizer the run fine-tuned with (`{tok['path']}/`, from "
-            f"`{tok['source']}`; loading it needs `{checkpoint_deps.INSTALL}`)")
+            f"`{tok['source']}`; loading it needs `{optional_deps.INSTALL}`)")
   return "the dataset's sentencepiece model (`tokenizer.model`)"
 
 
@@ -176,7 +176,7 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
   tok = (artifact_tokenizer.load_checkpoint_tokenizer(ckpt_tok) if ckpt_tok
          else tokenizer_lib.Tokenizer.load(tok_path))
   # As train.py: a checkpoint's embedding rows (config.model.vocab_size, set by
-  # model_init.configure) may exceed its tokenizer's length.
+  # interop.init_from_checkpoint.configure) may exceed its tokenizer's length.
   vocab_size = int(cfg.model.get("vocab_size", 0) or 0) or tok.vocab_size
   from echovlm_jax import checkpointing, distributed  # params-only restore, read-only
   mesh = distributed.create_mesh({"data": -1, "fsdp": 1, "tensor": 1})
@@ -204,9 +204,7 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
                    "loss": cfg.loss.to_dict(), "total_steps": int(cfg.total_steps),
                    "batch_size": int(cfg.batch_size), "seed": int(cfg.seed)},
   }
-  prompts = {"views": {v: prompts_lib.VIEW_PROMPTS[v] for v in schema.KNOWN_VIEWS},
-             "labels": {l: prompts_lib.LABEL_PROMPTS[l] for l in schema.LABELS},
-             "label_views": {l: list(prompts_lib.label_prompt_views(l)) for l in schema.LABELS}}
+  prompts = prompts_lib.prompt_sets()
 
   tmp = f"{out}.tmp-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)

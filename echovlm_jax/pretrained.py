@@ -4,7 +4,7 @@
 returns `Pretrained`: jitted image / text encoders and zero-shot view and finding
 classifiers. Needs no training code, no tf.data and no dataset. A Hugging Face CLIP /
 SigLIP directory, an open_clip state dict or a big_vision .npz gives the same object
-(pretrained_external.py).
+(interop/external_model.py).
 """
 
 from __future__ import annotations
@@ -434,7 +434,7 @@ def load_pretrained(path: str | os.PathLike, *, batch_size: int = 32,
   """Loads an artifact written by `python -m echovlm_jax.export`, or an outside checkpoint:
   a Hugging Face CLIP / SigLIP directory, an open_clip state dict (.safetensors / .bin / .pt)
   or a big_vision .npz (tokenizer: its tokenizer when not in path; act: see
-  pretrained_external.load).
+  interop/external_model.load).
 
   batch_size: images / texts per jitted call (larger inputs are chunked). device: where the
   parameters live (default: jax's first device, an accelerator when there is one).
@@ -443,12 +443,13 @@ def load_pretrained(path: str | os.PathLike, *, batch_size: int = 32,
   or other-format-version artifact.
   """
   path = os.fspath(path)
+  from echovlm_jax.interop import weights  # pylint: disable=g-import-not-at-top
   if not os.path.exists(os.path.join(path, MANIFEST_FILE)) and (
-      os.path.isfile(path) or os.path.isfile(os.path.join(path, "config.json")) and any(
-          os.path.isfile(os.path.join(path, f)) for f in ("model.safetensors", "pytorch_model.bin"))):
-    from echovlm_jax import pretrained_external
-    return pretrained_external.load(path, tokenizer=tokenizer, act=act, batch_size=batch_size,
-                                    device=device)
+      os.path.isfile(path) or weights.is_hf_dir(path)):
+    from echovlm_jax.interop import external_model  # pylint: disable=g-import-not-at-top
+    parts = external_model.load(path, tokenizer=tokenizer, act=act, device=device)
+    return Pretrained(path, parts.config, parts.model, parts.tokenizer, parts.stats,
+                      parts.prompts, batch_size=batch_size, device=device, prepare=parts.prepare)
   config = verify_artifact(path, check_hashes=check_hashes)
   tokenizer = _load_tokenizer(path, config)
   try:

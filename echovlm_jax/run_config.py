@@ -74,13 +74,24 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
 
 
 def check_model_init_format(config: ml_collections.ConfigDict) -> None:
-  """config.model_init_format is one model_init reads (a typo would be read as big_vision)."""
-  from echovlm_jax.model_init import FORMATS  # noqa: PLC0415 - jax / flax only when asked
-  fmt = config.get("model_init_format", "auto")
-  if fmt not in FORMATS:
-    raise ConfigError(f"config.model_init_format={fmt!r}: expected one of "
-                      f"{', '.join(map(repr, FORMATS))} ('auto' tells the layout from the "
-                      "checkpoint's names).")
+  """config.model_init_format is one interop reads (a typo would be read as another layout)."""
+  from echovlm_jax.interop import init_from_checkpoint  # noqa: PLC0415 - jax / flax only when asked
+  try:
+    init_from_checkpoint.check_format(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
+def configure_from_checkpoint(config: ml_collections.ConfigDict):
+  """(config, checkpoint): with config.model_init, config.model made the checkpoint's
+  (architecture, text length, tokenizer) and the checkpoint as read, so the trainer reads it
+  once; else (config, None)."""
+  if not config.model_init:
+    return config, None
+  check_model_init_format(config)
+  from echovlm_jax.interop import init_from_checkpoint  # noqa: PLC0415 - jax / flax only when asked
+  checkpoint = init_from_checkpoint.read(config.model_init)
+  return init_from_checkpoint.configure(config, checkpoint), checkpoint
 
 
 def eval_batch_size(config: ml_collections.ConfigDict) -> int:

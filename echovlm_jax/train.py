@@ -30,6 +30,7 @@ from flax import nnx
 from echovlm_jax import checkpointing
 from echovlm_jax import losses
 from echovlm_jax import metrics_log
+from echovlm_jax import run_config
 from echovlm_jax import sharding
 from echovlm_jax import view_classifier
 from echovlm_jax.models import factory
@@ -74,12 +75,14 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 # ----------------------------------------------------------------------------
 # State: a plain pytree so Orbax saves it and jit shards it.
 # ----------------------------------------------------------------------------
-def create_state(config, mesh, vocab_size: int):
+def create_state(config, mesh, vocab_size: int, init_checkpoint=None):
   """Returns (graphdef, state, state_shardings, tx).
 
   state = {"params": nnx.State, "opt_state": optax state, "step": int32 []},
   created already sharded (jit with out_shardings), never materialised on one device.
   The model is the DualEncoder, or with config.task = "view_classifier" the ViewClassifier.
+  init_checkpoint: config.model_init already read (run_config.configure_from_checkpoint), else
+  it is read here.
   """
   try:  # warns (or fails with config.sharding_strict) on partly replicated parameters
     if config.get("task") == "view_classifier":
@@ -94,13 +97,13 @@ def create_state(config, mesh, vocab_size: int):
   if config.get("task") == "view_classifier":
     # An exported EchoVLM's tower or pretrained towers; on resume the checkpoint overwrites them.
     try:
-      params = view_classifier.init_params(params, config)
+      params = view_classifier.init_params(params, config, init_checkpoint)
     except ValueError as e:
       raise ConfigError(str(e)) from None
   elif config.model_init:
     # Pretrained CLIP/SigLIP towers; on resume the checkpoint overwrites these.
-    from echovlm_jax import model_init
-    params = model_init.apply_model_init(params, config)
+    from echovlm_jax.interop import init_from_checkpoint
+    params = init_from_checkpoint.load_towers(params, config, init_checkpoint)
   tx = make_optimizer(config)
   param_shardings = jax.tree.map(lambda x: x.sharding, params)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -246,9 +249,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   from echovlm_jax.data import input_pipeline
 
   # --- Setup ---------------------------------------------------------------
-  if config.get("model_init"):  # the checkpoint's architecture, text length and tokenizer
-    from echovlm_jax import model_init
-    config = model_init.configure(config)
+  # The checkpoint's architecture, text length and tokenizer (config.model_init).
+  config, init_checkpoint = run_config.configure_from_checkpoint(config)
   is_main = jax.process_index() == 0
   mesh = create_mesh(config)
   validate_config(config, mesh)
@@ -266,7 +268,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   vocab_size = config.model.get("vocab_size") or tokenizer.vocab_size  # a checkpoint's rows
 
   # --- Model and state -----------------------------------------------------
-  graphdef, state, state_shardings, tx = create_state(config, mesh, vocab_size)
+  graphdef, state, state_shardings, tx = create_state(config, mesh, vocab_size, init_checkpoint)
+  del init_checkpoint  # the towers are in the state: free the host copy
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
   logging.info("Model: %.2fM parameters.", n_params / 1e6)
 

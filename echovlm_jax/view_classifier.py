@@ -69,9 +69,10 @@ def tower_from_artifact(params: nnx.State, path: str) -> nnx.State:
   return params
 
 
-def init_params(params: nnx.State, config) -> nnx.State:
+def init_params(params: nnx.State, config, init_checkpoint=None) -> nnx.State:
   """From config.view_classifier.init_artifact (an exported EchoVLM), else config.model_init
-  (pretrained CLIP/SigLIP towers; their text tower is dropped), else as initialised."""
+  (pretrained CLIP/SigLIP towers, init_checkpoint when already read; their text tower is
+  dropped), else as initialised."""
   artifact = config.view_classifier.init_artifact
   if artifact and config.model_init:
     raise ValueError("config.view_classifier.init_artifact and config.model_init are both set: "
@@ -81,8 +82,8 @@ def init_params(params: nnx.State, config) -> nnx.State:
   if config.model_init:
     # The trainer's own hook: the checkpoint's input normalisation is folded in as for EchoVLM;
     # config.model_init_skip (configs/view_classifier.py) drops what has no place here.
-    from echovlm_jax import model_init  # pylint: disable=g-import-not-at-top
-    return model_init.apply_model_init(params, config)
+    from echovlm_jax.interop import init_from_checkpoint  # pylint: disable=g-import-not-at-top
+    return init_from_checkpoint.load_towers(params, config, init_checkpoint)
   return params
 
 

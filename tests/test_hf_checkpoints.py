@@ -18,7 +18,7 @@ pytest.importorskip("transformers")
 
 import echovlm_jax  # noqa: E402
 from configs import echovlm  # noqa: E402
-from echovlm_jax import checkpoint_config, model_init, pretrained_external  # noqa: E402
+from echovlm_jax.interop import architecture, conversion, init_from_checkpoint, weights  # noqa: E402
 from tests import hf_fixtures as F  # noqa: E402
 
 COS = 0.9999
@@ -64,15 +64,15 @@ def test_embeddings_and_tokens_equal_transformers(ckpt, kind):
 def test_one_wrong_array_breaks_the_match(ckpt):
   """The comparison can fail: CLIP without its query biases is no longer CLIP."""
   d, hf_img, _, _ = ckpt["clip"]
-  flat, layout, hf = checkpoint_config.read_weights(d)
-  arch = checkpoint_config.architecture(flat, layout, hf)
-  cfg = pretrained_external.model_config(arch)
+  flat, layout, hf = weights.read_weights(d)
+  arch = architecture.architecture(flat, layout, hf)
+  cfg = architecture.model_config(arch)
   flat = {k: (np.zeros_like(v) if "q_proj.bias" in k else v) for k, v in flat.items()}
   from echovlm_jax.models.dual_encoder import DualEncoder
   from flax import nnx
   graphdef, params = nnx.split(DualEncoder(cfg, vocab_size=arch["vocab_size"], num_measurements=1,
                                            rngs=nnx.Rngs(0)), nnx.Param)
-  params, _ = model_init.convert_into(params, cfg, flat, layout, d)
+  params, _ = conversion.convert_into(params, cfg, flat, layout, d)
   x = _loaded(d)._prepare(F.frames())
   img = np.asarray(nnx.merge(graphdef, params).encode_image(x))
   assert _cos(img, hf_img).min() < COS
@@ -174,7 +174,7 @@ def test_open_clip_and_big_vision_layouts_give_the_same_embeddings(ckpt, tmp_pat
   for kind, write_as, name in (("clip", _hf_clip_to_open_clip, "open_clip.safetensors"),
                                ("siglip", _hf_siglip_to_big_vision, "big_vision.npz")):
     d = ckpt[kind][0]
-    flat, _, _ = checkpoint_config.read_weights(d)
+    flat, _, _ = weights.read_weights(d)
     path = str(tmp_path / name)
     converted = write_as(flat)
     if name.endswith(".npz"):
@@ -196,7 +196,7 @@ def _finetune_config(path: str, **lr_mult):
   c.model_init = path
   c.batch_size, c.warmup_steps, c.total_steps = 8, 0, 10
   c.lr_mult.update(lr_mult)
-  return model_init.configure(c)
+  return init_from_checkpoint.configure(c)
 
 
 def test_model_init_config_follows_the_checkpoint(ckpt):
@@ -258,18 +258,18 @@ def test_weight_decay_reaches_matrices_only(ckpt, kind):
 
 def test_misfit_lists_every_mismatch(ckpt):
   d = ckpt["siglip"][0]
-  flat, layout, hf = checkpoint_config.read_weights(d)
-  arch = checkpoint_config.architecture(flat, layout, hf)
+  flat, layout, hf = weights.read_weights(d)
+  arch = architecture.architecture(flat, layout, hf)
   arch["image"]["depth"] = 3                       # a block the checkpoint lacks
   arch["text"]["mlp_dim"] = 48                     # every text MLP mis-shaped
-  cfg = pretrained_external.model_config(arch)
+  cfg = architecture.model_config(arch)
   from echovlm_jax.models.dual_encoder import DualEncoder
   from flax import nnx
   _, params = nnx.split(DualEncoder(cfg, vocab_size=arch["vocab_size"], num_measurements=1,
                                     rngs=nnx.Rngs(0)), nnx.Param)
   flat["vision_model.extra.weight"] = np.zeros(3, np.float32)
-  with pytest.raises(model_init.ModelInitError) as e:
-    model_init.convert_into(params, cfg, flat, layout, d)
+  with pytest.raises(conversion.ModelInitError) as e:
+    conversion.convert_into(params, cfg, flat, layout, d)
   msg = str(e.value)
   assert "vision_model.extra.weight: no counterpart" in msg
   assert "image/encoder/blocks/2/ln1/scale: ours, but the checkpoint has nothing" in msg
@@ -313,7 +313,7 @@ def test_export_of_a_big_vision_finetune_carries_its_tokenizer(ckpt, tiny_echogr
   from echovlm_jax import train
   from tests import train_tiny_config
   d = ckpt["siglip"][0]
-  flat, _, _ = checkpoint_config.read_weights(d)
+  flat, _, _ = weights.read_weights(d)
   npz = str(tmp_path / "big_vision.npz")
   np.savez(npz, **_hf_siglip_to_big_vision(flat))
   input_config, _ = tiny_echoground
@@ -333,7 +333,7 @@ def _export_equals_the_trained_state(workdir: str, tokenizer: str, out: str):
   import os
   from flax import nnx
   from echovlm_jax import checkpointing, distributed, export, pretrained
-  from echovlm_jax.checkpoint_processing import CheckpointTokenizer
+  from echovlm_jax.interop.checkpoint_tokenizer import CheckpointTokenizer
   export.export(workdir, out)                     # stats from the dataset config.json names
   assert "tokenizer.model" not in os.listdir(out)                  # not the dataset's
   art = echovlm_jax.load_pretrained(out)
@@ -376,10 +376,10 @@ def test_large_shapes_build_towers_with_the_checkpoints_parameter_count(kind, vi
   with torch.device("meta"):
     hf = cls[1](config)
   flat = {k: v for k, v in hf.state_dict().items() if "position_ids" not in k}
-  arch = checkpoint_config.architecture(flat, f"hf_{kind}", config.to_dict())
+  arch = architecture.architecture(flat, f"hf_{kind}", config.to_dict())
   # The patch grid's pixels: So400m/14's 384 px give 27 patches (the conv never reads the rest).
   assert arch["image"]["res"] == vision["image_size"] // 14 * 14 and arch["image"]["patch"] == 14
-  cfg = pretrained_external.model_config(arch)
+  cfg = architecture.model_config(arch)
   ours = nnx.eval_shape(lambda: DualEncoder(cfg, vocab_size=arch["vocab_size"],
                                             num_measurements=1, rngs=nnx.Rngs(0)))
   sizes = {"/".join(map(str, p)): int(np.prod(v.shape))
@@ -392,7 +392,7 @@ def test_large_shapes_build_towers_with_the_checkpoints_parameter_count(kind, vi
 def test_caption_fitting_leaves_room_for_clips_two_special_tokens(ckpt):
   """CLIP adds start and end of text: the input pipeline fits captions into max_len - 2 ids
   (caption_augment budgets our one EOS), so a fitted caption is never cut by truncation."""
-  from echovlm_jax.checkpoint_processing import CheckpointTokenizer
+  from echovlm_jax.interop.checkpoint_tokenizer import CheckpointTokenizer
   from echovlm_jax.data import caption_augment
   tok = CheckpointTokenizer.load(ckpt["clip"][0])
   assert tok.num_special_tokens == 2

@@ -145,7 +145,7 @@ def _image_leaves(params):
 def test_the_tower_comes_from_an_exported_echovlm_or_pretrained_towers(tmp_path_factory, tmp_path,
                                                                        num_devices):
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from echovlm_jax import layout_writers  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.interop import layout_writers  # pylint: disable=g-import-not-at-top
   from tests import test_export  # pylint: disable=g-import-not-at-top
   art = test_export.make_artifact(tmp_path_factory)
   want = _image_leaves(nnx.state(art["reference"], nnx.Param))

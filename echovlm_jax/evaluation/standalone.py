@@ -32,9 +32,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
   """
   import jax  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(workdir)
-  if config.get("model_init"):  # the architecture and tokenizer the run trained with
-    from echovlm_jax import model_init  # pylint: disable=g-import-not-at-top
-    config = model_init.configure(config)
+  # The architecture and tokenizer the run trained with (config.model_init).
+  config, _ = run_config.configure_from_checkpoint(config)
   if not config.evals:
     raise run_config.ConfigError("config.evals is empty: nothing to evaluate. List evaluators "
                             "there (see configs/echovlm.py).")
