@@ -20,10 +20,10 @@ import argparse
 import ml_collections
 from flax import nnx
 
-from echovlm_jax import artifact_tokenizer
-from echovlm_jax import pretrained
 from echovlm_jax.echo import prompts as prompts_lib
 from echovlm_jax.echo import schema
+from echovlm_jax.inference import artifact
+from echovlm_jax.inference import artifact_tokenizer
 from echovlm_jax.interop import optional_deps
 
 
@@ -168,7 +168,7 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
   ckpt_tok = checkpoint_tokenizer_path(cfg, tokenizer)
   ddir = dataset_dir(cfg, data_dir)
   tok_path = "" if ckpt_tok else os.path.join(ddir, tokenizer_lib.TOKENIZER_FILENAME)
-  stats_path = os.path.join(ddir, pretrained.STATS_FILE)
+  stats_path = os.path.join(ddir, artifact.STATS_FILE)
   for p in (tok_path, stats_path):
     if p and not os.path.exists(p):
       raise FileNotFoundError(f"{p} is missing; pass --data_dir with the prepared dataset "
@@ -213,18 +213,18 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
     import orbax.checkpoint as ocp
     _, params = nnx.split(model, nnx.Param)
     with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(os.path.join(tmp, pretrained.PARAMS_DIR), nnx.to_pure_dict(params))
+      ckptr.save(os.path.join(tmp, artifact.PARAMS_DIR), nnx.to_pure_dict(params))
     if ckpt_tok:
       tok.save(os.path.join(tmp, artifact_tokenizer.CHECKPOINT_DIR))
     else:
-      shutil.copyfile(tok_path, os.path.join(tmp, pretrained.TOKENIZER_FILE))
-    shutil.copyfile(stats_path, os.path.join(tmp, pretrained.STATS_FILE))
-    for name, obj in ((pretrained.CONFIG_FILE, artifact_config), (pretrained.PROMPTS_FILE, prompts)):
+      shutil.copyfile(tok_path, os.path.join(tmp, artifact.TOKENIZER_FILE))
+    shutil.copyfile(stats_path, os.path.join(tmp, artifact.STATS_FILE))
+    for name, obj in ((artifact.CONFIG_FILE, artifact_config), (artifact.PROMPTS_FILE, prompts)):
       with open(os.path.join(tmp, name), "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
-    with open(os.path.join(tmp, pretrained.CARD_FILE), "w") as f:
+    with open(os.path.join(tmp, artifact.CARD_FILE), "w") as f:
       f.write(model_card(artifact_config, cfg, _metrics(workdir)))
-    pretrained.write_manifest(tmp, artifact_config["format_version"])
+    artifact.write_manifest(tmp, artifact_config["format_version"])
     if os.path.exists(out):
       shutil.rmtree(out)
     os.replace(tmp, out)

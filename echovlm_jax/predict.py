@@ -127,10 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("files", nargs="+", help="DICOM / PNG / JPEG files or folders")
   args = parser.parse_args(argv)
 
-  from echovlm_jax import pretrained
+  from echovlm_jax.inference import artifact, load
   try:
-    model = pretrained.load_pretrained(args.artifact, batch_size=args.batch_size)
-  except pretrained.ArtifactError as e:
+    model = load.load_pretrained(args.artifact, batch_size=args.batch_size)
+  except artifact.ArtifactError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   results, errors = predict_files(model, args.files)

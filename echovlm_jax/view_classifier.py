@@ -49,9 +49,9 @@ def _put_like(value: Any, old: Any) -> Any:
 def tower_from_artifact(params: nnx.State, path: str) -> nnx.State:
   """params with the image tower of an exported EchoVLM artifact (python -m echovlm_jax.export);
   the head keeps its (zero) initialisation. ValueError lists every parameter that does not fit."""
-  from echovlm_jax import pretrained  # pylint: disable=g-import-not-at-top
-  art_config = pretrained.verify_artifact(path)
-  source = nnx.to_pure_dict(nnx.state(pretrained.restore_params(path, art_config).image, nnx.Param))
+  from echovlm_jax.inference import artifact  # pylint: disable=g-import-not-at-top
+  art_config = artifact.verify_artifact(path)
+  source = nnx.to_pure_dict(nnx.state(artifact.restore_model(path, art_config).image, nnx.Param))
   pure = nnx.to_pure_dict(params)
   ours = pure["image"]
   src_flat = dict(jax.tree_util.tree_leaves_with_path(source))

@@ -200,7 +200,7 @@ def label_tree(workdir: str, manual_dir: str, out: str, *, step: int | None = No
   if is_main:
     print(f"Labelling {len(todo)} of {len(share)} files on process {pi} of {pc} with step "
           f"{ckpt_step} of {workdir} ({counts['already_done']} already done) -> {out}", flush=True)
-  from echovlm_jax.pretrained import prepare_frames  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.inference.frames import prepare_frames  # pylint: disable=g-import-not-at-top
   part = part_path(out, pi, pc)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   if os.path.exists(part):
@@ -241,7 +241,7 @@ def label_synthetic(workdir: str, out: str, *, step: int | None = None, batch_si
   image order. Returns the counts: images, right (against the view drawn), step."""
   from echovlm_jax import export  # pylint: disable=g-import-not-at-top
   from echovlm_jax.data import synthetic, synthetic_views  # pylint: disable=g-import-not-at-top
-  from echovlm_jax.pretrained import prepare_frames  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.inference.frames import prepare_frames  # pylint: disable=g-import-not-at-top
   config = export.load_train_config(workdir)
   if config.get("task") != "view_classifier":
     raise ValueError(f"{workdir} is a {config.get('task', 'contrastive')!r} run: --workdir must be "

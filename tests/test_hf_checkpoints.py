@@ -332,7 +332,8 @@ def _export_equals_the_trained_state(workdir: str, tokenizer: str, out: str):
   embeddings equal to the workdir's last checkpoint run directly."""
   import os
   from flax import nnx
-  from echovlm_jax import checkpointing, distributed, export, pretrained
+  from echovlm_jax import checkpointing, distributed, export
+  from echovlm_jax.inference import frames as frames_lib
   from echovlm_jax.interop.checkpoint_tokenizer import CheckpointTokenizer
   export.export(workdir, out)                     # stats from the dataset config.json names
   assert "tokenizer.model" not in os.listdir(out)                  # not the dataset's
@@ -349,7 +350,7 @@ def _export_equals_the_trained_state(workdir: str, tokenizer: str, out: str):
   np.testing.assert_allclose(art.encode_texts(texts), np.asarray(trained.encode_text(ids)),
                              atol=1e-5)
   frames = np.stack([F.frames(seed=s, h=F.RES, w=F.RES) for s in range(cfg.input.num_frames)], 1)
-  ref = np.asarray(trained.encode_image(pretrained.prepare_frames(frames, cfg.input.res)))
+  ref = np.asarray(trained.encode_image(frames_lib.prepare_frames(frames, cfg.input.res)))
   np.testing.assert_allclose(art.encode_images(frames), ref, atol=1e-5)
 
 

@@ -16,7 +16,7 @@ import pytest
 from echovlm_jax import checkpointing, distributed, train, view_classifier, views
 from echovlm_jax.data import dicom, mimic
 from echovlm_jax.echo import schema
-from echovlm_jax.pretrained import prepare_frames
+from echovlm_jax.inference.frames import prepare_frames
 from tests import mimic_tree, multiprocess_utils
 from tests.test_view_classifier import tiny_config
 
