@@ -80,7 +80,7 @@ def _run(cmd: list[str], log: str) -> None:
 
 def _final_test_metrics(workdir: str) -> dict[str, float] | None:
   """The test/ metrics of the run's last step (None until it has them)."""
-  from echovlm_jax import metrics_log  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.train import metrics_log  # pylint: disable=g-import-not-at-top
   hist = [h for h in metrics_log.read_metrics_history(workdir) if any(k.startswith("test/") for k in h)]
   if not hist:
     return None

@@ -142,7 +142,7 @@ def clip_loss(image: torch.Tensor, text: torch.Tensor, log_scale: torch.Tensor) 
 
 
 def make_optimizer(model: nn.Module, config: Any) -> torch.optim.Optimizer:
-  """AdamW with decay on matrices only, as echovlm_jax.train.make_optimizer."""
+  """AdamW with decay on matrices only, as echovlm_jax.train.optimizer.make_optimizer."""
   decay = [p for p in model.parameters() if p.ndim >= 2]
   no_decay = [p for p in model.parameters() if p.ndim < 2]
   return torch.optim.AdamW([{"params": decay, "weight_decay": config.wd},

@@ -153,20 +153,24 @@ def _cpu_seconds() -> float:
 def run(size: str, objective: str, dtype: str, batch: int, steps: int, warmup: int,
         peak_flops: float | None, text_len: int | None = None, res: int | None = None,
         with_torch: bool = False, overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
-  """Compiles and times the real train step (train.create_state + train.make_train_step).
+  """Compiles and times the real train step (train/state.create_state + train/step.make_train_step).
 
   With `with_torch`, the PyTorch reference (objective clip, float32) runs in the same process
   and its steps alternate with the JAX steps, so both see the same machine load. Peak host
   memory of JAX is read before the reference is built. Returns one result dict per framework.
   """
   import jax
-  from echovlm_jax import distributed, sharding, train
+  from echovlm_jax import distributed, sharding
+  from echovlm_jax.train import state as train_state
+  from echovlm_jax.train import step as train_step
+  from echovlm_jax.train.tasks import contrastive
 
   config = bench_config(size, objective, dtype, batch, text_len, res, overrides)
   mesh = distributed.create_mesh(config.mesh)
-  graphdef, state, shardings, tx = train.create_state(config, mesh, config.input.vocab_size)
+  graphdef, state, shardings, tx = train_state.create_state(config, mesh, config.input.vocab_size)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
-  step = train.make_train_step(config, graphdef, tx, mesh, shardings, sharding.batch_sharding(mesh))
+  step = train_step.make_train_step(config, tx, mesh, shardings, sharding.batch_sharding(mesh),
+                                    contrastive.TASK.make_loss_fn(config, graphdef, mesh, None))
   host_batch = random_batch(config, batch)
   dev_batch = sharding.shard_batch(host_batch, mesh)
 

@@ -61,10 +61,11 @@ def score_hidden(config, workdir: str) -> dict:
   splits): accuracy, coverage and accuracy at the threshold, ECE, per-view recall."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from echovlm_jax import checkpointing, run_config  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.train import checkpointing, run_config  # pylint: disable=g-import-not-at-top
   from echovlm_jax.data import labelled  # pylint: disable=g-import-not-at-top
   from echovlm_jax.echo import schema  # pylint: disable=g-import-not-at-top
-  from echovlm_jax.evaluation import view_classifier as view_eval  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.evaluation import registry  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.evaluation import view_classification as view_eval  # pylint: disable=g-import-not-at-top
   mesh = run_config.create_mesh(config)
   model, step = checkpointing.restore_params(config, workdir, mesh)
   frac = float(config.view_classifier.labelled_patient_fraction)
@@ -79,7 +80,7 @@ def score_hidden(config, workdir: str) -> dict:
   for name, keep, splits in groups:
     probs, ys = [], []
     for split in splits:
-      r = view_eval.predict_split(model, config.input, split, run_config.eval_batch_size(config),
+      r = view_eval.predict_split(model, config.input, split, registry.eval_batch_size(config),
                                   mesh, keep)
       probs.append(r["probs"])
       ys.append(r["y"])
@@ -105,10 +106,10 @@ def score_hidden(config, workdir: str) -> dict:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  from echovlm_jax import train  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.train import loop  # pylint: disable=g-import-not-at-top
   config = make_config(args)
   t0 = time.time()
-  last = train.train_and_evaluate(config, args.workdir)
+  last = loop.train_and_evaluate(config, args.workdir)
   train_s = time.time() - t0
   t0 = time.time()
   res = score_hidden(config, args.workdir)

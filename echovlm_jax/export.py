@@ -25,6 +25,8 @@ from echovlm_jax.echo import schema
 from echovlm_jax.inference import artifact
 from echovlm_jax.inference import artifact_tokenizer
 from echovlm_jax.interop import optional_deps
+from echovlm_jax.train import tasks
+from echovlm_jax.train import workdir_config
 
 
 def package_version() -> str:
@@ -33,15 +35,6 @@ def package_version() -> str:
     return metadata.version("echovlm-jax")
   except Exception:  # noqa: BLE001 - not installed as a distribution (a source checkout)
     return "unknown"
-
-
-def load_train_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} is missing: --workdir must be a training workdir "
-                            "(python -m echovlm_jax.main ... --workdir DIR writes it).")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
 
 
 def dataset_dir(train_config: ml_collections.ConfigDict, data_dir: str | None) -> str:
@@ -164,7 +157,10 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
   workdir, out = os.path.abspath(workdir), os.path.abspath(out)
   if os.path.exists(out) and not overwrite:
     raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
-  cfg = load_train_config(workdir)
+  cfg = workdir_config.load(workdir)
+  if not tasks.from_config(cfg).exports_artifact:
+    raise ValueError(f"{workdir} is a config.task={cfg.task!r} run, which does not export as an "
+                     "artifact (docs/artifacts.md).")
   ckpt_tok = checkpoint_tokenizer_path(cfg, tokenizer)
   ddir = dataset_dir(cfg, data_dir)
   tok_path = "" if ckpt_tok else os.path.join(ddir, tokenizer_lib.TOKENIZER_FILENAME)
@@ -178,7 +174,8 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
   # As train.py: a checkpoint's embedding rows (config.model.vocab_size, set by
   # interop.init_from_checkpoint.configure) may exceed its tokenizer's length.
   vocab_size = int(cfg.model.get("vocab_size", 0) or 0) or tok.vocab_size
-  from echovlm_jax import checkpointing, distributed  # params-only restore, read-only
+  from echovlm_jax import distributed  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.train import checkpointing  # params-only restore, read-only
   mesh = distributed.create_mesh({"data": -1, "fsdp": 1, "tensor": 1})
   model, step = checkpointing.restore_params(cfg, workdir, mesh, step, vocab_size=vocab_size)
 

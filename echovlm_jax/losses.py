@@ -279,6 +279,16 @@ def measurement_loss(pred: Array, target: Array, mask: Array, *, delta: float = 
 
 # --- The combined objective -----------------------------------------------------------------
 
+def check_config(loss_config: Any) -> None:
+  """ValueError naming the key unless config.loss's kind and view_mode are ones
+  `compute_losses` knows (checked at start, before any data or state is built)."""
+  if loss_config.kind not in KINDS:
+    raise ValueError(f"config.loss.kind={loss_config.kind!r}: expected one of {KINDS}.")
+  if loss_config.view_mode not in VIEW_MODES:
+    raise ValueError(f"config.loss.view_mode={loss_config.view_mode!r}: expected one of "
+                     f"{VIEW_MODES}.")
+
+
 def compute_losses(outputs: Mapping[str, Array], batch: Mapping[str, Array], loss_config: Any,
                    mesh: Mesh | None = None) -> tuple[Array, dict[str, Array]]:
   """Total = contrastive + view_weight * view + negation_weight * negation + meas_weight * meas
@@ -288,14 +298,10 @@ def compute_losses(outputs: Mapping[str, Array], batch: Mapping[str, Array], los
   is on, meas_pred / text_meas_pred [B, M], logit_scale, logit_bias). batch: view [B],
   has_negation [B], optional caption_id [B] (identical captions), measurements / meas_mask /
   text_meas_mask (what the caption states)
-  [B, M], optional valid [B]. loss_config: config.loss.
+  [B, M], optional valid [B]. loss_config: config.loss, as `check_config` accepts it.
   Returns (total (), {term name: ()}) with only the enabled terms.
   """
   cfg = loss_config
-  if cfg.kind not in KINDS:
-    raise ValueError(f"config.loss.kind={cfg.kind!r}: expected one of {KINDS}.")
-  if cfg.view_mode not in VIEW_MODES:
-    raise ValueError(f"config.loss.view_mode={cfg.view_mode!r}: expected one of {VIEW_MODES}.")
   if cfg.negation and "neg_text_emb" not in outputs:
     raise ValueError("config.loss.negation=True needs outputs['neg_text_emb']: put 'neg_text' "
                      "in the batch given to the model.")

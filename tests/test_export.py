@@ -37,7 +37,8 @@ def make_artifact(tmp_path_factory) -> dict:
     return _CACHE["art"]
   import jax
   from flax import nnx
-  from echovlm_jax import checkpointing, distributed, export, train
+  from echovlm_jax import distributed, export
+  from echovlm_jax.train import checkpointing, state as train_state
   from echovlm_jax.data import tokenizer as tokenizer_lib
   from echovlm_jax.echo import prompts, schema
 
@@ -62,7 +63,7 @@ def make_artifact(tmp_path_factory) -> dict:
   with open(os.path.join(workdir, "metrics.json"), "w") as f:
     json.dump({"metrics": {"test/zero_shot_views/accuracy": 0.25}, "evals": {}}, f)
   mesh = distributed.create_mesh(config.mesh)
-  graphdef, state, _, _ = train.create_state(config, mesh, tok.vocab_size)
+  graphdef, state, _, _ = train_state.create_state(config, mesh, tok.vocab_size)
   with checkpointing.Checkpointer(workdir) as ckpt:
     ckpt.save(2, state, {"data_position": 2}, force=True)
   artifact = export.export(workdir, str(root / "artifact"), data_dir=data_dir)

@@ -220,12 +220,13 @@ def test_finetuning_starts_from_the_checkpoint(ckpt, num_devices):
   """Gray frames in [-1, 1] through the summed kernel (mean / std folded in) give the
   checkpoint's embeddings; one step is finite; a frozen tower does not move."""
   from flax import nnx
-  from echovlm_jax import distributed, sharding, train
-  from tests.test_train import _batch
+  from echovlm_jax import distributed, sharding
+  from echovlm_jax.train import state as train_state
+  from tests.test_train import _batch, _make_step
   d, _, _, ids = ckpt["clip"]
   c = _finetune_config(d, image=0.0)
   mesh = distributed.create_mesh(c.mesh)
-  graphdef, state, shardings, tx = train.create_state(c, mesh, c.model.vocab_size)
+  graphdef, state, shardings, tx = train_state.create_state(c, mesh, c.model.vocab_size)
   frames = F.frames(h=F.RES, w=F.RES)
   hf_img, _, _ = F.hf_embeddings(d, "clip", frames, F.TEXTS[:1])
   model = nnx.merge(graphdef, jax.device_get(state["params"]))
@@ -236,7 +237,7 @@ def test_finetuning_starts_from_the_checkpoint(ckpt, num_devices):
   batch["text"] = ids[np.arange(8) % len(ids)]
   batch["neg_text"] = np.where(batch["has_negation"][:, None] > 0, batch["text"][::-1], 0)
   before = jax.device_get(state["params"])
-  step = train.make_train_step(c, graphdef, tx, mesh, shardings, sharding.batch_sharding(mesh))
+  step = _make_step(c, graphdef, tx, mesh, shardings)
   state, metrics = step(state, sharding.shard_batch(batch, mesh))
   assert np.isfinite(float(metrics["loss"])), metrics
   after = jax.device_get(state["params"])
@@ -286,14 +287,14 @@ def test_trainer_runs_from_an_hf_directory(ckpt, tiny_echoground, tmp_path, num_
   embed their prompts with that tokenizer, and the workdir's config.json records the resolved
   architecture."""
   import json
-  from echovlm_jax import train
+  from echovlm_jax.train import loop
   from tests import train_tiny_config
   input_config, _ = tiny_echoground
   c = train_tiny_config.get_config("evals")
   c.input.data_dir = input_config.data_dir
   c.total_steps, c.ckpt_every, c.log_every = 2, 2, 1
   c.model_init = ckpt["clip"][0]
-  metrics = train.train_and_evaluate(c, str(tmp_path))
+  metrics = loop.train_and_evaluate(c, str(tmp_path))
   assert np.isfinite(metrics["loss"]), metrics
   assert any(k.startswith("test/zero_shot_views/") for k in metrics), sorted(metrics)
   with open(tmp_path / "config.json") as f:
@@ -310,7 +311,7 @@ def test_export_of_a_big_vision_finetune_carries_its_tokenizer(ckpt, tiny_echogr
                                                                num_devices):
   """A big_vision .npz with its bare sentencepiece model as config.input.tokenizer: two steps,
   export, and the artifact embeds as the trained state does (issue 20, item 4)."""
-  from echovlm_jax import train
+  from echovlm_jax.train import loop
   from tests import train_tiny_config
   d = ckpt["siglip"][0]
   flat, _, _ = weights.read_weights(d)
@@ -323,7 +324,7 @@ def test_export_of_a_big_vision_finetune_carries_its_tokenizer(ckpt, tiny_echogr
   c.model_init = npz
   c.input.tokenizer = f"{d}/spiece.model"
   workdir = str(tmp_path / "run")
-  assert np.isfinite(train.train_and_evaluate(c, workdir)["loss"])
+  assert np.isfinite(loop.train_and_evaluate(c, workdir)["loss"])
   _export_equals_the_trained_state(workdir, c.input.tokenizer, str(tmp_path / "artifact"))
 
 
@@ -332,14 +333,15 @@ def _export_equals_the_trained_state(workdir: str, tokenizer: str, out: str):
   embeddings equal to the workdir's last checkpoint run directly."""
   import os
   from flax import nnx
-  from echovlm_jax import checkpointing, distributed, export
+  from echovlm_jax import distributed, export
+  from echovlm_jax.train import checkpointing, workdir_config
   from echovlm_jax.inference import frames as frames_lib
   from echovlm_jax.interop.checkpoint_tokenizer import CheckpointTokenizer
   export.export(workdir, out)                     # stats from the dataset config.json names
   assert "tokenizer.model" not in os.listdir(out)                  # not the dataset's
   art = echovlm_jax.load_pretrained(out)
   assert art.config["tokenizer"]["kind"] == "checkpoint" and art.config["format_version"] == 2
-  cfg = export.load_train_config(workdir)
+  cfg = workdir_config.load(workdir)
   mesh = distributed.create_mesh({"data": -1, "fsdp": 1, "tensor": 1})
   trained, _ = checkpointing.restore_params(cfg, workdir, mesh)
   trained = nnx.merge(*nnx.split(jax.device_get(trained)))

@@ -217,13 +217,13 @@ def test_a_csv_for_other_images_fails_at_the_end(tmp_path):
 @pytest.fixture(scope="module")
 def classifier_run(tiny_echoground, tmp_path_factory):
   """A view classifier workdir on the tiny dataset: 2 steps, no evals."""
-  from echovlm_jax import train  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.train import loop  # pylint: disable=g-import-not-at-top
   from tests.test_view_classifier import tiny_config  # pylint: disable=g-import-not-at-top
   ic, _ = tiny_echoground
   c = tiny_config(ic.data_dir, total_steps=2, ckpt_every=2)
   c.evals = {}
   workdir = str(tmp_path_factory.mktemp("vc_synthetic"))
-  train.train_and_evaluate(c, workdir)
+  loop.train_and_evaluate(c, workdir)
   return workdir
 
 

@@ -13,7 +13,8 @@ import shutil
 import numpy as np
 import pytest
 
-from echovlm_jax import checkpointing, distributed, train, view_classifier, views
+from echovlm_jax import distributed, views
+from echovlm_jax.train import checkpointing, loop
 from echovlm_jax.data import dicom, mimic
 from echovlm_jax.echo import schema
 from echovlm_jax.inference.frames import prepare_frames
@@ -30,7 +31,7 @@ def run(tiny_echoground, tmp_path_factory):
   c = tiny_config(ic.data_dir, total_steps=2, ckpt_every=2)
   c.evals = {}
   workdir = str(tmp_path_factory.mktemp("vc_run"))
-  train.train_and_evaluate(c, workdir)
+  loop.train_and_evaluate(c, workdir)
   return workdir, c
 
 

@@ -16,7 +16,6 @@ import jax
 import numpy as np
 from flax import nnx
 
-from echovlm_jax import run_config
 from echovlm_jax.evaluation import embeddings as emb_lib
 from echovlm_jax.evaluation import probes
 from echovlm_jax.evaluation import report  # matplotlib is imported only when a plot is drawn
@@ -193,6 +192,11 @@ def run_evals(evals_config: Mapping[str, Any], model: nnx.Module, step: int,
                                 splits_cache, **kwargs)[0]
 
 
+def eval_batch_size(config) -> int:
+  """config.eval_batch_size, where 0 means the training batch size."""
+  return int(config.eval_batch_size) or int(config.batch_size)
+
+
 def _load_meas_std(input_config) -> np.ndarray | None:
   """Train-split stds [M] stored beside the dataset, or None (probe MAE then stays in z units)."""
   try:
@@ -218,7 +222,7 @@ class Evaluator:
     check_evals_config(config.evals)
     self.evals_config = config.evals
     self.input_config = config.input
-    self.batch_size = run_config.eval_batch_size(config)
+    self.batch_size = eval_batch_size(config)
     self.targets = report.config_targets(config)
     self.mesh, self.tokenizer = mesh, tokenizer
     self.make_iterator = make_iterator

@@ -1,7 +1,8 @@
-"""The view classifier task of the one trainer (config.task = "view_classifier"): its model,
-its initialisation (an exported EchoVLM artifact, pretrained CLIP/SigLIP towers, or scratch),
-the data it learns from (views from trusted sources) and its class-weighted cross-entropy.
-train.py asks this module for these pieces; the step, loop and checkpoints stay the trainer's.
+"""config.task = "view_classifier": EchoVLM's image tower and a linear head (models/vit_classifier.py)
+initialised from an exported EchoVLM artifact, pretrained CLIP / SigLIP towers or scratch,
+trained with class-weighted cross-entropy on the examples whose view came from a trusted
+source, evaluated by evaluation/view_classification.py. Its predictions label views
+(tools/label_views.py); it does not export as an artifact.
 """
 
 from __future__ import annotations
@@ -15,25 +16,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-from echovlm_jax import sharding
 from echovlm_jax.models import factory
 from echovlm_jax.models import vit_classifier
+from echovlm_jax.train.tasks.task import Task
 
-TASKS = ("contrastive", "view_classifier")
 NUM_CLASSES = vit_classifier.NUM_CLASSES
-known_index = vit_classifier.known_index
 CLASS_BALANCE = ("balanced", "none")
 
 
-def create_sharded_model(config, mesh: jax.sharding.Mesh) -> nnx.Module:
-  """The ViewClassifier of config.model, created already sharded (see sharding.create_sharded)."""
-  return sharding.create_sharded(factory.view_classifier(config.model, seed=config.seed),
-                                 mesh, config.sharding_rules, config.sharding_strict)
-
-
-def abstract_model(config) -> nnx.Module:
-  """Shape-only ViewClassifier of config.model (a restore target that allocates nothing)."""
-  return nnx.eval_shape(factory.view_classifier(config.model, seed=config.seed))
+def _model(config, vocab_size: int) -> factory.Builder:
+  del vocab_size  # no text tower
+  return factory.view_classifier(config.model, seed=config.seed)
 
 
 # ----------------------------------------------------------------------------
@@ -47,8 +40,9 @@ def _put_like(value: Any, old: Any) -> Any:
 
 
 def tower_from_artifact(params: nnx.State, path: str) -> nnx.State:
-  """params with the image tower of an exported EchoVLM artifact (python -m echovlm_jax.export);
-  the head keeps its (zero) initialisation. ValueError lists every parameter that does not fit."""
+  """params with the image tower of an exported EchoVLM artifact (python -m
+  echovlm_jax.tools.export); the head keeps its (zero) initialisation. ValueError lists every
+  parameter that does not fit."""
   from echovlm_jax.inference import artifact  # pylint: disable=g-import-not-at-top
   art_config = artifact.verify_artifact(path)
   source = nnx.to_pure_dict(nnx.state(artifact.restore_model(path, art_config).image, nnx.Param))
@@ -97,14 +91,20 @@ def keep_fn(config) -> Callable:
   return labelled.keep_labelled(tuple(vc.trusted_sources), float(vc.labelled_patient_fraction))
 
 
+def check_class_balance(mode: str) -> None:
+  """ValueError unless mode (config.view_classifier.class_balance) is one of CLASS_BALANCE."""
+  if mode not in CLASS_BALANCE:
+    raise ValueError(f"config.view_classifier.class_balance={mode!r}: expected one of "
+                     f"{CLASS_BALANCE}.")
+
+
 def class_weights(view_counts: np.ndarray, mode: str) -> np.ndarray:
   """float32 [NUM_CLASSES] from training examples by view id ([len(VIEWS)]): "balanced" gives
   each class present the same total weight (n / (classes present * n_c)), absent classes 0;
   "none" gives 1 everywhere."""
-  if mode not in CLASS_BALANCE:
-    raise ValueError(f"config.view_classifier.class_balance={mode!r}: expected one of {CLASS_BALANCE}.")
+  check_class_balance(mode)
   counts = np.zeros(NUM_CLASSES, np.float64)
-  for vid, k in enumerate(known_index()):
+  for vid, k in enumerate(vit_classifier.known_index()):
     if k >= 0:
       counts[k] += view_counts[vid]
   if mode == "none":
@@ -119,7 +119,7 @@ def make_loss_fn(graphdef, weights: np.ndarray) -> Callable:
   cross-entropy of frames [B, T, H, W, C] against view [B] (VIEWS ids), over rows with
   valid [B] > 0 and a known view; normalised by the batch's total weight. The None stands
   where the contrastive loss returns its temperature."""
-  to_known = jnp.asarray(known_index())
+  to_known = jnp.asarray(vit_classifier.known_index())
   w_class = jnp.asarray(weights, jnp.float32)
 
   def loss_fn(params, batch):
@@ -132,16 +132,29 @@ def make_loss_fn(graphdef, weights: np.ndarray) -> Callable:
   return loss_fn
 
 
-# ----------------------------------------------------------------------------
-# Prediction (evaluation and the labelling CLI)
-# ----------------------------------------------------------------------------
-def make_predict_fn(model: nnx.Module) -> Callable[[jax.Array], jax.Array]:
-  """frames [B, T, H, W, C] (a global array on the mesh) -> probabilities [B, NUM_CLASSES],
-  jitted once per architecture (keyed on the graphdef)."""
-  graphdef, state = nnx.split(nnx.view(model, deterministic=True, raise_if_not_found=False))
-  return lambda frames: _probs(graphdef, state, frames)
+def _make_loss_fn(config, graphdef, mesh, train_iter) -> Callable:
+  """The cross-entropy weighted by config.view_classifier.class_balance over the views the
+  train iterator reads."""
+  del mesh  # per-example: under jit the mean is global on any sharding
+  weights = class_weights(train_iter.view_counts, config.view_classifier.class_balance)
+  logging.info("View classifier: %d training examples; class weights %s.",
+               int(train_iter.view_counts.sum()), np.round(weights, 3).tolist())
+  return make_loss_fn(graphdef, weights)
 
 
-@jax.jit(static_argnums=0)
-def _probs(graphdef, state, frames):
-  return jax.nn.softmax(nnx.merge(graphdef, state)(frames), axis=-1)
+def _check_config(config) -> None:
+  check_class_balance(config.view_classifier.class_balance)
+  if config.evals:
+    from echovlm_jax.evaluation import view_classification  # pylint: disable=g-import-not-at-top
+    view_classification.check_evals_config(config.evals)
+
+
+def _make_evaluator(config, mesh, tokenizer):
+  del tokenizer  # no text
+  from echovlm_jax.evaluation import view_classification  # pylint: disable=g-import-not-at-top
+  return view_classification.Evaluator(config, mesh, keep_fn(config))
+
+
+TASK = Task(name="view_classifier", model=_model, init_params=init_params, keep=keep_fn,
+            make_loss_fn=_make_loss_fn, check_config=_check_config,
+            make_evaluator=_make_evaluator, exports_artifact=False)
