@@ -92,7 +92,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # non-default value gives the dataset another name.
       synthetic=dict(
           hidden_view_fraction=0.0,   # share of the patients whose train-split views are hidden
-          view_predictions="",        # python -m echovlm_jax.views --synthetic: labels them
+          # python -m echovlm_jax.tools.label_views --synthetic: labels the hidden views
+          view_predictions="",
           view_predictions_min_prob=0.9,  # its confidence needed to take a predicted view
       ),
       # builder_config=mimic: what the reader takes from manual_dir (docs/mimic.md).
@@ -103,8 +104,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           view_csv="",                # (study_id, file, view) CSV; "" = view_labels.csv if present
           view_min_prob=0.5,          # ECHOVIEW: top-class probability needed to take its view
           allow_unknown_views=False,  # build even when no view source is found
-          # A view classifier's predictions CSV (python -m echovlm_jax.views); labels what
-          # ECHOVIEW and view_csv leave unknown. Its content hash goes into the dataset's name.
+          # A view classifier's predictions CSV (python -m echovlm_jax.tools.label_views); labels
+          # what ECHOVIEW and view_csv leave unknown. Its content hash goes into the dataset's name.
           view_predictions="",
           view_predictions_min_prob=0.9,  # its confidence needed to take a predicted view
       ),

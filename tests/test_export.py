@@ -37,10 +37,11 @@ def make_artifact(tmp_path_factory) -> dict:
     return _CACHE["art"]
   import jax
   from flax import nnx
-  from echovlm_jax import distributed, export
-  from echovlm_jax.train import checkpointing, state as train_state
+  from echovlm_jax import distributed
   from echovlm_jax.data import tokenizer as tokenizer_lib
   from echovlm_jax.echo import prompts, schema
+  from echovlm_jax.tools import export
+  from echovlm_jax.train import checkpointing, state as train_state
 
   root = tmp_path_factory.mktemp("export")
   workdir, data_dir = str(root / "work"), str(root / "data")
@@ -215,7 +216,7 @@ def test_sentencepiece_artifacts_stay_format_1_and_a_checkpoint_tokenizer_must_b
 
 
 def test_export_cli_errors(art, tmp_path):
-  from echovlm_jax import export
+  from echovlm_jax.tools import export
   with pytest.raises(FileExistsError):
     export.export(art["workdir"], art["artifact"], data_dir=art["data_dir"])
   with pytest.raises(FileNotFoundError, match="available"):

@@ -333,7 +333,8 @@ def _export_equals_the_trained_state(workdir: str, tokenizer: str, out: str):
   embeddings equal to the workdir's last checkpoint run directly."""
   import os
   from flax import nnx
-  from echovlm_jax import distributed, export
+  from echovlm_jax import distributed
+  from echovlm_jax.tools import export
   from echovlm_jax.train import checkpointing, workdir_config
   from echovlm_jax.inference import frames as frames_lib
   from echovlm_jax.interop.checkpoint_tokenizer import CheckpointTokenizer

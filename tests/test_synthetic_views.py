@@ -229,9 +229,9 @@ def classifier_run(tiny_echoground, tmp_path_factory):
 
 def test_the_cli_labels_the_train_images_and_the_build_joins_them(classifier_run, tiny_echoground,
                                                                    plain, tmp_path):
-  from echovlm_jax import views  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.tools import label_views  # pylint: disable=g-import-not-at-top
   out = tmp_path / "preds.csv"
-  assert views.main(["--workdir", classifier_run, "--synthetic", "--out", str(out),
+  assert label_views.main(["--workdir", classifier_run, "--synthetic", "--out", str(out),
                      "--batch_size", "8"]) == 0
   with open(out, newline="") as f:
     rows = list(csv.DictReader(f))
@@ -256,4 +256,4 @@ def test_the_cli_labels_the_train_images_and_the_build_joins_them(classifier_run
   assert needing > 0 and counts["view:no_confident_prediction"] == 0
   assert sum(r["view_source"] == "classifier" for r in got.values()) == needing
   with pytest.raises(SystemExit):   # neither a MIMIC tree nor --synthetic
-    views.main(["--workdir", classifier_run, "--out", str(tmp_path / "x.csv")])
+    label_views.main(["--workdir", classifier_run, "--out", str(tmp_path / "x.csv")])

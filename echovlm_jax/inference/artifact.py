@@ -70,7 +70,7 @@ def verify_artifact(path: str, *, check_hashes: bool = True) -> dict[str, Any]:
   """Raises ArtifactError listing every problem; returns the parsed config.json."""
   if not os.path.isdir(path):
     raise ArtifactError(path, "not a directory (expected the output of "
-                              "`python -m echovlm_jax.export`).")
+                              "`python -m echovlm_jax.tools.export`).")
   manifest_path = os.path.join(path, MANIFEST_FILE)
   if not os.path.exists(manifest_path):
     raise ArtifactError(path, f"{MANIFEST_FILE} is missing: the export did not finish or this is "

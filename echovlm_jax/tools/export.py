@@ -1,6 +1,6 @@
 r"""Exports a training workdir's checkpoint as a self-contained artifact directory.
 
-  python -m echovlm_jax.export --workdir DIR --out ARTIFACT [--step N] [--data_dir D]
+  python -m echovlm_jax.tools.export --workdir DIR --out ARTIFACT [--step N] [--data_dir D]
 
 Writes params-only Orbax weights, config.json, the tokenizer, measurement stats, the
 prompt sets, a model card and a checksum manifest (layout: docs/artifacts.md).
@@ -87,7 +87,7 @@ def model_card(artifact_config: Mapping[str, Any], train_config: ml_collections.
       "model.classify_views(frames)      # frames: uint8 [N, H, W] or [N, T, H, W]",
       "model.classify_findings(frames)", "model.encode_texts(['Severe aortic stenosis.'])",
       "```", "",
-      "or `python -m echovlm_jax.predict --artifact PATH FILE.dcm ...`.", "",
+      "or `python -m echovlm_jax.tools.predict --artifact PATH FILE.dcm ...`.", "",
       "## Model", "",
       f"ViT image tower (width {m['image']['width']}, depth {m['image']['depth']}, patch "
       f"{m['image']['patch']}, {inp['res']} x {inp['res']} grayscale, {inp['num_frames']} "
@@ -233,7 +233,7 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
 
 def main(argv: list[str] | None = None) -> int:
   # argparse, not absl flags: main.py owns the absl flag namespace, and tests import both.
-  parser = argparse.ArgumentParser(prog="python -m echovlm_jax.export", description=__doc__,
+  parser = argparse.ArgumentParser(prog="python -m echovlm_jax.tools.export", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True, help="Training workdir (config.json + checkpoints/).")
   parser.add_argument("--out", required=True, help="Artifact directory to write.")

@@ -1,6 +1,6 @@
 r"""Zero-shot view and finding prediction for DICOM / PNG / JPEG files with an exported artifact.
 
-  python -m echovlm_jax.predict --artifact ARTIFACT FILE_OR_FOLDER [...] [--json]
+  python -m echovlm_jax.tools.predict --artifact ARTIFACT FILE_OR_FOLDER [...] [--json]
 
 Unreadable files are reported on stderr and skipped; the exit code is 1 when any was.
 """
@@ -119,9 +119,10 @@ def format_table(results: Sequence[dict], labels: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m echovlm_jax.predict", description=__doc__,
+  parser = argparse.ArgumentParser(prog="python -m echovlm_jax.tools.predict", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--artifact", required=True, help="directory written by echovlm_jax.export")
+  parser.add_argument("--artifact", required=True,
+                      help="directory written by echovlm_jax.tools.export")
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("files", nargs="+", help="DICOM / PNG / JPEG files or folders")

@@ -1,6 +1,7 @@
 r"""Labels every DICOM of a MIMIC-IV-ECHO tree with a trained view classifier:
 
-  python -m echovlm_jax.views --workdir RUN --manual_dir MIMIC --out view_predictions.csv
+  python -m echovlm_jax.tools.label_views --workdir RUN --manual_dir MIMIC \
+      --out view_predictions.csv
 
 RUN is a configs/view_classifier.py workdir (its latest checkpoint, or --step). One CSV row per
 DICOM of echo-record-list.csv (echoview.PREDICTION_COLUMNS: study, image, view, confidence,
@@ -12,7 +13,7 @@ as they come). Each process appends to its own part file as it goes
 was; at the end process 0 merges the parts into OUT. Missing and unreadable files are skipped
 and counted.
 
-  python -m echovlm_jax.views --workdir RUN --synthetic --out view_predictions.csv
+  python -m echovlm_jax.tools.label_views --workdir RUN --synthetic --out view_predictions.csv
 
 labels the synthetic images instead (one process): every image of the train split of RUN's
 synthetic dataset (config.input: patients, seed, image_size, num_frames), rendered as the build
@@ -312,7 +313,8 @@ def label_synthetic(workdir: str, out: str, *, step: int | None = None, batch_si
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m echovlm_jax.views", description=__doc__,
+  parser = argparse.ArgumentParser(prog="python -m echovlm_jax.tools.label_views",
+                                   description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True, help="a configs/view_classifier.py run")
   parser.add_argument("--manual_dir", default="", help="the MIMIC-IV-ECHO tree")
