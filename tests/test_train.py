@@ -174,6 +174,16 @@ def test_config_errors_name_the_key(num_devices):
     run_config.validate_config(_config(grad_accum_steps=2), mesh)  # 8 / 2 rows on 8 devices
   with pytest.raises(run_config.ConfigError, match="debug_nan_target='loss'"):
     run_config.validate_config(_config(debug_nan_target="loss"), mesh)
+  for key, bad in (("kind", "siglip"), ("view_mode", "supcon")):  # at start, not at first trace
+    c = _config()
+    c.loss[key] = bad
+    with pytest.raises(run_config.ConfigError, match=f"config.loss.{key}='{bad}'"):
+      run_config.validate_config(c, mesh)
+  c = _config()
+  with c.unlocked():
+    c.task = "segmentation"
+  with pytest.raises(run_config.ConfigError, match="config.task='segmentation': expected one of"):
+    run_config.validate_config(c, mesh)
   with pytest.raises(run_config.ConfigError,
                      match="model_init_format='bigvision': expected one of 'auto', 'big_vision'"):
     run_config.validate_config(_config(model_init_format="bigvision"), mesh)
