@@ -20,6 +20,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import common  # noqa: E402 - after the repository root is on sys.path
+
 
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,13 +48,7 @@ def make_config(args):
   c.view_classifier.confidence_threshold = args.threshold
   c.total_steps, c.batch_size, c.lr = args.steps, args.batch_size, args.lr
   c.ckpt_every = c.evals.validation_views.every = max(args.steps // 3, 1)
-  for item in args.override:
-    key, _, raw = item.partition("=")
-    node = c
-    *parents, leaf = key.split(".")
-    for k in parents:
-      node = node[k]
-    node[leaf] = type(node[leaf])(json.loads(raw) if not isinstance(node[leaf], str) else raw)
+  common.apply_overrides(c, args.override)
   return c
 
 
