@@ -142,7 +142,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model_init_skip = ""            # comma-separated regexes of checkpoint names to drop knowingly
   c.model_init_act = ""             # "" = the checkpoint's; "gelu" for LAION open_clip weights
   c.model.vocab_size = 0            # 0 = the tokenizer's; model_init: the checkpoint's rows
-  c.lr_mult = dict(image=1.0, text=1.0)  # per-tower lr multipliers; 0 freezes (tower_lr.py)
+  c.lr_mult = dict(image=1.0, text=1.0)  # per-tower lr multipliers; 0 freezes (train/tower_lr.py)
 
   # --- Objectives -----------------------------------------------------------
   c.loss = dict(
@@ -158,7 +158,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.batch_size = 64                 # global batch
   c.lr = 1e-3
   c.wd = 0.05
-  # What weight decay reaches, by what a parameter is (echovlm_jax/weight_decay.py): a
+  # What weight decay reaches, by what a parameter is (echovlm_jax/train/weight_decay.py): a
   # comma-separated subset of kernel, embedding, norm, bias, scalar. Norms, biases, the
   # temperature and the sigmoid bias are never decayed by default.
   c.wd_kinds = "kernel,embedding"

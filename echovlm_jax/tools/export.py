@@ -171,7 +171,7 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
                               "directory holding the tokenizer and measurement_stats.json.")
   tok = (artifact_tokenizer.load_checkpoint_tokenizer(ckpt_tok) if ckpt_tok
          else tokenizer_lib.Tokenizer.load(tok_path))
-  # As train.py: a checkpoint's embedding rows (config.model.vocab_size, set by
+  # As the trainer (train/loop.py): a checkpoint's embedding rows (config.model.vocab_size, set by
   # interop.init_from_checkpoint.configure) may exceed its tokenizer's length.
   vocab_size = int(cfg.model.get("vocab_size", 0) or 0) or tok.vocab_size
   from echovlm_jax import distributed  # pylint: disable=g-import-not-at-top
