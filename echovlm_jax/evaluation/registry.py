@@ -112,13 +112,15 @@ EVALUATORS: dict[str, Callable] = {
 }
 
 
-def check_evals_config(evals_config: Mapping[str, Any]) -> None:
-  """Fails loudly on an unknown type or two entries that would write the same metric keys."""
-  seen = {}
+def check_evals_config(evals_config: Mapping[str, Any],
+                       types: Iterable[str] = tuple(EVALUATORS)) -> None:
+  """Fails loudly on a type not in `types` (default: this registry's), an entry without a
+  split, or two entries that would write the same metric keys."""
+  seen, types = {}, tuple(types)
   for name, cfg in evals_config.items():
-    if cfg.get("type") not in EVALUATORS:
+    if cfg.get("type") not in types:
       raise ValueError(f"config.evals.{name}.type={cfg.get('type')!r}: expected one of "
-                       f"{', '.join(EVALUATORS)}.")
+                       f"{', '.join(types)}.")
     if "split" not in cfg:
       raise ValueError(f"config.evals.{name}: needs a split (e.g. 'validation' or 'test').")
     key = (cfg["split"], cfg["type"])

@@ -25,13 +25,9 @@ ECE_BINS = 15
 
 
 def check_evals_config(evals_config: Mapping[str, Any]) -> None:
-  """Fails loudly on an evaluator type the classifier has no use for, or a missing split."""
-  for name, cfg in evals_config.items():
-    if cfg.get("type") not in EVAL_TYPES:
-      raise ValueError(f"config.evals.{name}.type={cfg.get('type')!r}: a view classifier run has "
-                       f"only {', '.join(EVAL_TYPES)}.")
-    if "split" not in cfg:
-      raise ValueError(f"config.evals.{name}: needs a split (e.g. 'validation' or 'test').")
+  """registry.check_evals_config with the classifier's only type (a contrastive evaluator in
+  a classifier config fails at start)."""
+  registry.check_evals_config(evals_config, EVAL_TYPES)
 
 
 def make_predict_fn(model: nnx.Module) -> Callable[[jax.Array], jax.Array]:

@@ -95,17 +95,6 @@ def check_finite(step: int, metrics: dict[str, float]) -> None:
         "config.seed.")
 
 
-def check_finite(step: int, metrics: dict[str, float]) -> None:
-  """Raises NonFiniteLossError naming the step and every non-finite term of `metrics`."""
-  bad = sorted(n for n, v in metrics.items() if not math.isfinite(v))
-  if bad:
-    raise NonFiniteLossError(
-        f"Non-finite value at step {step} in {', '.join(bad)} "
-        f"({', '.join(f'{n}={metrics[n]}' for n in bad)}). The run stopped without saving "
-        "this step. Lower config.lr, check the input data, or resume with a different "
-        "config.seed.")
-
-
 def check_step_metrics(step: int, metrics: dict[str, Any]) -> None:
   """check_finite on a step's device metrics: the loss, its terms and the gradient norm."""
   check_finite(step, {k: float(v) for k, v in jax.device_get(metrics).items()
