@@ -44,7 +44,7 @@ def run_single(objective: str, seed: int, steps: int, workdir: str, probe_batche
   import tensorflow as tf  # the input pipeline only: keep it off accelerators
   tf.config.set_visible_devices([], "GPU")
   from configs import echovlm
-  from echovlm_jax import train
+  from echovlm_jax.train import loop
 
   t0 = time.time()
   c = echovlm.get_config(f"objective={objective},seed={seed}")
@@ -58,7 +58,7 @@ def run_single(objective: str, seed: int, steps: int, workdir: str, probe_batche
   if probe_batches > 0:  # probes fit on the first batches of the train split, not all of it
     c.evals.test_probes.train_max_batches = probe_batches
   c.lock()
-  metrics = train.train_and_evaluate(c, workdir)
+  metrics = loop.train_and_evaluate(c, workdir)
   out = dict(objective=objective, seed=seed, steps=steps, wall_s=time.time() - t0,
              metrics={k: float(v) for k, v in metrics.items() if k.startswith("test/")})
   with open(os.path.join(workdir, "ablation.json"), "w") as f:

@@ -9,7 +9,8 @@ exists, so a killed run resumes):
   1. the view classifier on the labelled tenth (benchmarks/view_labelling.py: the one trainer,
      configs/view_classifier.py, labelled_patient_fraction = 1 - hidden; it also scores the
      hidden patients' labels against the truth);
-  2. its predictions for the train split's images (python -m echovlm_jax.views --synthetic);
+  2. its predictions for the train split's images (python -m echovlm_jax.tools.label_views
+     --synthetic);
   3. the demo recipe on the true views (python -m echovlm_jax.main --config configs/echovlm.py);
   4. the same command on the dataset with the hidden patients' views from the predictions
      (--config.input.synthetic.hidden_view_fraction / view_predictions / _min_prob).
@@ -80,7 +81,7 @@ def _run(cmd: list[str], log: str) -> None:
 
 def _final_test_metrics(workdir: str) -> dict[str, float] | None:
   """The test/ metrics of the run's last step (None until it has them)."""
-  from echovlm_jax import metrics_log  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.train import metrics_log  # pylint: disable=g-import-not-at-top
   hist = [h for h in metrics_log.read_metrics_history(workdir) if any(k.startswith("test/") for k in h)]
   if not hist:
     return None
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
          + (["--batch_size=16"] if args.runlocal else []), os.path.join(wd, "classifier.log"))
   # 2. Its predictions for the train images.
   if not os.path.exists(preds):
-    _run([sys.executable, "-m", "echovlm_jax.views", f"--workdir={clf}", "--synthetic",
+    _run([sys.executable, "-m", "echovlm_jax.tools.label_views", f"--workdir={clf}", "--synthetic",
           f"--out={preds}"], os.path.join(wd, "predictions.log"))
   # 3-5. Pretraining: true views, classifier views (and hidden views left unknown).
   runs = {"true views": {},

@@ -70,13 +70,14 @@ def jax_step(flat, hf_config: dict, lr: float, pixels, ids):
   import jax.numpy as jnp
   import optax
   from flax import nnx
-  from echovlm_jax import checkpoint_config, losses, model_init, pretrained_external
-  from echovlm_jax.models.dual_encoder import DualEncoder
-  arch = checkpoint_config.architecture(flat, "hf_clip", hf_config)
-  cfg = pretrained_external.model_config(arch)
-  model = DualEncoder(cfg, vocab_size=arch["vocab_size"], num_measurements=15, rngs=nnx.Rngs(0))
+  from echovlm_jax import losses
+  from echovlm_jax.interop import architecture, conversion
+  from echovlm_jax.models import factory
+  arch = architecture.architecture(flat, "hf_clip", hf_config)
+  cfg = architecture.model_config(arch)
+  model = factory.dual_encoder(cfg, vocab_size=arch["vocab_size"])()
   graphdef, params = nnx.split(model, nnx.Param)
-  params, _ = model_init.convert_into(params, cfg, flat, "hf_clip", "transformers CLIPModel")
+  params, _ = conversion.convert_into(params, cfg, flat, "hf_clip", "transformers CLIPModel")
   tx = optax.chain(optax.clip_by_global_norm(1.0),
                    optax.adamw(lr, b1=0.9, b2=0.98, weight_decay=0.05,
                                mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)))

@@ -35,7 +35,7 @@ EXTRA = (("a2c recall", "test/zero_shot_views/recall/a2c"),
 
 def final_metrics(workdir: str) -> dict[str, float] | None:
   """The last logged step's metrics of a finished run (None if it has no test figures yet)."""
-  from echovlm_jax import metrics_log  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.train import metrics_log  # pylint: disable=g-import-not-at-top
   history = metrics_log.read_metrics_history(workdir)
   merged: dict[str, float] = {}
   for row in history:

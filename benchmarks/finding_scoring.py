@@ -38,7 +38,7 @@ def main() -> None:
   args = p.parse_args()
 
   from configs import echovlm  # pylint: disable=g-import-not-at-top
-  from echovlm_jax import checkpointing, run_config
+  from echovlm_jax.train import checkpointing, run_config
   from echovlm_jax.data import build, input_pipeline
   from echovlm_jax.echo import prompts, schema
   from echovlm_jax.evaluation import embeddings as emb_lib, metrics, zero_shot

@@ -142,7 +142,7 @@ def clip_loss(image: torch.Tensor, text: torch.Tensor, log_scale: torch.Tensor) 
 
 
 def make_optimizer(model: nn.Module, config: Any) -> torch.optim.Optimizer:
-  """AdamW with decay on matrices only, as echovlm_jax.train.make_optimizer."""
+  """AdamW with decay on matrices only, as echovlm_jax.train.optimizer.make_optimizer."""
   decay = [p for p in model.parameters() if p.ndim >= 2]
   no_decay = [p for p in model.parameters() if p.ndim < 2]
   return torch.optim.AdamW([{"params": decay, "weight_decay": config.wd},
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   if root not in sys.path:
     sys.path.insert(0, root)
-  from benchmarks.train_step import bench_config, random_batch  # same config and batch as ours
+  from benchmarks import common  # the config and batch train_step.py times ours on
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--sizes", default="ti,s")
   p.add_argument("--batch", type=int, default=64)
@@ -219,8 +219,10 @@ def main(argv: list[str] | None = None) -> None:
   print("| size | batch | params | s/step min | s/step median | examples/s |")
   print("|---|---|---|---|---|---|")
   for size in args.sizes.split(","):
-    config = bench_config(size, "clip", "float32", args.batch, args.text_len, args.res, args.set)
-    r = benchmark(config, random_batch(config, args.batch), steps=args.steps, warmup=args.warmup)
+    config = common.bench_config(size, "clip", "float32", args.batch, args.text_len, args.res,
+                                 args.set)
+    r = benchmark(config, common.random_batch(config, args.batch), steps=args.steps,
+                  warmup=args.warmup)
     t = r["step_times"]
     print(f"| {size} | {args.batch} | {r['params'] / 1e6:.2f}M | {min(t):.3f} | "
           f"{statistics.median(t):.3f} | {args.batch / statistics.median(t):.1f} |", flush=True)

@@ -28,6 +28,8 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
 
+from benchmarks import common  # noqa: E402 - after the repository root is on sys.path
+
 # Dense peak FLOP/s by device kind substring and compute dtype (vendor datasheets, no sparsity;
 # float32 matmuls run as TF32 on these GPUs under jax's default precision).
 PEAK_FLOPS = {
@@ -38,68 +40,6 @@ PEAK_FLOPS = {
     "TPU v5 lite": {"bfloat16": 197e12, "float32": 197e12},
     "TPU v5p": {"bfloat16": 459e12, "float32": 459e12},
 }
-
-
-# ----------------------------------------------------------------------------
-# Batches
-# ----------------------------------------------------------------------------
-def random_batch(config: Any, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-  """A host batch of the documented training shapes (docs/design.md, "Batches").
-
-  frames float32 [B, T, H, W, 1] in [-1, 1]; text / neg_text int32 [B, L] with a caption of
-  12..L-1 ids in [2, vocab), one EOS (1) and pad (0) after; the other fields as documented.
-  """
-  from echovlm_jax.echo import schema
-  rng = np.random.default_rng(seed)
-  b, t, r = batch_size, config.input.num_frames, config.input.res
-  length, vocab = config.input.max_text_len, config.input.vocab_size
-  m, k = len(schema.MEASUREMENTS), len(schema.LABELS)
-
-  def captions() -> np.ndarray:
-    ids = rng.integers(2, vocab, size=(b, length), dtype=np.int32)
-    n = rng.integers(12, length, size=(b, 1))
-    pos = np.arange(length)[None]
-    return np.where(pos < n, ids, np.where(pos == n, 1, 0)).astype(np.int32)
-
-  return dict(
-      frames=rng.uniform(-1, 1, size=(b, t, r, r, 1)).astype(np.float32),
-      text=captions(),
-      neg_text=captions(),
-      has_negation=(rng.random(b) < 0.7).astype(np.float32),
-      view=rng.integers(0, len(schema.VIEWS), size=b, dtype=np.int32),
-      measurements=rng.normal(size=(b, m)).astype(np.float32),
-      meas_mask=(rng.random((b, m)) < 0.3).astype(np.float32),
-      text_meas_mask=(rng.random((b, m)) < 0.2).astype(np.float32),
-      labels=rng.integers(-1, 2, size=(b, k), dtype=np.int32),
-      study_id=rng.integers(0, 2**31 - 1, size=b, dtype=np.int32),
-      valid=np.ones(b, np.float32),
-  )
-
-
-def bench_config(size: str, objective: str, dtype: str, batch: int, text_len: int | None = None,
-                 res: int | None = None, overrides: Sequence[str] = ()):
-  """config for `size` / `objective` with the compute dtype, global batch and (optionally) the
-  text length, image resolution and any "dotted.key=value" overrides applied (config.model
-  follows config.input)."""
-  from configs import echovlm
-  config = echovlm.get_config(f"size={size},objective={objective}" + (f",res={res}" if res else ""))
-  with config.unlocked():
-    config.model.dtype = dtype
-    config.batch_size = batch
-    if text_len:
-      config.input.max_text_len = text_len
-    for item in overrides:
-      key, _, raw = item.partition("=")
-      *parents, leaf = key.split(".")
-      node = config
-      for name in parents:
-        node = node[name]
-      old = node[leaf]
-      node[leaf] = type(old)(raw) if not isinstance(old, bool) else raw.lower() in ("1", "true")
-  if config.model.text.max_len != config.input.max_text_len:
-    raise ValueError("bench_config: config.model.text.max_len no longer follows "
-                     "config.input.max_text_len; update benchmarks/train_step.py.")
-  return config
 
 
 # ----------------------------------------------------------------------------
@@ -153,21 +93,25 @@ def _cpu_seconds() -> float:
 def run(size: str, objective: str, dtype: str, batch: int, steps: int, warmup: int,
         peak_flops: float | None, text_len: int | None = None, res: int | None = None,
         with_torch: bool = False, overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
-  """Compiles and times the real train step (train.create_state + train.make_train_step).
+  """Compiles and times the real train step (train/state.create_state + train/step.make_train_step).
 
   With `with_torch`, the PyTorch reference (objective clip, float32) runs in the same process
   and its steps alternate with the JAX steps, so both see the same machine load. Peak host
   memory of JAX is read before the reference is built. Returns one result dict per framework.
   """
   import jax
-  from echovlm_jax import distributed, sharding, train
+  from echovlm_jax import distributed, sharding
+  from echovlm_jax.train import state as train_state
+  from echovlm_jax.train import step as train_step
+  from echovlm_jax.train.tasks import contrastive
 
-  config = bench_config(size, objective, dtype, batch, text_len, res, overrides)
+  config = common.bench_config(size, objective, dtype, batch, text_len, res, overrides)
   mesh = distributed.create_mesh(config.mesh)
-  graphdef, state, shardings, tx = train.create_state(config, mesh, config.input.vocab_size)
+  graphdef, state, shardings, tx = train_state.create_state(config, mesh, config.input.vocab_size)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
-  step = train.make_train_step(config, graphdef, tx, mesh, shardings, sharding.batch_sharding(mesh))
-  host_batch = random_batch(config, batch)
+  step = train_step.make_train_step(config, tx, mesh, shardings, sharding.batch_sharding(mesh),
+                                    contrastive.TASK.make_loss_fn(config, graphdef, mesh, None))
+  host_batch = common.random_batch(config, batch)
   dev_batch = sharding.shard_batch(host_batch, mesh)
 
   t0 = time.perf_counter()
@@ -188,7 +132,7 @@ def run(size: str, objective: str, dtype: str, batch: int, steps: int, warmup: i
   if with_torch:
     from benchmarks import torch_reference
     fns["torch"], torch_params = torch_reference.make_step(
-        bench_config(size, "clip", "float32", batch, text_len, res, overrides), host_batch)
+        common.bench_config(size, "clip", "float32", batch, text_len, res, overrides), host_batch)
     for _ in range(warmup):
       fns["torch"]()
   times = {k: [] for k in fns}
@@ -207,7 +151,7 @@ def run(size: str, objective: str, dtype: str, batch: int, steps: int, warmup: i
     peak_flops, peak_src = device_peak_flops(device, dtype)
   else:
     peak_src = "--peak_flops"
-  common = dict(size=size, batch=batch, text_len=config.input.max_text_len,
+  shared = dict(size=size, batch=batch, text_len=config.input.max_text_len,
                 res=config.input.res, image_depth=config.model.image.depth,
                 text_depth=config.model.text.depth, overrides=list(overrides),
                 flops_per_step=flops, load=os.getloadavg()[0])
@@ -216,14 +160,14 @@ def run(size: str, objective: str, dtype: str, batch: int, steps: int, warmup: i
               peak_flops=peak_flops, peak_src=peak_src, host_peak_bytes=host_peak,
               device_peak_bytes=stats.get("peak_bytes_in_use"),
               device=f"{device.platform}:{device.device_kind}", devices=jax.device_count(),
-              versions=f"jax {jax.__version__}", **common)]
+              versions=f"jax {jax.__version__}", **shared)]
   if with_torch:
     import torch
     out.append(dict(framework="torch", dtype="float32", objective="clip", params=torch_params,
                     compile_s=0.0, step_times=times["torch"], cpu_times=cpu["torch"],
                     loss=loss["torch"], peak_flops=None, peak_src="", host_peak_bytes=None,
                     device_peak_bytes=None, device=f"cpu ({torch.get_num_threads()} threads)",
-                    devices=1, versions=f"torch {torch.__version__}", **common))
+                    devices=1, versions=f"torch {torch.__version__}", **shared))
   return out
 
 

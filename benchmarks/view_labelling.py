@@ -20,6 +20,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import common  # noqa: E402 - after the repository root is on sys.path
+
 
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,13 +48,7 @@ def make_config(args):
   c.view_classifier.confidence_threshold = args.threshold
   c.total_steps, c.batch_size, c.lr = args.steps, args.batch_size, args.lr
   c.ckpt_every = c.evals.validation_views.every = max(args.steps // 3, 1)
-  for item in args.override:
-    key, _, raw = item.partition("=")
-    node = c
-    *parents, leaf = key.split(".")
-    for k in parents:
-      node = node[k]
-    node[leaf] = type(node[leaf])(json.loads(raw) if not isinstance(node[leaf], str) else raw)
+  common.apply_overrides(c, args.override)
   return c
 
 
@@ -61,10 +57,11 @@ def score_hidden(config, workdir: str) -> dict:
   splits): accuracy, coverage and accuracy at the threshold, ECE, per-view recall."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from echovlm_jax import checkpointing, run_config  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.train import checkpointing, run_config  # pylint: disable=g-import-not-at-top
   from echovlm_jax.data import labelled  # pylint: disable=g-import-not-at-top
   from echovlm_jax.echo import schema  # pylint: disable=g-import-not-at-top
-  from echovlm_jax.evaluation import view_classifier as view_eval  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.evaluation import registry  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.evaluation import view_classification as view_eval  # pylint: disable=g-import-not-at-top
   mesh = run_config.create_mesh(config)
   model, step = checkpointing.restore_params(config, workdir, mesh)
   frac = float(config.view_classifier.labelled_patient_fraction)
@@ -79,7 +76,7 @@ def score_hidden(config, workdir: str) -> dict:
   for name, keep, splits in groups:
     probs, ys = [], []
     for split in splits:
-      r = view_eval.predict_split(model, config.input, split, run_config.eval_batch_size(config),
+      r = view_eval.predict_split(model, config.input, split, registry.eval_batch_size(config),
                                   mesh, keep)
       probs.append(r["probs"])
       ys.append(r["y"])
@@ -105,10 +102,10 @@ def score_hidden(config, workdir: str) -> dict:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  from echovlm_jax import train  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.train import loop  # pylint: disable=g-import-not-at-top
   config = make_config(args)
   t0 = time.time()
-  last = train.train_and_evaluate(config, args.workdir)
+  last = loop.train_and_evaluate(config, args.workdir)
   train_s = time.time() - t0
   t0 = time.time()
   res = score_hidden(config, args.workdir)

@@ -3,7 +3,7 @@ side: the cosine of their zero-shot prompt embeddings, of their test images' cen
 how each view's test images split between the two prompts. Tells a zero-shot view confusion
 that comes from the images (centroids nearly equal) from one that comes from the prompts.
 
-  .venv/bin/python -m echovlm_jax.export --workdir workdir/demo --out /tmp/art
+  .venv/bin/python -m echovlm_jax.tools.export --workdir workdir/demo --out /tmp/art
   .venv/bin/python benchmarks/view_separation.py --artifact /tmp/art --views a2c,a3c,a4c
 
 Reads the test split of the artifact's dataset (`--data_dir`, default data/tfds).

@@ -86,13 +86,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # whole report, EchoCLIP-style); docs/results.md, "Demo targets after issue 20".
       unknown_view_text="sentence",
       tokenizer="",                 # "" = the dataset's sentencepiece; an HF tokenizer dir (set
-                                    # from model_init by model_init.configure)
+                                    # from model_init by interop.init_from_checkpoint.configure)
       # builder_config=synthetic: the views of the unlabelled majority, simulated (docs/results.md,
       # "Pretraining on a view classifier's labels"; echovlm_jax/data/synthetic_views.py). Any
       # non-default value gives the dataset another name.
       synthetic=dict(
           hidden_view_fraction=0.0,   # share of the patients whose train-split views are hidden
-          view_predictions="",        # python -m echovlm_jax.views --synthetic: labels them
+          # python -m echovlm_jax.tools.label_views --synthetic: labels the hidden views
+          view_predictions="",
           view_predictions_min_prob=0.9,  # its confidence needed to take a predicted view
       ),
       # builder_config=mimic: what the reader takes from manual_dir (docs/mimic.md).
@@ -103,8 +104,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           view_csv="",                # (study_id, file, view) CSV; "" = view_labels.csv if present
           view_min_prob=0.5,          # ECHOVIEW: top-class probability needed to take its view
           allow_unknown_views=False,  # build even when no view source is found
-          # A view classifier's predictions CSV (python -m echovlm_jax.views); labels what
-          # ECHOVIEW and view_csv leave unknown. Its content hash goes into the dataset's name.
+          # A view classifier's predictions CSV (python -m echovlm_jax.tools.label_views); labels
+          # what ECHOVIEW and view_csv leave unknown. Its content hash goes into the dataset's name.
           view_predictions="",
           view_predictions_min_prob=0.9,  # its confidence needed to take a predicted view
       ),
@@ -133,7 +134,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.image.res = c.input.get_ref("res")
   c.model.text.max_len = c.input.get_ref("max_text_len")
 
-  # Initialise the towers from pretrained weights (echovlm_jax/model_init.py, docs/artifacts.md):
+  # Initialise the towers from pretrained weights (echovlm_jax/interop/, docs/artifacts.md):
   # a Hugging Face CLIP / SigLIP directory, an open_clip state dict or a big_vision .npz; it sets
   # the architecture, text length and tokenizer. "" = from scratch.
   c.model_init = ""
@@ -141,7 +142,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model_init_skip = ""            # comma-separated regexes of checkpoint names to drop knowingly
   c.model_init_act = ""             # "" = the checkpoint's; "gelu" for LAION open_clip weights
   c.model.vocab_size = 0            # 0 = the tokenizer's; model_init: the checkpoint's rows
-  c.lr_mult = dict(image=1.0, text=1.0)  # per-tower lr multipliers; 0 freezes (tower_lr.py)
+  c.lr_mult = dict(image=1.0, text=1.0)  # per-tower lr multipliers; 0 freezes (train/tower_lr.py)
 
   # --- Objectives -----------------------------------------------------------
   c.loss = dict(
@@ -157,7 +158,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.batch_size = 64                 # global batch
   c.lr = 1e-3
   c.wd = 0.05
-  # What weight decay reaches, by what a parameter is (echovlm_jax/weight_decay.py): a
+  # What weight decay reaches, by what a parameter is (echovlm_jax/train/weight_decay.py): a
   # comma-separated subset of kernel, embedding, norm, bias, scalar. Norms, biases, the
   # temperature and the sigmoid bias are never decayed by default.
   c.wd_kinds = "kernel,embedding"

@@ -33,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # benchmark (benchmarks/view_labelling.py) hides the views of the rest.
         labelled_patient_fraction=1.0,
         class_balance="balanced",   # "balanced": class-weighted loss (views are skewed); "none"
-        init_artifact="",           # an exported EchoVLM (python -m echovlm_jax.export); or
+        init_artifact="",           # an exported EchoVLM (python -m echovlm_jax.tools.export); or
                                     # config.model_init (CLIP/SigLIP towers); "" = scratch
         confidence_threshold=0.9,   # the report's coverage / accuracy point (use the same as
                                     # input.mimic.view_predictions_min_prob when building)

@@ -82,6 +82,18 @@ def _defaults(image_emb: Array, view: Array | None, valid: Array | None,
   return view, valid, has_neg
 
 
+def _contrastive_batch(image_emb: Array, text_emb: Array, view: Array | None, valid: Array | None,
+                       has_negation: Array | None, neg_text_emb: Array | None,
+                       caption_id: Array | None) -> dict[str, Array]:
+  """The per-example arrays of an image-text loss, split over the batch axes: img / txt [B, d],
+  view [B], valid [B], has_neg [B], neg [B, d] ([B, 0] without negated captions) and, with
+  caption ids, cid [B]."""
+  view, valid, has_neg = _defaults(image_emb, view, valid, has_negation)
+  return dict(img=image_emb, txt=text_emb, view=view, valid=valid, has_neg=has_neg,
+              neg=image_emb[:, :0] if neg_text_emb is None else neg_text_emb,
+              **({} if caption_id is None else dict(cid=caption_id.astype(jnp.int32))))
+
+
 def view_mask(view_rows: Array, view_cols: Array) -> Array:
   """[b] x [B] view ids -> [b, B] bool M_ij: same view, or either is UNKNOWN_VIEW_ID."""
   r, c = view_rows[:, None], view_cols[None, :]
@@ -104,6 +116,14 @@ def _columns_ok(shard: _Shard, b: Mapping[str, Array], cols: Mapping[str, Array]
   return pos, ok | pos
 
 
+def _negation_columns_ok(b: Mapping[str, Array], cols: Mapping[str, Array],
+                         same_view: bool) -> Array:
+  """[b, c] bool: column j's negated caption counts for row i: it exists (has_negation_j), its
+  example is valid and, in same_view mode, it passes the view mask as caption j would."""
+  ok = (cols["has_neg"][None, :] > 0) & (cols["valid"][None, :] > 0)
+  return ok & view_mask(b["view"], cols["view"]) if same_view else ok
+
+
 # --- CLIP -----------------------------------------------------------------------------------
 
 def clip_loss(image_emb: Array, text_emb: Array, logit_scale: Array, *, view: Array | None = None,
@@ -119,11 +139,9 @@ def clip_loss(image_emb: Array, text_emb: Array, logit_scale: Array, *, view: Ar
   not a row, not a column); caption_id [B] int: pairs i != j with equal ids (identical
   captions) leave both denominators. Returns a scalar.
   """
-  view, valid, has_neg = _defaults(image_emb, view, valid, has_negation)
   negation = neg_text_emb is not None
-  batched = dict(img=image_emb, txt=text_emb, view=view, valid=valid, has_neg=has_neg,
-                 neg=neg_text_emb if negation else image_emb[:, :0],
-                 **({} if caption_id is None else dict(cid=caption_id.astype(jnp.int32))))
+  batched = _contrastive_batch(image_emb, text_emb, view, valid, has_negation, neg_text_emb,
+                               caption_id)
 
   def local(shard: _Shard, b: dict, r: dict) -> tuple[Array, Array]:
     s = jnp.exp(r["t"])
@@ -133,9 +151,7 @@ def clip_loss(image_emb: Array, text_emb: Array, logit_scale: Array, *, view: Ar
     i2t = jnp.where(ok, s * b["img"] @ cols["txt"].T, _NEG)                        # [b, B]
     if negation:
       # Own negated caption included: it is the hardest negative of image i.
-      ok_neg = (cols["has_neg"][None, :] > 0) & (cols["valid"][None, :] > 0)
-      if same_view_negatives:
-        ok_neg = ok_neg & view_mask(b["view"], cols["view"])
+      ok_neg = _negation_columns_ok(b, cols, same_view_negatives)
       i2t = jnp.concatenate([i2t, jnp.where(ok_neg, s * b["img"] @ cols["neg"].T, _NEG)], 1)
     t2i = jnp.where(ok, s * b["txt"] @ cols["img"].T, _NEG)                        # [b, B]
     ce = 0.5 * (jax.nn.logsumexp(i2t, axis=1) + jax.nn.logsumexp(t2i, axis=1)) - diag
@@ -153,9 +169,7 @@ def _sigmoid_block(s: Array, bias: Array, b: Mapping[str, Array], cols: Mapping[
   total = jnp.sum(jnp.where(ok, -jax.nn.log_sigmoid(jnp.where(pos, logits, -logits)), 0.0),
                   axis=1)
   if negation:
-    ok_neg = (cols["has_neg"][None, :] > 0) & (cols["valid"][None, :] > 0)
-    if same_view:
-      ok_neg = ok_neg & view_mask(b["view"], cols["view"])
+    ok_neg = _negation_columns_ok(b, cols, same_view)
     neg_logits = s * b["img"] @ cols["neg"].T + bias
     total = total + jnp.sum(jnp.where(ok_neg, -jax.nn.log_sigmoid(-neg_logits), 0.0), axis=1)
   return jnp.sum(total * b["valid"])
@@ -173,11 +187,9 @@ def sigmoid_loss(image_emb: Array, text_emb: Array, logit_scale: Array, logit_bi
   round the ring of batch shards (ppermute) so a device holds [B_local, B_local] logits instead
   of [B_local, B_global]; the value is the same.
   """
-  view, valid, has_neg = _defaults(image_emb, view, valid, has_negation)
   negation = neg_text_emb is not None
-  batched = dict(img=image_emb, txt=text_emb, view=view, valid=valid, has_neg=has_neg,
-                 neg=neg_text_emb if negation else image_emb[:, :0],
-                 **({} if caption_id is None else dict(cid=caption_id.astype(jnp.int32))))
+  batched = _contrastive_batch(image_emb, text_emb, view, valid, has_negation, neg_text_emb,
+                               caption_id)
   col_keys = ("txt", "view", "valid", "has_neg", "neg") + (("cid",) if caption_id is not None else ())
 
   def dense(shard: _Shard, b: dict, r: dict) -> tuple[Array, Array]:
@@ -279,6 +291,16 @@ def measurement_loss(pred: Array, target: Array, mask: Array, *, delta: float = 
 
 # --- The combined objective -----------------------------------------------------------------
 
+def check_config(loss_config: Any) -> None:
+  """ValueError naming the key unless config.loss's kind and view_mode are ones
+  `compute_losses` knows (checked at start, before any data or state is built)."""
+  if loss_config.kind not in KINDS:
+    raise ValueError(f"config.loss.kind={loss_config.kind!r}: expected one of {KINDS}.")
+  if loss_config.view_mode not in VIEW_MODES:
+    raise ValueError(f"config.loss.view_mode={loss_config.view_mode!r}: expected one of "
+                     f"{VIEW_MODES}.")
+
+
 def compute_losses(outputs: Mapping[str, Array], batch: Mapping[str, Array], loss_config: Any,
                    mesh: Mesh | None = None) -> tuple[Array, dict[str, Array]]:
   """Total = contrastive + view_weight * view + negation_weight * negation + meas_weight * meas
@@ -288,14 +310,10 @@ def compute_losses(outputs: Mapping[str, Array], batch: Mapping[str, Array], los
   is on, meas_pred / text_meas_pred [B, M], logit_scale, logit_bias). batch: view [B],
   has_negation [B], optional caption_id [B] (identical captions), measurements / meas_mask /
   text_meas_mask (what the caption states)
-  [B, M], optional valid [B]. loss_config: config.loss.
+  [B, M], optional valid [B]. loss_config: config.loss, as `check_config` accepts it.
   Returns (total (), {term name: ()}) with only the enabled terms.
   """
   cfg = loss_config
-  if cfg.kind not in KINDS:
-    raise ValueError(f"config.loss.kind={cfg.kind!r}: expected one of {KINDS}.")
-  if cfg.view_mode not in VIEW_MODES:
-    raise ValueError(f"config.loss.view_mode={cfg.view_mode!r}: expected one of {VIEW_MODES}.")
   if cfg.negation and "neg_text_emb" not in outputs:
     raise ValueError("config.loss.negation=True needs outputs['neg_text_emb']: put 'neg_text' "
                      "in the batch given to the model.")

@@ -104,18 +104,19 @@ def main(argv: Sequence[str]) -> None:
   tf.config.set_visible_devices([], "GPU")
 
   from echovlm_jax import distributed  # pylint: disable=g-import-not-at-top
-  from echovlm_jax import run_config  # pylint: disable=g-import-not-at-top
-  from echovlm_jax import train  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.train import run_config  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.train.step import NonFiniteLossError  # pylint: disable=g-import-not-at-top
   distributed.maybe_initialize()
   logging.getLogger().setLevel(logging.INFO)
 
   try:
     if _MODE.value == "train":
-      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+      loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     else:
-      from echovlm_jax.evaluation import standalone  # pylint: disable=g-import-not-at-top
-      standalone.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, step=_STEP.value)
-  except train.NonFiniteLossError as e:
+      from echovlm_jax.train import evaluate  # pylint: disable=g-import-not-at-top
+      evaluate.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, step=_STEP.value)
+  except NonFiniteLossError as e:
     fail(f"Training stopped: {e}")
   except (run_config.ConfigError, FileNotFoundError) as e:
     fail(str(e))

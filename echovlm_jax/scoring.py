@@ -1,5 +1,5 @@
 """Zero-shot scoring on host embeddings (NumPy only), shared by `evaluation/` and the
-inference API (`pretrained.py`) so both score the same way: L2 normalisation, a class
+inference API (`inference/pretrained.py`) so both score the same way: L2 normalisation, a class
 embedding from several prompt phrasings, and the finding score.
 """
 

@@ -127,16 +127,6 @@ def create_sharded(init: Callable[[], nnx.Module], mesh: Mesh, rules: Rules,
   return nnx.merge(graphdef, init_state())
 
 
-def create_sharded_model(model_config: Any, vocab_size: int, num_measurements: int, mesh: Mesh,
-                         rules: Rules, seed: int = 0, strict: bool = False) -> nnx.Module:
-  """The DualEncoder of `model_config` (config.model), created already sharded on `mesh`
-  (strict: see `check_divisible`)."""
-  from echovlm_jax.models.dual_encoder import DualEncoder  # models import nothing from here
-  return create_sharded(lambda: DualEncoder(model_config, vocab_size=vocab_size,
-                                            num_measurements=num_measurements,
-                                            rngs=nnx.Rngs(seed)), mesh, rules, strict)
-
-
 def batch_axes(mesh: Mesh) -> tuple[str, ...]:
   """The mesh axes the batch dim is split over: ("data", "fsdp") where present."""
   return tuple(a for a in BATCH_AXES if a in mesh.shape)

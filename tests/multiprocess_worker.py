@@ -16,7 +16,8 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
-from echovlm_jax import checkpointing, distributed
+from echovlm_jax import distributed
+from echovlm_jax.train import checkpointing
 
 GLOBAL_BATCH, FEATURES, LR = 32, 8, 0.1
 

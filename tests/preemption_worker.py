@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from echovlm_jax import checkpointing, distributed
+from echovlm_jax import distributed
+from echovlm_jax.train import checkpointing
 
 
 def main() -> None:

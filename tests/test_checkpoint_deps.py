@@ -12,7 +12,7 @@ import tomllib
 import pytest
 
 import echovlm_jax
-from echovlm_jax import checkpoint_deps
+from echovlm_jax.interop import optional_deps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,9 +21,9 @@ def test_the_extra_exists_and_the_readme_names_it():
   with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
     extras = tomllib.load(f)["project"]["optional-dependencies"]
   assert set(extras["checkpoints"]) == {"transformers", "tokenizers", "safetensors"}
-  assert checkpoint_deps.INSTALL == 'pip install -e ".[checkpoints]"'
+  assert optional_deps.INSTALL == 'pip install -e ".[checkpoints]"'
   with open(os.path.join(REPO, "README.md")) as f:
-    assert checkpoint_deps.INSTALL in f.read()
+    assert optional_deps.INSTALL in f.read()
 
 
 def test_missing_safetensors_names_the_extra(tmp_path, monkeypatch):
@@ -35,11 +35,11 @@ def test_missing_safetensors_names_the_extra(tmp_path, monkeypatch):
   with pytest.raises(ModuleNotFoundError) as e:
     echovlm_jax.load_pretrained(str(tmp_path))
   msg = str(e.value)
-  assert "'safetensors'" in msg and checkpoint_deps.INSTALL in msg and str(tmp_path) in msg
+  assert "'safetensors'" in msg and optional_deps.INSTALL in msg and str(tmp_path) in msg
 
 
 def test_missing_transformers_names_the_extra(tmp_path, monkeypatch):
-  from echovlm_jax.checkpoint_processing import CheckpointTokenizer
+  from echovlm_jax.interop.checkpoint_tokenizer import CheckpointTokenizer
   monkeypatch.setitem(sys.modules, "transformers", None)
   with pytest.raises(ModuleNotFoundError, match=r"'transformers'.*\.\[checkpoints\]"):
     CheckpointTokenizer.load(str(tmp_path))

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from echovlm_jax.checkpoint_processing import CheckpointTokenizer  # noqa: E402
+from echovlm_jax.interop.checkpoint_tokenizer import CheckpointTokenizer  # noqa: E402
 from tests import hf_fixtures as F  # noqa: E402
 
 THREADS, ROUNDS = 4, 150

@@ -15,7 +15,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import pytest
 
-from echovlm_jax import checkpointing
+from echovlm_jax.train import checkpointing
 from echovlm_jax.distributed import create_mesh
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -153,7 +153,7 @@ def test_leftover_tmp_dir_is_ignored_and_cleaned(tmp_path, num_devices):
 _CHILD = textwrap.dedent("""
     import os, sys, time
     import jax, jax.numpy as jnp
-    from echovlm_jax import checkpointing
+    from echovlm_jax.train import checkpointing
     mode, workdir = sys.argv[1], sys.argv[2]
     state = {"w": jnp.arange(4096, dtype=jnp.float32), "step": jnp.int32(0)}
     ckpt = checkpointing.Checkpointer(workdir, keep=5, every=3)

@@ -10,7 +10,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import pytest
 
-from echovlm_jax import checkpointing, distributed
+from echovlm_jax import distributed
+from echovlm_jax.train import checkpointing
 import multiprocess_utils
 import multiprocess_worker
 

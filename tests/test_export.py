@@ -37,9 +37,11 @@ def make_artifact(tmp_path_factory) -> dict:
     return _CACHE["art"]
   import jax
   from flax import nnx
-  from echovlm_jax import checkpointing, distributed, export, train
+  from echovlm_jax import distributed
   from echovlm_jax.data import tokenizer as tokenizer_lib
   from echovlm_jax.echo import prompts, schema
+  from echovlm_jax.tools import export
+  from echovlm_jax.train import checkpointing, state as train_state
 
   root = tmp_path_factory.mktemp("export")
   workdir, data_dir = str(root / "work"), str(root / "data")
@@ -62,7 +64,7 @@ def make_artifact(tmp_path_factory) -> dict:
   with open(os.path.join(workdir, "metrics.json"), "w") as f:
     json.dump({"metrics": {"test/zero_shot_views/accuracy": 0.25}, "evals": {}}, f)
   mesh = distributed.create_mesh(config.mesh)
-  graphdef, state, _, _ = train.create_state(config, mesh, tok.vocab_size)
+  graphdef, state, _, _ = train_state.create_state(config, mesh, tok.vocab_size)
   with checkpointing.Checkpointer(workdir) as ckpt:
     ckpt.save(2, state, {"data_position": 2}, force=True)
   artifact = export.export(workdir, str(root / "artifact"), data_dir=data_dir)
@@ -79,8 +81,8 @@ def art(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(art):
-  from echovlm_jax import pretrained
-  return pretrained.load_pretrained(art["artifact"], batch_size=4)
+  from echovlm_jax.inference import load
+  return load.load_pretrained(art["artifact"], batch_size=4)
 
 
 def _copy(art, tmp_path):
@@ -119,9 +121,9 @@ def test_embeddings_match_the_training_checkpoint(art, model):
 
 def test_resize_matches_the_input_pipeline():
   import tensorflow as tf
-  from echovlm_jax import pretrained
+  from echovlm_jax.inference import frames as frames_lib
   frames = np.random.RandomState(1).randint(0, 256, (2, 1, 48, 48), np.uint8)
-  ours = pretrained.prepare_frames(frames, 32)[:, 0]
+  ours = frames_lib.prepare_frames(frames, 32)[:, 0]
   x = tf.cast(frames[:, 0, ..., None], tf.float32) / 255.0
   theirs = tf.image.crop_and_resize(x, tf.constant([[0.0, 0.0, 1.0, 1.0]] * 2), tf.range(2),
                                     [32, 32]).numpy() * 2 - 1
@@ -162,59 +164,59 @@ def test_load_needs_no_training_code(art):
 
 
 def test_corrupt_and_incomplete_artifacts_are_rejected(art, tmp_path):
-  from echovlm_jax import pretrained
-  with pytest.raises(pretrained.ArtifactError, match="not a directory"):
-    pretrained.load_pretrained(str(tmp_path / "nowhere"))
+  from echovlm_jax.inference import artifact, load
+  with pytest.raises(artifact.ArtifactError, match="not a directory"):
+    load.load_pretrained(str(tmp_path / "nowhere"))
 
   path = _copy(art, tmp_path)
   os.remove(os.path.join(path, "MANIFEST.json"))
-  with pytest.raises(pretrained.ArtifactError, match="MANIFEST.json is missing"):
-    pretrained.load_pretrained(path)
+  with pytest.raises(artifact.ArtifactError, match="MANIFEST.json is missing"):
+    load.load_pretrained(path)
   shutil.rmtree(path)
 
   path = _copy(art, tmp_path)
-  params_files = [f for f in pretrained.list_files(path) if f.startswith("params/")]
+  params_files = [f for f in artifact.list_files(path) if f.startswith("params/")]
   victim = max(params_files, key=lambda f: os.path.getsize(os.path.join(path, f)))
   with open(os.path.join(path, victim), "r+b") as f:
     f.seek(os.path.getsize(os.path.join(path, victim)) // 2)
     f.write(b"\xff\x00\xff\x00")
   os.remove(os.path.join(path, "tokenizer.model"))
-  with pytest.raises(pretrained.ArtifactError) as e:
-    pretrained.load_pretrained(path)
+  with pytest.raises(artifact.ArtifactError) as e:
+    load.load_pretrained(path)
   msg = str(e.value)
   assert path in msg and victim in msg and "corrupt" in msg and "tokenizer.model: missing" in msg
   shutil.rmtree(path)
 
 
 def test_other_format_version_is_rejected(art, tmp_path):
-  from echovlm_jax import pretrained
+  from echovlm_jax.inference import artifact, load
   path = _copy(art, tmp_path)
   cfg_path = os.path.join(path, "config.json")
   cfg = json.load(open(cfg_path))
   cfg["format_version"] = 99
   json.dump(cfg, open(cfg_path, "w"))
-  pretrained.write_manifest(path)  # a consistent artifact, just from another version
-  with pytest.raises(pretrained.ArtifactError, match="format_version=99"):
-    pretrained.load_pretrained(path)
+  artifact.write_manifest(path)  # a consistent artifact, just from another version
+  with pytest.raises(artifact.ArtifactError, match="format_version=99"):
+    load.load_pretrained(path)
 
 
 def test_sentencepiece_artifacts_stay_format_1_and_a_checkpoint_tokenizer_must_be_there(
     art, tmp_path):
   """Readers of format 1 still read a sentencepiece artifact; an artifact whose config.json
   names a checkpoint tokenizer (format 2) without its tokenizer/ files is incomplete."""
-  from echovlm_jax import pretrained
+  from echovlm_jax.inference import artifact, load
   cfg = json.load(open(os.path.join(art["artifact"], "config.json")))
   assert cfg["format_version"] == 1 and cfg["tokenizer"]["kind"] == "sentencepiece"
   path = _copy(art, tmp_path)
   cfg.update(format_version=2, tokenizer={"kind": "checkpoint", "path": "tokenizer"})
   json.dump(cfg, open(os.path.join(path, "config.json"), "w"))
-  pretrained.write_manifest(path)
-  with pytest.raises(pretrained.ArtifactError, match="tokenizer/: required"):
-    pretrained.load_pretrained(path)
+  artifact.write_manifest(path)
+  with pytest.raises(artifact.ArtifactError, match="tokenizer/: required"):
+    load.load_pretrained(path)
 
 
 def test_export_cli_errors(art, tmp_path):
-  from echovlm_jax import export
+  from echovlm_jax.tools import export
   with pytest.raises(FileExistsError):
     export.export(art["workdir"], art["artifact"], data_dir=art["data_dir"])
   with pytest.raises(FileNotFoundError, match="available"):

@@ -18,7 +18,7 @@ pytest.importorskip("transformers")
 
 import echovlm_jax  # noqa: E402
 from configs import echovlm  # noqa: E402
-from echovlm_jax import checkpoint_config, model_init, pretrained_external  # noqa: E402
+from echovlm_jax.interop import architecture, conversion, init_from_checkpoint, weights  # noqa: E402
 from tests import hf_fixtures as F  # noqa: E402
 
 COS = 0.9999
@@ -64,15 +64,15 @@ def test_embeddings_and_tokens_equal_transformers(ckpt, kind):
 def test_one_wrong_array_breaks_the_match(ckpt):
   """The comparison can fail: CLIP without its query biases is no longer CLIP."""
   d, hf_img, _, _ = ckpt["clip"]
-  flat, layout, hf = checkpoint_config.read_weights(d)
-  arch = checkpoint_config.architecture(flat, layout, hf)
-  cfg = pretrained_external.model_config(arch)
+  flat, layout, hf = weights.read_weights(d)
+  arch = architecture.architecture(flat, layout, hf)
+  cfg = architecture.model_config(arch)
   flat = {k: (np.zeros_like(v) if "q_proj.bias" in k else v) for k, v in flat.items()}
   from echovlm_jax.models.dual_encoder import DualEncoder
   from flax import nnx
   graphdef, params = nnx.split(DualEncoder(cfg, vocab_size=arch["vocab_size"], num_measurements=1,
                                            rngs=nnx.Rngs(0)), nnx.Param)
-  params, _ = model_init.convert_into(params, cfg, flat, layout, d)
+  params, _ = conversion.convert_into(params, cfg, flat, layout, d)
   x = _loaded(d)._prepare(F.frames())
   img = np.asarray(nnx.merge(graphdef, params).encode_image(x))
   assert _cos(img, hf_img).min() < COS
@@ -174,7 +174,7 @@ def test_open_clip_and_big_vision_layouts_give_the_same_embeddings(ckpt, tmp_pat
   for kind, write_as, name in (("clip", _hf_clip_to_open_clip, "open_clip.safetensors"),
                                ("siglip", _hf_siglip_to_big_vision, "big_vision.npz")):
     d = ckpt[kind][0]
-    flat, _, _ = checkpoint_config.read_weights(d)
+    flat, _, _ = weights.read_weights(d)
     path = str(tmp_path / name)
     converted = write_as(flat)
     if name.endswith(".npz"):
@@ -196,7 +196,7 @@ def _finetune_config(path: str, **lr_mult):
   c.model_init = path
   c.batch_size, c.warmup_steps, c.total_steps = 8, 0, 10
   c.lr_mult.update(lr_mult)
-  return model_init.configure(c)
+  return init_from_checkpoint.configure(c)
 
 
 def test_model_init_config_follows_the_checkpoint(ckpt):
@@ -220,12 +220,13 @@ def test_finetuning_starts_from_the_checkpoint(ckpt, num_devices):
   """Gray frames in [-1, 1] through the summed kernel (mean / std folded in) give the
   checkpoint's embeddings; one step is finite; a frozen tower does not move."""
   from flax import nnx
-  from echovlm_jax import distributed, sharding, train
-  from tests.test_train import _batch
+  from echovlm_jax import distributed, sharding
+  from echovlm_jax.train import state as train_state
+  from tests.test_train import _batch, _make_step
   d, _, _, ids = ckpt["clip"]
   c = _finetune_config(d, image=0.0)
   mesh = distributed.create_mesh(c.mesh)
-  graphdef, state, shardings, tx = train.create_state(c, mesh, c.model.vocab_size)
+  graphdef, state, shardings, tx = train_state.create_state(c, mesh, c.model.vocab_size)
   frames = F.frames(h=F.RES, w=F.RES)
   hf_img, _, _ = F.hf_embeddings(d, "clip", frames, F.TEXTS[:1])
   model = nnx.merge(graphdef, jax.device_get(state["params"]))
@@ -236,7 +237,7 @@ def test_finetuning_starts_from_the_checkpoint(ckpt, num_devices):
   batch["text"] = ids[np.arange(8) % len(ids)]
   batch["neg_text"] = np.where(batch["has_negation"][:, None] > 0, batch["text"][::-1], 0)
   before = jax.device_get(state["params"])
-  step = train.make_train_step(c, graphdef, tx, mesh, shardings, sharding.batch_sharding(mesh))
+  step = _make_step(c, graphdef, tx, mesh, shardings)
   state, metrics = step(state, sharding.shard_batch(batch, mesh))
   assert np.isfinite(float(metrics["loss"])), metrics
   after = jax.device_get(state["params"])
@@ -258,18 +259,18 @@ def test_weight_decay_reaches_matrices_only(ckpt, kind):
 
 def test_misfit_lists_every_mismatch(ckpt):
   d = ckpt["siglip"][0]
-  flat, layout, hf = checkpoint_config.read_weights(d)
-  arch = checkpoint_config.architecture(flat, layout, hf)
+  flat, layout, hf = weights.read_weights(d)
+  arch = architecture.architecture(flat, layout, hf)
   arch["image"]["depth"] = 3                       # a block the checkpoint lacks
   arch["text"]["mlp_dim"] = 48                     # every text MLP mis-shaped
-  cfg = pretrained_external.model_config(arch)
+  cfg = architecture.model_config(arch)
   from echovlm_jax.models.dual_encoder import DualEncoder
   from flax import nnx
   _, params = nnx.split(DualEncoder(cfg, vocab_size=arch["vocab_size"], num_measurements=1,
                                     rngs=nnx.Rngs(0)), nnx.Param)
   flat["vision_model.extra.weight"] = np.zeros(3, np.float32)
-  with pytest.raises(model_init.ModelInitError) as e:
-    model_init.convert_into(params, cfg, flat, layout, d)
+  with pytest.raises(conversion.ModelInitError) as e:
+    conversion.convert_into(params, cfg, flat, layout, d)
   msg = str(e.value)
   assert "vision_model.extra.weight: no counterpart" in msg
   assert "image/encoder/blocks/2/ln1/scale: ours, but the checkpoint has nothing" in msg
@@ -286,14 +287,14 @@ def test_trainer_runs_from_an_hf_directory(ckpt, tiny_echoground, tmp_path, num_
   embed their prompts with that tokenizer, and the workdir's config.json records the resolved
   architecture."""
   import json
-  from echovlm_jax import train
+  from echovlm_jax.train import loop
   from tests import train_tiny_config
   input_config, _ = tiny_echoground
   c = train_tiny_config.get_config("evals")
   c.input.data_dir = input_config.data_dir
   c.total_steps, c.ckpt_every, c.log_every = 2, 2, 1
   c.model_init = ckpt["clip"][0]
-  metrics = train.train_and_evaluate(c, str(tmp_path))
+  metrics = loop.train_and_evaluate(c, str(tmp_path))
   assert np.isfinite(metrics["loss"]), metrics
   assert any(k.startswith("test/zero_shot_views/") for k in metrics), sorted(metrics)
   with open(tmp_path / "config.json") as f:
@@ -310,10 +311,10 @@ def test_export_of_a_big_vision_finetune_carries_its_tokenizer(ckpt, tiny_echogr
                                                                num_devices):
   """A big_vision .npz with its bare sentencepiece model as config.input.tokenizer: two steps,
   export, and the artifact embeds as the trained state does (issue 20, item 4)."""
-  from echovlm_jax import train
+  from echovlm_jax.train import loop
   from tests import train_tiny_config
   d = ckpt["siglip"][0]
-  flat, _, _ = checkpoint_config.read_weights(d)
+  flat, _, _ = weights.read_weights(d)
   npz = str(tmp_path / "big_vision.npz")
   np.savez(npz, **_hf_siglip_to_big_vision(flat))
   input_config, _ = tiny_echoground
@@ -323,7 +324,7 @@ def test_export_of_a_big_vision_finetune_carries_its_tokenizer(ckpt, tiny_echogr
   c.model_init = npz
   c.input.tokenizer = f"{d}/spiece.model"
   workdir = str(tmp_path / "run")
-  assert np.isfinite(train.train_and_evaluate(c, workdir)["loss"])
+  assert np.isfinite(loop.train_and_evaluate(c, workdir)["loss"])
   _export_equals_the_trained_state(workdir, c.input.tokenizer, str(tmp_path / "artifact"))
 
 
@@ -332,13 +333,16 @@ def _export_equals_the_trained_state(workdir: str, tokenizer: str, out: str):
   embeddings equal to the workdir's last checkpoint run directly."""
   import os
   from flax import nnx
-  from echovlm_jax import checkpointing, distributed, export, pretrained
-  from echovlm_jax.checkpoint_processing import CheckpointTokenizer
+  from echovlm_jax import distributed
+  from echovlm_jax.tools import export
+  from echovlm_jax.train import checkpointing, workdir_config
+  from echovlm_jax.inference import frames as frames_lib
+  from echovlm_jax.interop.checkpoint_tokenizer import CheckpointTokenizer
   export.export(workdir, out)                     # stats from the dataset config.json names
   assert "tokenizer.model" not in os.listdir(out)                  # not the dataset's
   art = echovlm_jax.load_pretrained(out)
   assert art.config["tokenizer"]["kind"] == "checkpoint" and art.config["format_version"] == 2
-  cfg = export.load_train_config(workdir)
+  cfg = workdir_config.load(workdir)
   mesh = distributed.create_mesh({"data": -1, "fsdp": 1, "tensor": 1})
   trained, _ = checkpointing.restore_params(cfg, workdir, mesh)
   trained = nnx.merge(*nnx.split(jax.device_get(trained)))
@@ -349,7 +353,7 @@ def _export_equals_the_trained_state(workdir: str, tokenizer: str, out: str):
   np.testing.assert_allclose(art.encode_texts(texts), np.asarray(trained.encode_text(ids)),
                              atol=1e-5)
   frames = np.stack([F.frames(seed=s, h=F.RES, w=F.RES) for s in range(cfg.input.num_frames)], 1)
-  ref = np.asarray(trained.encode_image(pretrained.prepare_frames(frames, cfg.input.res)))
+  ref = np.asarray(trained.encode_image(frames_lib.prepare_frames(frames, cfg.input.res)))
   np.testing.assert_allclose(art.encode_images(frames), ref, atol=1e-5)
 
 
@@ -376,10 +380,10 @@ def test_large_shapes_build_towers_with_the_checkpoints_parameter_count(kind, vi
   with torch.device("meta"):
     hf = cls[1](config)
   flat = {k: v for k, v in hf.state_dict().items() if "position_ids" not in k}
-  arch = checkpoint_config.architecture(flat, f"hf_{kind}", config.to_dict())
+  arch = architecture.architecture(flat, f"hf_{kind}", config.to_dict())
   # The patch grid's pixels: So400m/14's 384 px give 27 patches (the conv never reads the rest).
   assert arch["image"]["res"] == vision["image_size"] // 14 * 14 and arch["image"]["patch"] == 14
-  cfg = pretrained_external.model_config(arch)
+  cfg = architecture.model_config(arch)
   ours = nnx.eval_shape(lambda: DualEncoder(cfg, vocab_size=arch["vocab_size"],
                                             num_measurements=1, rngs=nnx.Rngs(0)))
   sizes = {"/".join(map(str, p)): int(np.prod(v.shape))
@@ -392,7 +396,7 @@ def test_large_shapes_build_towers_with_the_checkpoints_parameter_count(kind, vi
 def test_caption_fitting_leaves_room_for_clips_two_special_tokens(ckpt):
   """CLIP adds start and end of text: the input pipeline fits captions into max_len - 2 ids
   (caption_augment budgets our one EOS), so a fitted caption is never cut by truncation."""
-  from echovlm_jax.checkpoint_processing import CheckpointTokenizer
+  from echovlm_jax.interop.checkpoint_tokenizer import CheckpointTokenizer
   from echovlm_jax.data import caption_augment
   tok = CheckpointTokenizer.load(ckpt["clip"][0])
   assert tok.num_special_tokens == 2

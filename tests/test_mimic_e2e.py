@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from echovlm_jax import train
+from echovlm_jax.train import loop
 from tests import train_tiny_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -27,7 +27,7 @@ def test_train_and_evaluate_on_the_release_layout(release_tree, release_dataset,
     # split, where both classes of several labels occur.
     config.evals.train_views = dict(type="zero_shot_views", split="train", every=0)
     config.evals.train_findings = dict(type="zero_shot_findings", split="train", every=0)
-  train.train_and_evaluate(config, str(tmp_path))
+  loop.train_and_evaluate(config, str(tmp_path))
   records = [json.loads(l) for l in open(os.path.join(tmp_path, "metrics.jsonl"))]
   for term in TERMS:
     values = [r[f"train/loss/{term}"] for r in records if f"train/loss/{term}" in r]

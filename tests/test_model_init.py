@@ -1,13 +1,13 @@
-"""model_init: big_vision and open_clip .npz checkpoints built from a tiny model's own params
-load back to the same embeddings; bias folding, position resizing, grayscale adaptation and
-the one error that lists every mismatch."""
+"""config.model_init (interop): big_vision and open_clip .npz checkpoints built from a tiny
+model's own params load back to the same embeddings; bias folding, position resizing, grayscale
+adaptation and the one error that lists every mismatch."""
 
 import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
-from echovlm_jax import layout_writers, model_init, run_config
+from echovlm_jax.interop import conversion, init_from_checkpoint, layout_writers, our_params, weights
 from echovlm_jax.models.dual_encoder import DualEncoder
 
 VOCAB, M = 40, 15
@@ -39,9 +39,9 @@ def _randomize(params, seed):
   """Non-zero biases everywhere, so a dropped or misplaced array shows."""
   rng = np.random.RandomState(seed)
   pure = nnx.to_pure_dict(params)
-  flat = model_init._flatten(pure)
+  flat = our_params.flatten(pure)
   for name, v in flat.items():
-    model_init._set(pure, name.split("/"), (np.asarray(v) + 0.05 * rng.randn(*np.shape(v))
+    our_params.set_leaf(pure, name.split("/"), (np.asarray(v) + 0.05 * rng.randn(*np.shape(v))
                                             ).astype(np.float32))
   nnx.replace_by_pure_dict(params, pure)
   return params
@@ -52,6 +52,13 @@ def _init_config(path, model_cfg, fmt="auto", skip=""):
                                         model_init_skip=skip, model=model_cfg))
 
 
+def _convert(params, model_cfg, path, skip=""):
+  """(params, notes): the checkpoint file at path converted into params as read (no input
+  normalisation folded in), the core `load_towers` and `load_pretrained` share."""
+  flat, layout, _ = weights.read_weights(path)
+  return conversion.convert_into(params, model_cfg, flat, layout, path, skip)
+
+
 @pytest.mark.parametrize("scan", [False, True])
 def test_big_vision_roundtrip_gives_same_embeddings(tmp_path, scan):
   cfg = _config(pool="map", scan=scan)
@@ -60,7 +67,7 @@ def test_big_vision_roundtrip_gives_same_embeddings(tmp_path, scan):
   path = tmp_path / "bv.npz"
   np.savez(path, **{f"params/{k}": v for k, v in layout_writers.to_big_vision(src, cfg).items()})
   _, dst = _params(cfg, 1)
-  dst = model_init.apply_model_init(dst, _init_config(path, cfg))
+  dst = init_from_checkpoint.load_towers(dst, _init_config(path, cfg))
   for a, b in zip(_embed(gd, src), _embed(gd, dst)):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
@@ -90,14 +97,14 @@ def test_open_clip_roundtrip_folds_key_and_value_biases(tmp_path):
   path = tmp_path / "oc.npz"
   np.savez(path, **sd)
   _, dst = _params(cfg, 1)
-  dst = model_init.apply_model_init(dst, _init_config(path, cfg, fmt="open_clip"))
+  dst = init_from_checkpoint.load_towers(dst, _init_config(path, cfg, fmt="open_clip"))
   for a, b in zip(_embed(gd, src), _embed(gd, dst)):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_resize_posemb_is_bilinear_on_the_grid():
   grid = np.array([[0.0, 1.0], [2.0, 3.0]], np.float32)          # value = x + 2 y
-  out = model_init.resize_posemb(grid.reshape(4, 1), 16).reshape(4, 4)
+  out = conversion.resize_posemb(grid.reshape(4, 1), 16).reshape(4, 4)
   # Half-pixel centres: output sample i sits at (i + 0.5) / 2 - 0.5, clamped to [0, 1].
   t = np.clip((np.arange(4) + 0.5) / 2 - 0.5, 0, 1)
   np.testing.assert_allclose(out, t[None, :] + 2 * t[:, None], atol=1e-6)
@@ -113,7 +120,7 @@ def test_rgb_kernel_and_position_resizing_on_load(tmp_path):
   path = tmp_path / "rgb.npz"
   np.savez(path, **flat)
   gd, dst = _params(cfg, 1)
-  dst, notes = model_init.load_into(dst, cfg, str(path))
+  dst, notes = _convert(dst, cfg, str(path))
   assert any("RGB" in n for n in notes) and any("4 -> 16" in n for n in notes)
   kernel = np.asarray(dst["image"]["embedding"]["kernel"][...])
   np.testing.assert_allclose(kernel, rgb.sum(2).reshape(64, 32), atol=1e-6)
@@ -122,7 +129,7 @@ def test_rgb_kernel_and_position_resizing_on_load(tmp_path):
   np.testing.assert_allclose(patch.reshape(-1) @ kernel,
                              np.repeat(patch[..., None], 3, -1).reshape(-1) @ rgb.reshape(-1, 32),
                              rtol=1e-5, atol=1e-5)
-  expected = model_init.resize_posemb(flat["img/pos_embedding"][0], 16)
+  expected = conversion.resize_posemb(flat["img/pos_embedding"][0], 16)
   np.testing.assert_allclose(np.asarray(dst["image"]["posemb"][...]), expected, atol=1e-6)
 
 
@@ -133,14 +140,14 @@ def test_text_positions_are_truncated_or_padded(tmp_path):
   path = tmp_path / "t.npz"
   np.savez(path, **flat)
   _, short = _params(short_cfg, 1)
-  short, _ = model_init.load_into(short, short_cfg, str(path))
+  short, _ = _convert(short, short_cfg, str(path))
   np.testing.assert_allclose(np.asarray(short["text"]["posemb"][...]),
                              flat["txt/pos_embedding"][0][:6])
   _, src_short = _params(short_cfg, 0)
   np.savez(path, **layout_writers.to_big_vision(src_short, short_cfg))
   _, long = _params(long_cfg, 2)
   init_rows = np.asarray(long["text"]["posemb"][...])[6:].copy()
-  long, _ = model_init.load_into(long, long_cfg, str(path))
+  long, _ = _convert(long, long_cfg, str(path))
   got = np.asarray(long["text"]["posemb"][...])
   np.testing.assert_allclose(got[:6], np.asarray(src_short["text"]["posemb"][...]))
   np.testing.assert_allclose(got[6:], init_rows)
@@ -159,25 +166,25 @@ def test_mismatches_are_listed_in_one_error(tmp_path):
   path = tmp_path / "bad.npz"
   np.savez(path, **flat)
   _, dst = _params(cfg, 1)
-  with pytest.raises(model_init.ModelInitError) as e:
-    model_init.load_into(dst, cfg, str(path))
+  with pytest.raises(conversion.ModelInitError) as e:
+    _convert(dst, cfg, str(path))
   msg = str(e.value)
   for name in ("encoderblock_1/LayerNorm_0/scale", "txt/head/kernel", "img/ln_pre/scale",
                "query/bias", "text/norm/bias"):
     assert name in msg, (name, msg)
   assert len(e.value.problems) == 5
   # Dropping the unrepresentable names knowingly leaves only the real mismatches.
-  with pytest.raises(model_init.ModelInitError) as e:
-    model_init.load_into(dst, cfg, str(path), skip=r"img/ln_pre/.*,.*query/bias")
+  with pytest.raises(conversion.ModelInitError) as e:
+    _convert(dst, cfg, str(path), skip=r"img/ln_pre/.*,.*query/bias")
   assert len(e.value.problems) == 3
 
 
 def test_unknown_layout_and_no_init():
   cfg = _config()
   _, params = _params(cfg, 0)
-  assert model_init.apply_model_init(params, _init_config("", cfg)) is params
-  with pytest.raises(model_init.ModelInitError, match="model_init_format"):
-    model_init.detect_format({"foo/bar": np.zeros(1)}, "x.npz")
+  assert init_from_checkpoint.load_towers(params, _init_config("", cfg)) is params
+  with pytest.raises(weights.CheckpointError, match="model_init_format"):
+    weights.detect_layout({"foo/bar": np.zeros(1)}, "x.npz")
 
 
 def test_mistyped_format_fails_before_reading_as_another_layout(tmp_path):
@@ -187,8 +194,9 @@ def test_mistyped_format_fails_before_reading_as_another_layout(tmp_path):
   path = tmp_path / "bv.npz"
   np.savez(path, **layout_writers.to_big_vision(params, cfg))
   c = _init_config(path, cfg, fmt="hf-clip")
-  for fn in (lambda: model_init.configure(c), lambda: model_init.apply_model_init(params, c)):
-    with pytest.raises(run_config.ConfigError,
+  for fn in (lambda: init_from_checkpoint.configure(c),
+             lambda: init_from_checkpoint.load_towers(params, c)):
+    with pytest.raises(ValueError,
                        match=r"config.model_init_format='hf-clip': expected one of 'auto', "
                              r"'big_vision', 'open_clip', 'hf_clip', 'hf_siglip'"):
       fn()

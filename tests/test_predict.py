@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from echovlm_jax import predict
+from echovlm_jax.tools import predict
 from tests import dicom_fixtures as fake_mimic
 from tests.test_export import make_artifact
 

@@ -6,8 +6,9 @@ import os
 import numpy as np
 from PIL import Image
 
+from echovlm_jax import scoring
 from echovlm_jax.echo import schema
-from echovlm_jax.evaluation import metrics, probes, report, retrieval, zero_shot
+from echovlm_jax.evaluation import probes, report, retrieval, zero_shot
 
 
 def _synthetic_embeddings(rng, n=240, d=16):
@@ -19,8 +20,8 @@ def _synthetic_embeddings(rng, n=240, d=16):
   image[:, 0] += 1.5 * (labels[:, 0] == 1)
   text = image + rng.normal(scale=0.5, size=(n, d)).astype(np.float32)
   meas = rng.normal(size=(n, len(schema.MEASUREMENTS))).astype(np.float32)
-  return dict(image_emb=metrics.l2_normalize(image), text_emb=metrics.l2_normalize(text),
-              neg_text_emb=metrics.l2_normalize(rng.normal(size=(n, d))), view=view,
+  return dict(image_emb=scoring.l2_normalize(image), text_emb=scoring.l2_normalize(text),
+              neg_text_emb=scoring.l2_normalize(rng.normal(size=(n, d))), view=view,
               labels=labels, measurements=meas, meas_mask=(rng.random(meas.shape) < 0.5) * 1.0,
               has_negation=(rng.random(n) < 0.7) * 1.0, study_id=rng.integers(0, 40, size=n),
               caption_id=rng.integers(0, 60, size=n))
@@ -30,9 +31,9 @@ def synthetic_results(seed=0):
   rng = np.random.default_rng(seed)
   test, train = _synthetic_embeddings(rng), _synthetic_embeddings(rng)
   d = test["image_emb"].shape[1]
-  views = metrics.l2_normalize(np.eye(d)[np.arange(len(schema.KNOWN_VIEWS)) % d])
-  pos = metrics.l2_normalize(np.eye(d)[[0] * len(schema.LABELS)] + 0.1)
-  neg = metrics.l2_normalize(np.eye(d)[[1] * len(schema.LABELS)])
+  views = scoring.l2_normalize(np.eye(d)[np.arange(len(schema.KNOWN_VIEWS)) % d])
+  pos = scoring.l2_normalize(np.eye(d)[[0] * len(schema.LABELS)] + 0.1)
+  neg = scoring.l2_normalize(np.eye(d)[[1] * len(schema.LABELS)])
   res = {
       "zero_shot_views": zero_shot.zero_shot_views(test, views),
       "zero_shot_findings": zero_shot.zero_shot_findings(test, pos, neg),

@@ -12,6 +12,7 @@ from echovlm_jax import distributed, sharding
 from echovlm_jax.data import tokenizer as tok_lib
 from echovlm_jax.echo import schema
 from echovlm_jax.evaluation import embeddings, registry
+from echovlm_jax.models import factory
 from tests import eval_reference
 
 CAPTIONS = [
@@ -79,8 +80,9 @@ def setup():
   corpus = CAPTIONS * 10 + [d.description for d in schema.VIEW_INFO.values()] * 3
   tokenizer = tok_lib.Tokenizer(tok_lib.train_tokenizer(corpus, vocab_size=120))
   mesh = distributed.create_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-  model = sharding.create_sharded_model(config.model, tokenizer.vocab_size,
-                                        len(schema.MEASUREMENTS), mesh, config.sharding_rules)
+  model = sharding.create_sharded(
+      factory.dual_encoder(config.model, vocab_size=tokenizer.vocab_size), mesh,
+      config.sharding_rules)
   assert jax.device_count() == 8
   return config, tokenizer, mesh, model
 
@@ -170,8 +172,9 @@ def test_evaluator_on_the_real_input_pipeline(tiny_echoground, tmp_path):
                   "probes": dict(type="probes", split="test", every=0, train_split="validation")}
   tokenizer = input_pipeline.load_tokenizer(ic)
   mesh = distributed.create_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-  model = sharding.create_sharded_model(config.model, tokenizer.vocab_size,
-                                        len(schema.MEASUREMENTS), mesh, config.sharding_rules)
+  model = sharding.create_sharded(
+      factory.dual_encoder(config.model, vocab_size=tokenizer.vocab_size), mesh,
+      config.sharding_rules)
   evaluator = registry.Evaluator(config, mesh, tokenizer)
   np.testing.assert_allclose(evaluator.meas_std, input_pipeline.load_measurement_stats(ic)[1])
   assert evaluator.maybe_run(model, 3) == {}                 # every=0: only at the last step

@@ -12,6 +12,7 @@ from jax.sharding import PartitionSpec as P
 
 from configs import echovlm
 from echovlm_jax import distributed, losses, sharding
+from echovlm_jax.models import factory
 from test_model import MEAS, VOCAB, make_batch, make_model, tiny_config
 
 RULES = echovlm.get_config().sharding_rules
@@ -49,7 +50,8 @@ def test_batch_helpers(num_devices):
 def test_created_sharded_with_fsdp_8(num_devices):
   cfg = tiny_config(image=dict(depth=1), text=dict(depth=1), scan_layers=True)
   mesh = mesh_of(1, 8, 1)
-  model = sharding.create_sharded_model(cfg, VOCAB, MEAS, mesh, RULES, seed=0)
+  model = sharding.create_sharded(
+      factory.dual_encoder(cfg, vocab_size=VOCAB, num_measurements=MEAS), mesh, RULES)
   state = nnx.state(model)
   fc1 = state["image"]["encoder"]["blocks"]["mlp"]["fc1"]["kernel"][...]     # [layers, embed, mlp]
   assert fc1.shape == (1, 32, 128)

@@ -217,21 +217,21 @@ def test_a_csv_for_other_images_fails_at_the_end(tmp_path):
 @pytest.fixture(scope="module")
 def classifier_run(tiny_echoground, tmp_path_factory):
   """A view classifier workdir on the tiny dataset: 2 steps, no evals."""
-  from echovlm_jax import train  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.train import loop  # pylint: disable=g-import-not-at-top
   from tests.test_view_classifier import tiny_config  # pylint: disable=g-import-not-at-top
   ic, _ = tiny_echoground
   c = tiny_config(ic.data_dir, total_steps=2, ckpt_every=2)
   c.evals = {}
   workdir = str(tmp_path_factory.mktemp("vc_synthetic"))
-  train.train_and_evaluate(c, workdir)
+  loop.train_and_evaluate(c, workdir)
   return workdir
 
 
 def test_the_cli_labels_the_train_images_and_the_build_joins_them(classifier_run, tiny_echoground,
                                                                    plain, tmp_path):
-  from echovlm_jax import views  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.tools import label_views  # pylint: disable=g-import-not-at-top
   out = tmp_path / "preds.csv"
-  assert views.main(["--workdir", classifier_run, "--synthetic", "--out", str(out),
+  assert label_views.main(["--workdir", classifier_run, "--synthetic", "--out", str(out),
                      "--batch_size", "8"]) == 0
   with open(out, newline="") as f:
     rows = list(csv.DictReader(f))
@@ -256,4 +256,4 @@ def test_the_cli_labels_the_train_images_and_the_build_joins_them(classifier_run
   assert needing > 0 and counts["view:no_confident_prediction"] == 0
   assert sum(r["view_source"] == "classifier" for r in got.values()) == needing
   with pytest.raises(SystemExit):   # neither a MIMIC tree nor --synthetic
-    views.main(["--workdir", classifier_run, "--out", str(tmp_path / "x.csv")])
+    label_views.main(["--workdir", classifier_run, "--out", str(tmp_path / "x.csv")])

@@ -17,8 +17,10 @@ import optax
 import pytest
 from flax import nnx
 
-from echovlm_jax import checkpointing, distributed, losses, main, run_config, sharding, train
+from echovlm_jax import distributed, losses, main, sharding
 from echovlm_jax.echo import schema
+from echovlm_jax.train import optimizer, run_config, state as train_state, step as train_step
+from echovlm_jax.train.tasks import contrastive
 from tests import multiprocess_utils
 from tests import train_tiny_config
 
@@ -54,6 +56,13 @@ def _batch(batch_size: int, config, seed: int = 0) -> dict[str, np.ndarray]:
       valid=np.ones(batch_size, np.float32))
 
 
+def _make_step(c, graphdef, tx, mesh, shardings, **kwargs):
+  """The contrastive task's jitted step, as the loop builds it."""
+  loss_fn = contrastive.TASK.make_loss_fn(c, graphdef, mesh, None)
+  return train_step.make_train_step(c, tx, mesh, shardings, sharding.batch_sharding(mesh),
+                                    loss_fn, **kwargs)
+
+
 def _host(tree) -> list[np.ndarray]:
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
@@ -61,7 +70,7 @@ def _host(tree) -> list[np.ndarray]:
 def test_schedule_warms_up_then_decays_to_zero():
   c = train_tiny_config.get_config()
   c.total_steps, c.warmup_steps, c.lr = 100, 10, 0.5
-  sched = train.make_schedule(c)
+  sched = optimizer.make_schedule(c)
   assert float(sched(0)) == 0.0
   assert float(sched(5)) == pytest.approx(0.25)
   assert float(sched(10)) == pytest.approx(0.5)
@@ -78,9 +87,9 @@ def test_one_step_same_params_on_every_mesh(num_devices):
   for shape in ((1, 1, 1), (8, 1, 1), (2, 2, 2), (4, 1, 2)):
     devices = jax.devices()[:int(np.prod(shape))]
     mesh = distributed.create_mesh(dict(zip(distributed.MESH_AXES, shape)), devices=devices)
-    graphdef, state, shardings, tx = train.create_state(c, mesh, VOCAB)
+    graphdef, state, shardings, tx = train_state.create_state(c, mesh, VOCAB)
     init = _host(state["params"])
-    step = train.make_train_step(c, graphdef, tx, mesh, shardings, sharding.batch_sharding(mesh))
+    step = _make_step(c, graphdef, tx, mesh, shardings)
     state, metrics = step(state, sharding.shard_batch(host_batch, mesh))
     results[shape] = (_host(state["params"]), jax.device_get(metrics), int(state["step"]))
   ref_params, ref_metrics, ref_step = results[(1, 1, 1)]
@@ -99,7 +108,7 @@ def test_one_step_same_params_on_every_mesh(num_devices):
 def test_grad_accumulation_is_the_mean_of_micro_batch_grads(num_devices):
   c = _config(grad_accum_steps=2, batch_size=16)
   mesh = distributed.create_mesh(c.mesh)
-  graphdef, state, shardings, tx = train.create_state(c, mesh, VOCAB)
+  graphdef, state, shardings, tx = train_state.create_state(c, mesh, VOCAB)
   host_batch = _batch(16, c, seed=1)
   params0 = jax.tree.map(jnp.copy, state["params"])
   opt0 = jax.tree.map(jnp.copy, state["opt_state"])
@@ -116,7 +125,7 @@ def test_grad_accumulation_is_the_mean_of_micro_batch_grads(num_devices):
   # Micro-batch j holds rows j, j+2, j+4, ... (make_train_step's strided split).
   micro = [sharding.shard_batch({k: v[j::2] for k, v in host_batch.items()}, mesh) for j in (0, 1)]
   want_loss, want_params = expected(params0, opt0, *micro)
-  step = train.make_train_step(c, graphdef, tx, mesh, shardings, sharding.batch_sharding(mesh))
+  step = _make_step(c, graphdef, tx, mesh, shardings)
   state, metrics = step(state, sharding.shard_batch(host_batch, mesh))
   assert float(metrics["loss"]) == pytest.approx(float(want_loss), rel=1e-5)
   for a, b in zip(_host(state["params"]), _host(want_params)):
@@ -129,10 +138,9 @@ def test_nan_gradient_with_a_finite_loss_keeps_the_state(num_devices):
   clipping by a NaN global norm would otherwise spread it to every parameter."""
   c = _config()
   mesh = distributed.create_mesh(c.mesh)
-  graphdef, state, shardings, tx = train.create_state(c, mesh, VOCAB)
+  graphdef, state, shardings, tx = train_state.create_state(c, mesh, VOCAB)
   before = _host((state["params"], state["opt_state"]))
-  step = train.make_train_step(c, graphdef, tx, mesh, shardings, sharding.batch_sharding(mesh),
-                               poison_grads=True)
+  step = _make_step(c, graphdef, tx, mesh, shardings, poison_grads=True)
   state, metrics = step(state, sharding.shard_batch(_batch(8, c), mesh))
   metrics = jax.device_get(metrics)
   assert math.isfinite(metrics["loss"]) and not math.isfinite(metrics["grad_norm"])
@@ -140,18 +148,18 @@ def test_nan_gradient_with_a_finite_loss_keeps_the_state(num_devices):
   for a, b in zip(_host((state["params"], state["opt_state"])), before):
     np.testing.assert_array_equal(a, b)
   # The host check the loop runs on these metrics stops the run, naming the gradient.
-  with pytest.raises(train.NonFiniteLossError, match="grad_norm"):
-    train._check_pending(1, metrics)  # pylint: disable=protected-access
+  with pytest.raises(train_step.NonFiniteLossError, match="grad_norm"):
+    train_step.check_step_metrics(1, metrics)
 
 
 def test_non_finite_message_names_the_step_and_the_terms():
-  train.check_finite(3, {"loss": 1.0, "loss/contrastive": 0.5, "grad_norm": 2.0})
-  with pytest.raises(train.NonFiniteLossError) as e:
-    train.check_finite(7, {"loss": float("nan"), "loss/contrastive": float("inf"), "loss/meas": 0.3})
+  train_step.check_finite(3, {"loss": 1.0, "loss/contrastive": 0.5, "grad_norm": 2.0})
+  with pytest.raises(train_step.NonFiniteLossError) as e:
+    train_step.check_finite(7, {"loss": float("nan"), "loss/contrastive": float("inf"), "loss/meas": 0.3})
   msg = str(e.value)
   assert "step 7" in msg and "loss/contrastive" in msg and "loss/meas" not in msg
-  with pytest.raises(train.NonFiniteLossError, match="step 4 in grad_norm"):
-    train.check_finite(4, {"loss": 1.0, "grad_norm": float("nan")})
+  with pytest.raises(train_step.NonFiniteLossError, match="step 4 in grad_norm"):
+    train_step.check_finite(4, {"loss": 1.0, "grad_norm": float("nan")})
 
 
 def test_config_errors_name_the_key(num_devices):
@@ -166,6 +174,16 @@ def test_config_errors_name_the_key(num_devices):
     run_config.validate_config(_config(grad_accum_steps=2), mesh)  # 8 / 2 rows on 8 devices
   with pytest.raises(run_config.ConfigError, match="debug_nan_target='loss'"):
     run_config.validate_config(_config(debug_nan_target="loss"), mesh)
+  for key, bad in (("kind", "siglip"), ("view_mode", "supcon")):  # at start, not at first trace
+    c = _config()
+    c.loss[key] = bad
+    with pytest.raises(run_config.ConfigError, match=f"config.loss.{key}='{bad}'"):
+      run_config.validate_config(c, mesh)
+  c = _config()
+  with c.unlocked():
+    c.task = "segmentation"
+  with pytest.raises(run_config.ConfigError, match="config.task='segmentation': expected one of"):
+    run_config.validate_config(c, mesh)
   with pytest.raises(run_config.ConfigError,
                      match="model_init_format='bigvision': expected one of 'auto', 'big_vision'"):
     run_config.validate_config(_config(model_init_format="bigvision"), mesh)
@@ -210,9 +228,9 @@ def test_sharding_strict_stops_a_partly_replicated_run(num_devices, caplog):
   c.sharding_strict = True
   with pytest.raises(run_config.ConfigError, match=r"image/.*query: dim 1 \(heads=3\) not over "
                                                    r"tensor=2"):
-    train.create_state(c, mesh, VOCAB)
+    train_state.create_state(c, mesh, VOCAB)
   c.sharding_strict = False
   with caplog.at_level("WARNING"):
-    train.create_state(c, mesh, VOCAB)
+    train_state.create_state(c, mesh, VOCAB)
   assert any("partly replicated" in r.getMessage() and "query" in r.getMessage()
              for r in caplog.records)

@@ -21,7 +21,8 @@ import jax
 import numpy as np
 import pytest
 
-from echovlm_jax import checkpointing, distributed, train
+from echovlm_jax import distributed
+from echovlm_jax.train import checkpointing, loop
 from tests import multiprocess_utils
 from tests import train_tiny_config
 
@@ -227,7 +228,7 @@ def test_resume_onto_another_mesh(runner, reference, tmp_path):
   os.remove(os.path.join(workdir, "metrics.jsonl"))
   config = tiny_config(runner.data_dir)
   config.mesh.update(data=2, fsdp=2, tensor=2)
-  train.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
   logged = losses_by_step(workdir)
   assert sorted(logged) == [5, 6, 7, 8]
   np.testing.assert_allclose([logged[s][0] for s in (5, 6, 7, 8)],

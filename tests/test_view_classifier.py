@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from configs import view_classifier as vc_config
-from echovlm_jax import distributed, train, view_classifier
+from echovlm_jax import distributed
 from echovlm_jax.data import input_pipeline
 from echovlm_jax.echo import schema
-from echovlm_jax.evaluation import view_classifier as view_eval
+from echovlm_jax.evaluation import view_classification as view_eval
+from echovlm_jax.train import loop, run_config, state as train_state
+from echovlm_jax.train.tasks import view_classifier
 from tests import echoground_fixtures
 
 
@@ -50,7 +52,7 @@ def test_the_config_trains_and_reports_held_out_metrics(tiny_echoground, tmp_pat
   ic, _ = tiny_echoground
   c = tiny_config(ic.data_dir)
   workdir = str(tmp_path / "run")
-  last = train.train_and_evaluate(c, workdir)
+  last = loop.train_and_evaluate(c, workdir)
   for split in ("val", "test"):
     for k in ("accuracy", "balanced_accuracy", "coverage"):
       assert 0.0 <= last[f"{split}/view_classification/{k}"] <= 1.0, (split, k)
@@ -124,8 +126,8 @@ def test_a_contrastive_evaluator_in_a_classifier_config_fails_at_start(tiny_echo
   ic, _ = tiny_echoground
   c = tiny_config(ic.data_dir)
   c.evals.validation_views.type = "zero_shot_views"
-  with pytest.raises(train.ConfigError, match="view_classification"):
-    train.train_and_evaluate(c, str(tmp_path / "bad"))
+  with pytest.raises(run_config.ConfigError, match="view_classification"):
+    loop.train_and_evaluate(c, str(tmp_path / "bad"))
 
 
 def _artifact_sized(data_dir):
@@ -145,16 +147,16 @@ def _image_leaves(params):
 def test_the_tower_comes_from_an_exported_echovlm_or_pretrained_towers(tmp_path_factory, tmp_path,
                                                                        num_devices):
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from echovlm_jax import layout_writers  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.interop import layout_writers  # pylint: disable=g-import-not-at-top
   from tests import test_export  # pylint: disable=g-import-not-at-top
   art = test_export.make_artifact(tmp_path_factory)
   want = _image_leaves(nnx.state(art["reference"], nnx.Param))
   c = _artifact_sized(art["data_dir"])
   c.seed = 1  # the artifact was initialised with seed 0: scratch must differ from it
   mesh = distributed.create_mesh(c.mesh)
-  scratch = _image_leaves(train.create_state(c, mesh, 128)[1]["params"])
+  scratch = _image_leaves(train_state.create_state(c, mesh, 128)[1]["params"])
   c.view_classifier.init_artifact = art["artifact"]
-  graphdef, state, _, _ = train.create_state(c, mesh, 128)
+  graphdef, state, _, _ = train_state.create_state(c, mesh, 128)
   got = _image_leaves(state["params"])
   assert got.keys() == want.keys()
   for k in want:
@@ -166,24 +168,24 @@ def test_the_tower_comes_from_an_exported_echovlm_or_pretrained_towers(tmp_path_
   np.savez(npz, **{f"params/{k}": v for k, v in flat.items()})
   c.view_classifier.init_artifact = ""
   c.model_init = npz
-  got = _image_leaves(train.create_state(c, mesh, 128)[1]["params"])
+  got = _image_leaves(train_state.create_state(c, mesh, 128)[1]["params"])
   for k in want:
     np.testing.assert_allclose(got[k], want[k], atol=1e-6, err_msg=k)
   # A tower of other shapes is refused at start, naming the key.
   c.model_init = ""
   c.view_classifier.init_artifact = art["artifact"]
   c.model.image.width = 64
-  with pytest.raises(train.ConfigError, match="init_artifact"):
-    train.create_state(c, mesh, 128)
+  with pytest.raises(run_config.ConfigError, match="init_artifact"):
+    train_state.create_state(c, mesh, 128)
 
 
 def test_mode_evaluate_scores_a_classifier_checkpoint(tiny_echoground, tmp_path, num_devices):
-  from echovlm_jax.evaluation import standalone  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.train import evaluate  # pylint: disable=g-import-not-at-top
   ic, _ = tiny_echoground
   c = tiny_config(ic.data_dir, total_steps=2, ckpt_every=2)
   c.evals.validation_views.every = 0
   workdir = str(tmp_path / "run")
-  trained = train.train_and_evaluate(c, workdir)
-  again = standalone.evaluate_checkpoint(c, workdir)
+  trained = loop.train_and_evaluate(c, workdir)
+  again = evaluate.evaluate_checkpoint(c, workdir)
   for k in ("val/view_classification/accuracy", "test/view_classification/ece"):
     assert again[k] == pytest.approx(trained[k])  # the same checkpoint, the same numbers

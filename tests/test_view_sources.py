@@ -24,9 +24,9 @@ def small_tree(tmp_path_factory):
 
 
 def write_predictions(path, tree, confidence_of) -> dict[str, tuple[str, float]]:
-  """A predictions CSV as echovlm_jax.views writes it: every listed DICOM predicted `psax_mid`
-  (a view ECHOVIEW never gives in the tree) with confidence_of(i). Returns basename ->
-  (view, confidence)."""
+  """A predictions CSV as echovlm_jax.tools.label_views writes it: every listed DICOM predicted
+  `psax_mid` (a view ECHOVIEW never gives in the tree) with confidence_of(i). Returns
+  basename -> (view, confidence)."""
   want = {}
   with open(path, "w", newline="") as f:
     w = csv.writer(f)

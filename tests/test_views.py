@@ -1,7 +1,7 @@
-"""The labelling CLI (python -m echovlm_jax.views) on a v1.0-layout tree with a tiny trained
-classifier: one row per readable DICOM with the model's probabilities, bad files skipped and
-counted, a rerun resumes (torn last line included), shares split the files across processes,
-two processes write what one does, and the builder takes the CSV as a view source."""
+"""The labelling CLI (python -m echovlm_jax.tools.label_views) on a v1.0-layout tree with a
+tiny trained classifier: one row per readable DICOM with the model's probabilities, bad files
+skipped and counted, a rerun resumes (torn last line included), shares split the files across
+processes, two processes write what one does, and the builder takes the CSV as a view source."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ import shutil
 import numpy as np
 import pytest
 
-from echovlm_jax import checkpointing, distributed, train, view_classifier, views
+from echovlm_jax import distributed
+from echovlm_jax.tools import label_views
+from echovlm_jax.train import checkpointing, loop
 from echovlm_jax.data import dicom, mimic
 from echovlm_jax.echo import schema
-from echovlm_jax.pretrained import prepare_frames
+from echovlm_jax.inference.frames import prepare_frames
 from tests import mimic_tree, multiprocess_utils
 from tests.test_view_classifier import tiny_config
 
@@ -30,7 +32,7 @@ def run(tiny_echoground, tmp_path_factory):
   c = tiny_config(ic.data_dir, total_steps=2, ckpt_every=2)
   c.evals = {}
   workdir = str(tmp_path_factory.mktemp("vc_run"))
-  train.train_and_evaluate(c, workdir)
+  loop.train_and_evaluate(c, workdir)
   return workdir, c
 
 
@@ -48,14 +50,14 @@ def _rows(path):
 @pytest.fixture(scope="module")
 def labelled(run, tree, tmp_path_factory):
   out = str(tmp_path_factory.mktemp("views_out") / "view_predictions.csv")
-  counts = views.label_tree(run[0], tree["root"], out, batch_size=8, workers=2)
+  counts = label_views.label_tree(run[0], tree["root"], out, batch_size=8, workers=2)
   return out, counts
 
 
 def test_one_row_per_readable_dicom_with_the_models_probabilities(run, tree, labelled, num_devices):
   out, counts = labelled
   rows = _rows(out)
-  assert tuple(rows[0]) == views.COLUMNS
+  assert tuple(rows[0]) == label_views.COLUMNS
   readable = [f for f in tree["files"] if f["expected"] in ("ok", "no_report")]
   assert sorted(r[1] for r in rows[1:]) == sorted(os.path.basename(f["rel"]) for f in readable)
   assert counts["predicted"] == counts["rows"] == len(readable) and counts["already_done"] == 0
@@ -89,21 +91,21 @@ def test_a_rerun_skips_what_is_written_and_survives_a_torn_line(run, tree, label
   out = str(tmp_path / "again.csv")
   rows = _rows(full)
   # A killed run: its part file holds four complete rows and half of a fifth.
-  with open(views.part_path(out, 0, 2), "w", newline="") as f:
+  with open(label_views.part_path(out, 0, 2), "w", newline="") as f:
     csv.writer(f).writerows(rows[1:5])
     f.write(",".join(rows[5])[:20])
-  counts = views.label_tree(run[0], tree["root"], out, batch_size=8, workers=2)
+  counts = label_views.label_tree(run[0], tree["root"], out, batch_size=8, workers=2)
   assert counts["already_done"] == 4 and counts["predicted"] == len(rows) - 1 - 4
   assert open(out).read() == open(full).read()
   assert not [p for p in os.listdir(tmp_path) if ".part-" in p]  # merged away
-  again = views.label_tree(run[0], tree["root"], out, batch_size=8, workers=2)
+  again = label_views.label_tree(run[0], tree["root"], out, batch_size=8, workers=2)
   assert again["predicted"] == 0 and again["already_done"] == len(rows) - 1
   assert open(out).read() == open(full).read()
 
 
 def test_shares_cover_every_file_once():
   files = list(range(23))
-  shares = [views.host_share(files, i, 4) for i in range(4)]
+  shares = [label_views.host_share(files, i, 4) for i in range(4)]
   assert sorted(x for s in shares for x in s) == files
   assert max(map(len, shares)) - min(map(len, shares)) <= 1
 
@@ -113,8 +115,8 @@ def test_two_processes_write_what_one_does(run, tree, labelled, tmp_path):
   full, _ = labelled
   out = str(tmp_path / "two.csv")
   outs = multiprocess_utils.run_workers(
-      ["-m", "echovlm_jax.views", "--workdir", run[0], "--manual_dir", tree["root"], "--out", out,
-       "--batch_size", "8", "--workers", "2"], num_processes=2, devices_per_process=4, timeout=300)
+      ["-m", "echovlm_jax.tools.label_views", "--workdir", run[0], "--manual_dir", tree["root"],
+       "--out", out, "--batch_size", "8", "--workers", "2"], num_processes=2, devices_per_process=4, timeout=300)
   import re  # pylint: disable=g-import-not-at-top
   predicted = [int(re.search(r"Process (\d): (\d+) predicted", o).group(2)) for o in outs]
   assert min(predicted) > 0 and sum(predicted) == len(_rows(full)) - 1  # each did its share

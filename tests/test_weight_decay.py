@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from configs import echovlm
-from echovlm_jax import checkpointing, distributed, run_config, train, weight_decay
+from echovlm_jax import distributed
+from echovlm_jax.train import checkpointing, optimizer, run_config, weight_decay
 
 # What the contract says by name, written independently of weight_decay.py's rules.
 MATRICES = ("kernel", "query", "key", "value", "out", "token_embedding", "posemb", "probe", "cls")
@@ -30,7 +31,7 @@ def moved_by_decay(config, vocab_size: int) -> dict[str, tuple[str, bool]]:
   mesh = distributed.create_mesh(config.mesh, devices=jax.devices()[:1])
   _, abstract = checkpointing.abstract_params(config, mesh, vocab_size)
   params = jax.tree.map(lambda a: jnp.ones(a.shape, a.dtype), abstract)
-  tx = train.make_optimizer(config)
+  tx = optimizer.make_optimizer(config)
   zeros = jax.tree.map(jnp.zeros_like, params)
   updates, _ = tx.update(zeros, tx.init(params), params)
   return {jax.tree_util.keystr(p): (leaf_name(p), bool(np.any(np.asarray(u) != 0)))

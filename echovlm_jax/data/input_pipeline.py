@@ -54,15 +54,16 @@ BATCH_KEYS = ("frames", "text", "neg_text", "has_negation", "view", "measurement
 # ----------------------------------------------------------------------------
 def load_tokenizer(input_config: Mapping[str, Any]) -> tokenizer_lib.Tokenizer:
   """The sentencepiece tokenizer trained on the train split (built with the dataset), or the
-  checkpoint tokenizer at input_config.tokenizer (set by model_init.configure)."""
+  checkpoint tokenizer at input_config.tokenizer (set by
+  interop.init_from_checkpoint.configure)."""
   if input_config.get("tokenizer"):
     return _checkpoint_tokenizer(input_config["tokenizer"])
   return _tokenizer_in(build.get_builder(input_config).data_dir)
 
 
 def _checkpoint_tokenizer(path: str):
-  from echovlm_jax import checkpoint_processing  # transformers: only for outside checkpoints
-  return checkpoint_processing.CheckpointTokenizer.load(path)
+  from echovlm_jax.interop import checkpoint_tokenizer  # transformers: only for outside checkpoints
+  return checkpoint_tokenizer.CheckpointTokenizer.load(path)
 
 
 def _tokenizer_in(data_dir: str) -> tokenizer_lib.Tokenizer:

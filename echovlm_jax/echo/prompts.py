@@ -80,3 +80,12 @@ def label_prompt_views(label: str) -> tuple[str, ...]:
 VIEW_PROMPTS: dict[str, list[str]] = {v: _view_prompts(v) for v in schema.KNOWN_VIEWS}
 # label -> {"positive": [...], "negative": [...]}, for every label in schema.LABELS.
 LABEL_PROMPTS: dict[str, dict[str, list[str]]] = {l: _label_prompts(l) for l in schema.LABELS}
+
+
+def prompt_sets() -> dict[str, dict]:
+  """The prompt sets as an artifact's prompts.json holds them: views (view -> phrasings),
+  labels (label -> positive / negative phrasings) and label_views (the views that can show
+  each label)."""
+  return {"views": {v: VIEW_PROMPTS[v] for v in schema.KNOWN_VIEWS},
+          "labels": {l: LABEL_PROMPTS[l] for l in schema.LABELS},
+          "label_views": {l: list(label_prompt_views(l)) for l in schema.LABELS}}

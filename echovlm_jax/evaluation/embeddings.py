@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 from echovlm_jax import sharding
 from echovlm_jax.echo import schema
 from echovlm_jax.evaluation import metrics
-from echovlm_jax.scoring import average_prompts  # its home: shared with pretrained.py
+from echovlm_jax.scoring import average_prompts  # its home: shared with inference/
 
 # Batch fields carried to host next to the embeddings (all per example).
 _HOST_FIELDS = ("view", "labels", "measurements", "meas_mask", "has_negation", "study_id", "text")

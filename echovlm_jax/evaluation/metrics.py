@@ -11,8 +11,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from sklearn import metrics as skm
 
+from echovlm_jax import scoring
 from echovlm_jax.echo import schema
-from echovlm_jax.scoring import l2_normalize  # noqa: F401  (its home is scoring.py)
 
 
 # --- Classification -----------------------------------------------------------
@@ -171,14 +171,14 @@ def pool_by_study(emb: np.ndarray, study_id: np.ndarray, mask: np.ndarray | None
   Returns (pooled [S, d], study ids [S] sorted); studies with no included image
   are absent.
   """
-  emb, study_id = l2_normalize(emb), np.asarray(study_id)
+  emb, study_id = scoring.l2_normalize(emb), np.asarray(study_id)
   if mask is not None:
     keep = np.asarray(mask).astype(bool)
     emb, study_id = emb[keep], study_id[keep]
   ids, inverse = np.unique(study_id, return_inverse=True)
   pooled = np.zeros((len(ids), emb.shape[-1]), np.float32)
   np.add.at(pooled, inverse.reshape(-1), emb)
-  return l2_normalize(pooled), ids
+  return scoring.l2_normalize(pooled), ids
 
 
 def study_labels(labels: np.ndarray, study_id: np.ndarray, ids: np.ndarray) -> np.ndarray:

@@ -16,7 +16,6 @@ import jax
 import numpy as np
 from flax import nnx
 
-from echovlm_jax import run_config
 from echovlm_jax.evaluation import embeddings as emb_lib
 from echovlm_jax.evaluation import probes
 from echovlm_jax.evaluation import report  # matplotlib is imported only when a plot is drawn
@@ -113,13 +112,15 @@ EVALUATORS: dict[str, Callable] = {
 }
 
 
-def check_evals_config(evals_config: Mapping[str, Any]) -> None:
-  """Fails loudly on an unknown type or two entries that would write the same metric keys."""
-  seen = {}
+def check_evals_config(evals_config: Mapping[str, Any],
+                       types: Iterable[str] = tuple(EVALUATORS)) -> None:
+  """Fails loudly on a type not in `types` (default: this registry's), an entry without a
+  split, or two entries that would write the same metric keys."""
+  seen, types = {}, tuple(types)
   for name, cfg in evals_config.items():
-    if cfg.get("type") not in EVALUATORS:
+    if cfg.get("type") not in types:
       raise ValueError(f"config.evals.{name}.type={cfg.get('type')!r}: expected one of "
-                       f"{', '.join(EVALUATORS)}.")
+                       f"{', '.join(types)}.")
     if "split" not in cfg:
       raise ValueError(f"config.evals.{name}: needs a split (e.g. 'validation' or 'test').")
     key = (cfg["split"], cfg["type"])
@@ -193,6 +194,11 @@ def run_evals(evals_config: Mapping[str, Any], model: nnx.Module, step: int,
                                 splits_cache, **kwargs)[0]
 
 
+def eval_batch_size(config) -> int:
+  """config.eval_batch_size, where 0 means the training batch size."""
+  return int(config.eval_batch_size) or int(config.batch_size)
+
+
 def _load_meas_std(input_config) -> np.ndarray | None:
   """Train-split stds [M] stored beside the dataset, or None (probe MAE then stays in z units)."""
   try:
@@ -218,7 +224,7 @@ class Evaluator:
     check_evals_config(config.evals)
     self.evals_config = config.evals
     self.input_config = config.input
-    self.batch_size = run_config.eval_batch_size(config)
+    self.batch_size = eval_batch_size(config)
     self.targets = report.config_targets(config)
     self.mesh, self.tokenizer = mesh, tokenizer
     self.make_iterator = make_iterator

@@ -1,6 +1,6 @@
 """The view classifier's report: report.md (summary, per-view recall, how to read it),
 metrics.json and plots (confusion matrix, reliability diagram, coverage against accuracy,
-training and evaluation curves). Input: view_classifier.Evaluator.details and the metrics
+training and evaluation curves). Input: view_classification.Evaluator.details and the metrics
 history, as for the contrastive report (report.py, whose plotting helpers this reuses).
 """
 

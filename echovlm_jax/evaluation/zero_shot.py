@@ -12,7 +12,7 @@ import numpy as np
 
 from echovlm_jax.echo import schema
 from echovlm_jax.evaluation import metrics
-from echovlm_jax.scoring import finding_scores  # its home: shared with pretrained.py
+from echovlm_jax.scoring import finding_scores  # its home: shared with inference/
 
 Embeddings = Mapping[str, np.ndarray]
 

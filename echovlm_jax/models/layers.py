@@ -3,7 +3,7 @@
 Every parameter is created through `param`, which records its logical axis names
 (`embed`, `mlp`, `heads`, ...) as `out_sharding` metadata; `sharding.py` maps them to mesh axes.
 A tower config picks the block variant: `act`, `ln_eps`, `qkv_bias`, `mlp_dim` (`block_options`);
-their defaults are our echo towers, CLIP / SigLIP checkpoints set them (checkpoint_config.py).
+their defaults are our echo towers, CLIP / SigLIP checkpoints set them (interop/architecture.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def param(rngs: nnx.Rngs, init: Callable[..., jax.Array], shape: Sequence[int], 
                    eager_sharding=False)
 
 
-# Activations by config name; HF names map onto them in checkpoint_config.py.
+# Activations by config name; HF names map onto them in interop/architecture.py.
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),   # SigLIP, our default
     "gelu": functools.partial(jax.nn.gelu, approximate=False),       # erf GELU (some open_clip)

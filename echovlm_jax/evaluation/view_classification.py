@@ -1,50 +1,59 @@
 """The view classifier's evaluators (config.task = "view_classifier"): one pass over a held-out
-split's labelled examples (views from config.view_classifier.trusted_sources; splits are by
-patient), then accuracy, balanced accuracy, per-view recall, the confusion matrix, expected
-calibration error and coverage / accuracy at the confidence threshold. The trainer holds an
-`Evaluator`; the report is view_report.py's.
+split's labelled examples (the task's keep: views from config.view_classifier.trusted_sources;
+splits are by patient), then accuracy, balanced accuracy, per-view recall, the confusion
+matrix, expected calibration error and coverage / accuracy at the confidence threshold. The
+trainer holds an `Evaluator`; the report is view_report.py's. `make_predict_fn` is also what
+tools/label_views.py labels with.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
+from flax import nnx
 
-from echovlm_jax import run_config
-from echovlm_jax import view_classifier
 from echovlm_jax.echo import schema
 from echovlm_jax.evaluation import embeddings as emb_lib
 from echovlm_jax.evaluation import metrics
 from echovlm_jax.evaluation import registry
+from echovlm_jax.models import vit_classifier
 
 EVAL_TYPES = ("view_classification",)
 ECE_BINS = 15
 
 
 def check_evals_config(evals_config: Mapping[str, Any]) -> None:
-  """Fails loudly on an evaluator type the classifier has no use for, or a missing split."""
-  for name, cfg in evals_config.items():
-    if cfg.get("type") not in EVAL_TYPES:
-      raise ValueError(f"config.evals.{name}.type={cfg.get('type')!r}: a view classifier run has "
-                       f"only {', '.join(EVAL_TYPES)}.")
-    if "split" not in cfg:
-      raise ValueError(f"config.evals.{name}: needs a split (e.g. 'validation' or 'test').")
+  """registry.check_evals_config with the classifier's only type (a contrastive evaluator in
+  a classifier config fails at start)."""
+  registry.check_evals_config(evals_config, EVAL_TYPES)
+
+
+def make_predict_fn(model: nnx.Module) -> Callable[[jax.Array], jax.Array]:
+  """frames [B, T, H, W, C] (a global array on the mesh) -> probabilities [B, NUM_CLASSES] of a
+  ViewClassifier, jitted once per architecture (keyed on the graphdef)."""
+  graphdef, state = nnx.split(nnx.view(model, deterministic=True, raise_if_not_found=False))
+  return lambda frames: _probs(graphdef, state, frames)
+
+
+@jax.jit(static_argnums=0)
+def _probs(graphdef, state, frames):
+  return jax.nn.softmax(nnx.merge(graphdef, state)(frames), axis=-1)
 
 
 def predict_split(model, input_config, split: str, batch_size: int, mesh: jax.sharding.Mesh,
                   keep) -> dict[str, np.ndarray]:
   """probs [N, V] float32 and y [N] (KNOWN_VIEWS positions) of the examples `keep` keeps."""
   from echovlm_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
-  predict = view_classifier.make_predict_fn(model)
-  to_known = view_classifier.known_index()
+  predict = make_predict_fn(model)
+  to_known = vit_classifier.known_index()
   probs, ys = [], []
   for batch in input_pipeline.make_eval_iterator(input_config, split, batch_size, mesh, keep=keep):
     valid = emb_lib.to_host(batch["valid"]) > 0
     probs.append(emb_lib.to_host(predict(batch["frames"]))[valid])
     ys.append(to_known[emb_lib.to_host(batch["view"])[valid]])
-  v = view_classifier.NUM_CLASSES
+  v = vit_classifier.NUM_CLASSES
   return dict(probs=np.concatenate(probs).astype(np.float32) if probs else np.zeros((0, v), np.float32),
               y=np.concatenate(ys).astype(np.int64) if ys else np.zeros((0,), np.int64))
 
@@ -81,7 +90,7 @@ def classification_metrics(probs: np.ndarray, y: np.ndarray, threshold: float) -
   pred = probs.argmax(axis=1) if len(probs) else np.zeros((0,), np.int64)
   conf = probs.max(axis=1) if len(probs) else np.zeros((0,), np.float32)
   correct = pred == y
-  cm = metrics.confusion_matrix(y, pred, view_classifier.NUM_CLASSES)
+  cm = metrics.confusion_matrix(y, pred, vit_classifier.NUM_CLASSES)
   recall = metrics.per_class_recall(cm)
   cal = calibration(conf, correct)
   coverage, acc_at = coverage_at(conf, correct, threshold)
@@ -99,12 +108,13 @@ class Evaluator:
   """What the trainer holds for config.task = "view_classifier" (the contrastive run's
   registry.Evaluator has the same three methods)."""
 
-  def __init__(self, config, mesh: jax.sharding.Mesh):
+  def __init__(self, config, mesh: jax.sharding.Mesh, keep):
+    """keep: the examples the task learns from (the trusted views), as the iterators take it."""
     check_evals_config(config.evals)
     self.evals_config, self.input_config, self.mesh = config.evals, config.input, mesh
-    self.batch_size = run_config.eval_batch_size(config)
+    self.batch_size = registry.eval_batch_size(config)
     self.threshold = float(config.view_classifier.confidence_threshold)
-    self.keep = view_classifier.keep_fn(config)
+    self.keep = keep
     self.details: dict[str, dict] = {}
 
   def due(self, step: int, last_step: bool = False) -> bool:

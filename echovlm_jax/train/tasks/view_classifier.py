@@ -1,7 +1,8 @@
-"""The view classifier task of the one trainer (config.task = "view_classifier"): its model,
-its initialisation (an exported EchoVLM artifact, pretrained CLIP/SigLIP towers, or scratch),
-the data it learns from (views from trusted sources) and its class-weighted cross-entropy.
-train.py asks this module for these pieces; the step, loop and checkpoints stay the trainer's.
+"""config.task = "view_classifier": EchoVLM's image tower and a linear head (models/vit_classifier.py)
+initialised from an exported EchoVLM artifact, pretrained CLIP / SigLIP towers or scratch,
+trained with class-weighted cross-entropy on the examples whose view came from a trusted
+source, evaluated by evaluation/view_classification.py. Its predictions label views
+(tools/label_views.py); it does not export as an artifact.
 """
 
 from __future__ import annotations
@@ -15,34 +16,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-from echovlm_jax import sharding
-from echovlm_jax.echo import schema
+from echovlm_jax.models import factory
+from echovlm_jax.models import vit_classifier
+from echovlm_jax.train.tasks.task import Task
 
-TASKS = ("contrastive", "view_classifier")
-NUM_CLASSES = len(schema.KNOWN_VIEWS)
+NUM_CLASSES = vit_classifier.NUM_CLASSES
 CLASS_BALANCE = ("balanced", "none")
 
 
-def known_index() -> np.ndarray:
-  """int32 [len(VIEWS)]: a VIEWS id -> its position in KNOWN_VIEWS (the head's class), -1 for
-  unknown. Mapped by name, not by assuming `unknown` is last."""
-  return np.array([schema.KNOWN_VIEWS.index(v) if v in schema.KNOWN_VIEWS else -1
-                   for v in schema.VIEWS], np.int32)
-
-
-def create_sharded_model(config, mesh: jax.sharding.Mesh) -> nnx.Module:
-  """The ViewClassifier of config.model, created already sharded (see sharding.create_sharded)."""
-  from echovlm_jax.models.view_classifier import ViewClassifier  # pylint: disable=g-import-not-at-top
-  return sharding.create_sharded(
-      lambda: ViewClassifier(config.model, num_classes=NUM_CLASSES, rngs=nnx.Rngs(config.seed)),
-      mesh, config.sharding_rules, config.sharding_strict)
-
-
-def abstract_model(config) -> nnx.Module:
-  """Shape-only ViewClassifier of config.model (a restore target that allocates nothing)."""
-  from echovlm_jax.models.view_classifier import ViewClassifier  # pylint: disable=g-import-not-at-top
-  return nnx.eval_shape(lambda: ViewClassifier(config.model, num_classes=NUM_CLASSES,
-                                               rngs=nnx.Rngs(config.seed)))
+def _model(config, vocab_size: int) -> factory.Builder:
+  del vocab_size  # no text tower
+  return factory.view_classifier(config.model, seed=config.seed)
 
 
 # ----------------------------------------------------------------------------
@@ -56,11 +40,12 @@ def _put_like(value: Any, old: Any) -> Any:
 
 
 def tower_from_artifact(params: nnx.State, path: str) -> nnx.State:
-  """params with the image tower of an exported EchoVLM artifact (python -m echovlm_jax.export);
-  the head keeps its (zero) initialisation. ValueError lists every parameter that does not fit."""
-  from echovlm_jax import pretrained  # pylint: disable=g-import-not-at-top
-  art_config = pretrained.verify_artifact(path)
-  source = nnx.to_pure_dict(nnx.state(pretrained.restore_params(path, art_config).image, nnx.Param))
+  """params with the image tower of an exported EchoVLM artifact (python -m
+  echovlm_jax.tools.export); the head keeps its (zero) initialisation. ValueError lists every
+  parameter that does not fit."""
+  from echovlm_jax.inference import artifact  # pylint: disable=g-import-not-at-top
+  art_config = artifact.verify_artifact(path)
+  source = nnx.to_pure_dict(nnx.state(artifact.restore_model(path, art_config).image, nnx.Param))
   pure = nnx.to_pure_dict(params)
   ours = pure["image"]
   src_flat = dict(jax.tree_util.tree_leaves_with_path(source))
@@ -78,9 +63,10 @@ def tower_from_artifact(params: nnx.State, path: str) -> nnx.State:
   return params
 
 
-def init_params(params: nnx.State, config) -> nnx.State:
+def init_params(params: nnx.State, config, init_checkpoint=None) -> nnx.State:
   """From config.view_classifier.init_artifact (an exported EchoVLM), else config.model_init
-  (pretrained CLIP/SigLIP towers; their text tower is dropped), else as initialised."""
+  (pretrained CLIP/SigLIP towers, init_checkpoint when already read; their text tower is
+  dropped), else as initialised."""
   artifact = config.view_classifier.init_artifact
   if artifact and config.model_init:
     raise ValueError("config.view_classifier.init_artifact and config.model_init are both set: "
@@ -90,8 +76,8 @@ def init_params(params: nnx.State, config) -> nnx.State:
   if config.model_init:
     # The trainer's own hook: the checkpoint's input normalisation is folded in as for EchoVLM;
     # config.model_init_skip (configs/view_classifier.py) drops what has no place here.
-    from echovlm_jax import model_init  # pylint: disable=g-import-not-at-top
-    return model_init.apply_model_init(params, config)
+    from echovlm_jax.interop import init_from_checkpoint  # pylint: disable=g-import-not-at-top
+    return init_from_checkpoint.load_towers(params, config, init_checkpoint)
   return params
 
 
@@ -105,14 +91,20 @@ def keep_fn(config) -> Callable:
   return labelled.keep_labelled(tuple(vc.trusted_sources), float(vc.labelled_patient_fraction))
 
 
+def check_class_balance(mode: str) -> None:
+  """ValueError unless mode (config.view_classifier.class_balance) is one of CLASS_BALANCE."""
+  if mode not in CLASS_BALANCE:
+    raise ValueError(f"config.view_classifier.class_balance={mode!r}: expected one of "
+                     f"{CLASS_BALANCE}.")
+
+
 def class_weights(view_counts: np.ndarray, mode: str) -> np.ndarray:
   """float32 [NUM_CLASSES] from training examples by view id ([len(VIEWS)]): "balanced" gives
   each class present the same total weight (n / (classes present * n_c)), absent classes 0;
   "none" gives 1 everywhere."""
-  if mode not in CLASS_BALANCE:
-    raise ValueError(f"config.view_classifier.class_balance={mode!r}: expected one of {CLASS_BALANCE}.")
+  check_class_balance(mode)
   counts = np.zeros(NUM_CLASSES, np.float64)
-  for vid, k in enumerate(known_index()):
+  for vid, k in enumerate(vit_classifier.known_index()):
     if k >= 0:
       counts[k] += view_counts[vid]
   if mode == "none":
@@ -127,7 +119,7 @@ def make_loss_fn(graphdef, weights: np.ndarray) -> Callable:
   cross-entropy of frames [B, T, H, W, C] against view [B] (VIEWS ids), over rows with
   valid [B] > 0 and a known view; normalised by the batch's total weight. The None stands
   where the contrastive loss returns its temperature."""
-  to_known = jnp.asarray(known_index())
+  to_known = jnp.asarray(vit_classifier.known_index())
   w_class = jnp.asarray(weights, jnp.float32)
 
   def loss_fn(params, batch):
@@ -140,16 +132,29 @@ def make_loss_fn(graphdef, weights: np.ndarray) -> Callable:
   return loss_fn
 
 
-# ----------------------------------------------------------------------------
-# Prediction (evaluation and the labelling CLI)
-# ----------------------------------------------------------------------------
-def make_predict_fn(model: nnx.Module) -> Callable[[jax.Array], jax.Array]:
-  """frames [B, T, H, W, C] (a global array on the mesh) -> probabilities [B, NUM_CLASSES],
-  jitted once per architecture (keyed on the graphdef)."""
-  graphdef, state = nnx.split(nnx.view(model, deterministic=True, raise_if_not_found=False))
-  return lambda frames: _probs(graphdef, state, frames)
+def _make_loss_fn(config, graphdef, mesh, train_iter) -> Callable:
+  """The cross-entropy weighted by config.view_classifier.class_balance over the views the
+  train iterator reads."""
+  del mesh  # per-example: under jit the mean is global on any sharding
+  weights = class_weights(train_iter.view_counts, config.view_classifier.class_balance)
+  logging.info("View classifier: %d training examples; class weights %s.",
+               int(train_iter.view_counts.sum()), np.round(weights, 3).tolist())
+  return make_loss_fn(graphdef, weights)
 
 
-@jax.jit(static_argnums=0)
-def _probs(graphdef, state, frames):
-  return jax.nn.softmax(nnx.merge(graphdef, state)(frames), axis=-1)
+def _check_config(config) -> None:
+  check_class_balance(config.view_classifier.class_balance)
+  if config.evals:
+    from echovlm_jax.evaluation import view_classification  # pylint: disable=g-import-not-at-top
+    view_classification.check_evals_config(config.evals)
+
+
+def _make_evaluator(config, mesh, tokenizer):
+  del tokenizer  # no text
+  from echovlm_jax.evaluation import view_classification  # pylint: disable=g-import-not-at-top
+  return view_classification.Evaluator(config, mesh, keep_fn(config))
+
+
+TASK = Task(name="view_classifier", model=_model, init_params=init_params, keep=keep_fn,
+            make_loss_fn=_make_loss_fn, check_config=_check_config,
+            make_evaluator=_make_evaluator, exports_artifact=False)

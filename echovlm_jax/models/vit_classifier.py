@@ -1,5 +1,6 @@
-"""The view classifier: EchoVLM's image tower (ViT) and a linear head over schema.KNOWN_VIEWS.
-Parameters are float32; the tower computes in config.model.dtype, the head in float32.
+"""The view classifier's network: EchoVLM's image tower (ViT) and a linear head over
+schema.KNOWN_VIEWS, and how a VIEWS id maps to the head's classes. Parameters are float32; the
+tower computes in config.model.dtype, the head in float32.
 """
 
 from __future__ import annotations
@@ -8,10 +9,21 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from echovlm_jax.echo import schema
 from echovlm_jax.models import layers
 from echovlm_jax.models.vit import ViT
+
+NUM_CLASSES = len(schema.KNOWN_VIEWS)
+
+
+def known_index() -> np.ndarray:
+  """int32 [len(VIEWS)]: a VIEWS id -> its position in KNOWN_VIEWS (the head's class), -1 for
+  unknown. Mapped by name, not by assuming `unknown` is last."""
+  return np.array([schema.KNOWN_VIEWS.index(v) if v in schema.KNOWN_VIEWS else -1
+                   for v in schema.VIEWS], np.int32)
 
 
 class ViewClassifier(nnx.Module):

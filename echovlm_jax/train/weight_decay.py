@@ -60,7 +60,7 @@ def leaf_kind(path) -> str:
   if leaf in _EMBEDDINGS:
     return "embedding"
   raise ValueError(f"parameter {'/'.join(names)}: no weight-decay kind for the name "
-                   f"{leaf!r}; add it to echovlm_jax/weight_decay.py (kinds {KINDS}).")
+                   f"{leaf!r}; add it to echovlm_jax/train/weight_decay.py (kinds {KINDS}).")
 
 
 def parse_kinds(spec: str) -> frozenset[str]:
@@ -71,11 +71,6 @@ def parse_kinds(spec: str) -> frozenset[str]:
     raise ValueError(f"config.wd_kinds={spec!r}: unknown kind(s) {unknown}; expected a "
                      f"comma-separated subset of {', '.join(KINDS)}.")
   return kinds
-
-
-def kinds_tree(params: Any) -> Any:
-  """The tree of kinds over params (same structure)."""
-  return jax.tree_util.tree_map_with_path(lambda path, _: leaf_kind(path), params)
 
 
 def decay_mask(params: Any, spec: str = DEFAULT_KINDS) -> Any:

@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from echovlm_jax.clip_layouts import BV_BLOCK, BV_MAP_HEAD, BV_TOP, OC_BLOCK, OC_TOP
-from echovlm_jax.model_init import Flat, _flatten, _per_layer
+from echovlm_jax.interop import our_params
+from echovlm_jax.interop.clip_layouts import BV_BLOCK, BV_MAP_HEAD, BV_TOP, OC_BLOCK, OC_TOP
+from echovlm_jax.interop.weights import Flat
+
 
 def to_big_vision(params: nnx.State, model_config: Any) -> Flat:
   """Our params -> big_vision two-tower names (unscanned layout)."""
-  depths = {"image": int(model_config.image.depth), "text": int(model_config.text.depth)}
-  ours = _per_layer(_flatten(nnx.to_pure_dict(params)), bool(model_config.scan_layers), depths)
+  ours = our_params.per_layer(params, model_config)
   out: Flat = {}
   inv_top = {v: k for k, v in BV_TOP.items()}
   inv_block = {v: k for k, v in BV_BLOCK.items()}
@@ -45,14 +46,13 @@ def to_big_vision(params: nnx.State, model_config: Any) -> Flat:
 
 def to_open_clip(params: nnx.State, model_config: Any) -> Flat:
   """Our params -> open_clip state-dict names (the image tower needs pool="tok")."""
-  depths = {"image": int(model_config.image.depth), "text": int(model_config.text.depth)}
-  ours = _per_layer(_flatten(nnx.to_pure_dict(params)), bool(model_config.scan_layers), depths)
+  ours = our_params.per_layer(params, model_config)
   out: Flat = {}
   inv_block = {v: k for k, v in OC_BLOCK.items()}
   inv_top = {v: k for k, v in OC_TOP.items()}
   p, c = int(model_config.image.patch), int(model_config.image.channels)
   for tower, base in (("image", "visual.transformer.resblocks"), ("text", "transformer.resblocks")):
-    for i in range(depths[tower]):
+    for i in range(int(model_config[tower].depth)):
       pre = f"{tower}/encoder/blocks/{i}/"
       for ours_name, src in inv_block.items():
         v = ours[pre + ours_name]

@@ -1,4 +1,4 @@
-"""What loading an outside checkpoint needs beyond the core install (transformers, tokenizers,
+"""What reading an outside checkpoint needs beyond the core install (transformers, tokenizers,
 safetensors: the `checkpoints` extra in pyproject.toml), and the error that says how to get it.
 
 Imported lazily, where a checkpoint file or tokenizer is read: an EchoVLM artifact and

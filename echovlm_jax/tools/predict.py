@@ -1,6 +1,6 @@
 r"""Zero-shot view and finding prediction for DICOM / PNG / JPEG files with an exported artifact.
 
-  python -m echovlm_jax.predict --artifact ARTIFACT FILE_OR_FOLDER [...] [--json]
+  python -m echovlm_jax.tools.predict --artifact ARTIFACT FILE_OR_FOLDER [...] [--json]
 
 Unreadable files are reported on stderr and skipped; the exit code is 1 when any was.
 """
@@ -119,18 +119,19 @@ def format_table(results: Sequence[dict], labels: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m echovlm_jax.predict", description=__doc__,
+  parser = argparse.ArgumentParser(prog="python -m echovlm_jax.tools.predict", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--artifact", required=True, help="directory written by echovlm_jax.export")
+  parser.add_argument("--artifact", required=True,
+                      help="directory written by echovlm_jax.tools.export")
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("files", nargs="+", help="DICOM / PNG / JPEG files or folders")
   args = parser.parse_args(argv)
 
-  from echovlm_jax import pretrained
+  from echovlm_jax.inference import artifact, load
   try:
-    model = pretrained.load_pretrained(args.artifact, batch_size=args.batch_size)
-  except pretrained.ArtifactError as e:
+    model = load.load_pretrained(args.artifact, batch_size=args.batch_size)
+  except artifact.ArtifactError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   results, errors = predict_files(model, args.files)

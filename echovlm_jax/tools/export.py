@@ -1,6 +1,6 @@
 r"""Exports a training workdir's checkpoint as a self-contained artifact directory.
 
-  python -m echovlm_jax.export --workdir DIR --out ARTIFACT [--step N] [--data_dir D]
+  python -m echovlm_jax.tools.export --workdir DIR --out ARTIFACT [--step N] [--data_dir D]
 
 Writes params-only Orbax weights, config.json, the tokenizer, measurement stats, the
 prompt sets, a model card and a checksum manifest (layout: docs/artifacts.md).
@@ -20,11 +20,13 @@ import argparse
 import ml_collections
 from flax import nnx
 
-from echovlm_jax import artifact_tokenizer
-from echovlm_jax import checkpoint_deps
-from echovlm_jax import pretrained
 from echovlm_jax.echo import prompts as prompts_lib
 from echovlm_jax.echo import schema
+from echovlm_jax.inference import artifact
+from echovlm_jax.inference import artifact_tokenizer
+from echovlm_jax.interop import optional_deps
+from echovlm_jax.train import tasks
+from echovlm_jax.train import workdir_config
 
 
 def package_version() -> str:
@@ -33,15 +35,6 @@ def package_version() -> str:
     return metadata.version("echovlm-jax")
   except Exception:  # noqa: BLE001 - not installed as a distribution (a source checkout)
     return "unknown"
-
-
-def load_train_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} is missing: --workdir must be a training workdir "
-                            "(python -m echovlm_jax.main ... --workdir DIR writes it).")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
 
 
 def dataset_dir(train_config: ml_collections.ConfigDict, data_dir: str | None) -> str:
@@ -74,7 +67,7 @@ def _tokenizer_description(artifact_config: Mapping[str, Any]) -> str:
   tok = artifact_config.get("tokenizer") or {}
   if tok.get("kind") == "checkpoint":
     return (f"the checkpoint tokenizer the run fine-tuned with (`{tok['path']}/`, from "
-            f"`{tok['source']}`; loading it needs `{checkpoint_deps.INSTALL}`)")
+            f"`{tok['source']}`; loading it needs `{optional_deps.INSTALL}`)")
   return "the dataset's sentencepiece model (`tokenizer.model`)"
 
 
@@ -94,7 +87,7 @@ def model_card(artifact_config: Mapping[str, Any], train_config: ml_collections.
       "model.classify_views(frames)      # frames: uint8 [N, H, W] or [N, T, H, W]",
       "model.classify_findings(frames)", "model.encode_texts(['Severe aortic stenosis.'])",
       "```", "",
-      "or `python -m echovlm_jax.predict --artifact PATH FILE.dcm ...`.", "",
+      "or `python -m echovlm_jax.tools.predict --artifact PATH FILE.dcm ...`.", "",
       "## Model", "",
       f"ViT image tower (width {m['image']['width']}, depth {m['image']['depth']}, patch "
       f"{m['image']['patch']}, {inp['res']} x {inp['res']} grayscale, {inp['num_frames']} "
@@ -164,21 +157,25 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
   workdir, out = os.path.abspath(workdir), os.path.abspath(out)
   if os.path.exists(out) and not overwrite:
     raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
-  cfg = load_train_config(workdir)
+  cfg = workdir_config.load(workdir)
+  if not tasks.from_config(cfg).exports_artifact:
+    raise ValueError(f"{workdir} is a config.task={cfg.task!r} run, which does not export as an "
+                     "artifact (docs/artifacts.md).")
   ckpt_tok = checkpoint_tokenizer_path(cfg, tokenizer)
   ddir = dataset_dir(cfg, data_dir)
   tok_path = "" if ckpt_tok else os.path.join(ddir, tokenizer_lib.TOKENIZER_FILENAME)
-  stats_path = os.path.join(ddir, pretrained.STATS_FILE)
+  stats_path = os.path.join(ddir, artifact.STATS_FILE)
   for p in (tok_path, stats_path):
     if p and not os.path.exists(p):
       raise FileNotFoundError(f"{p} is missing; pass --data_dir with the prepared dataset "
                               "directory holding the tokenizer and measurement_stats.json.")
   tok = (artifact_tokenizer.load_checkpoint_tokenizer(ckpt_tok) if ckpt_tok
          else tokenizer_lib.Tokenizer.load(tok_path))
-  # As train.py: a checkpoint's embedding rows (config.model.vocab_size, set by
-  # model_init.configure) may exceed its tokenizer's length.
+  # As the trainer (train/loop.py): a checkpoint's embedding rows (config.model.vocab_size, set by
+  # interop.init_from_checkpoint.configure) may exceed its tokenizer's length.
   vocab_size = int(cfg.model.get("vocab_size", 0) or 0) or tok.vocab_size
-  from echovlm_jax import checkpointing, distributed  # params-only restore, read-only
+  from echovlm_jax import distributed  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.train import checkpointing  # params-only restore, read-only
   mesh = distributed.create_mesh({"data": -1, "fsdp": 1, "tensor": 1})
   model, step = checkpointing.restore_params(cfg, workdir, mesh, step, vocab_size=vocab_size)
 
@@ -204,9 +201,7 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
                    "loss": cfg.loss.to_dict(), "total_steps": int(cfg.total_steps),
                    "batch_size": int(cfg.batch_size), "seed": int(cfg.seed)},
   }
-  prompts = {"views": {v: prompts_lib.VIEW_PROMPTS[v] for v in schema.KNOWN_VIEWS},
-             "labels": {l: prompts_lib.LABEL_PROMPTS[l] for l in schema.LABELS},
-             "label_views": {l: list(prompts_lib.label_prompt_views(l)) for l in schema.LABELS}}
+  prompts = prompts_lib.prompt_sets()
 
   tmp = f"{out}.tmp-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
@@ -215,18 +210,18 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
     import orbax.checkpoint as ocp
     _, params = nnx.split(model, nnx.Param)
     with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(os.path.join(tmp, pretrained.PARAMS_DIR), nnx.to_pure_dict(params))
+      ckptr.save(os.path.join(tmp, artifact.PARAMS_DIR), nnx.to_pure_dict(params))
     if ckpt_tok:
       tok.save(os.path.join(tmp, artifact_tokenizer.CHECKPOINT_DIR))
     else:
-      shutil.copyfile(tok_path, os.path.join(tmp, pretrained.TOKENIZER_FILE))
-    shutil.copyfile(stats_path, os.path.join(tmp, pretrained.STATS_FILE))
-    for name, obj in ((pretrained.CONFIG_FILE, artifact_config), (pretrained.PROMPTS_FILE, prompts)):
+      shutil.copyfile(tok_path, os.path.join(tmp, artifact.TOKENIZER_FILE))
+    shutil.copyfile(stats_path, os.path.join(tmp, artifact.STATS_FILE))
+    for name, obj in ((artifact.CONFIG_FILE, artifact_config), (artifact.PROMPTS_FILE, prompts)):
       with open(os.path.join(tmp, name), "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
-    with open(os.path.join(tmp, pretrained.CARD_FILE), "w") as f:
+    with open(os.path.join(tmp, artifact.CARD_FILE), "w") as f:
       f.write(model_card(artifact_config, cfg, _metrics(workdir)))
-    pretrained.write_manifest(tmp, artifact_config["format_version"])
+    artifact.write_manifest(tmp, artifact_config["format_version"])
     if os.path.exists(out):
       shutil.rmtree(out)
     os.replace(tmp, out)
@@ -238,7 +233,7 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
 
 def main(argv: list[str] | None = None) -> int:
   # argparse, not absl flags: main.py owns the absl flag namespace, and tests import both.
-  parser = argparse.ArgumentParser(prog="python -m echovlm_jax.export", description=__doc__,
+  parser = argparse.ArgumentParser(prog="python -m echovlm_jax.tools.export", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True, help="Training workdir (config.json + checkpoints/).")
   parser.add_argument("--out", required=True, help="Artifact directory to write.")

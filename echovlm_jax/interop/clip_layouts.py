@@ -1,8 +1,8 @@
-"""big_vision two-tower and open_clip parameter names -> ours (model_init's converters).
+"""big_vision two-tower and open_clip parameter names -> ours (tables conversion.py runs).
 
 big_vision: img/... and txt/... (Flax names; scanned encoders stacked over depth). open_clip:
 torch state-dict names (Linear weights [out, in], packed in_proj q/k/v). Both fill a
-model_init._Ctx, which checks shapes and collects every problem.
+conversion.Conversion, which checks shapes and collects every problem.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-Flat = dict[str, np.ndarray]
+from echovlm_jax.interop.weights import Flat
 
 # ----------------------------------------------------------------------------
 # Name tables: checkpoint name (per transformer block, or top level) -> our name

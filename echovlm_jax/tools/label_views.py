@@ -1,6 +1,7 @@
 r"""Labels every DICOM of a MIMIC-IV-ECHO tree with a trained view classifier:
 
-  python -m echovlm_jax.views --workdir RUN --manual_dir MIMIC --out view_predictions.csv
+  python -m echovlm_jax.tools.label_views --workdir RUN --manual_dir MIMIC \
+      --out view_predictions.csv
 
 RUN is a configs/view_classifier.py workdir (its latest checkpoint, or --step). One CSV row per
 DICOM of echo-record-list.csv (echoview.PREDICTION_COLUMNS: study, image, view, confidence,
@@ -12,7 +13,7 @@ as they come). Each process appends to its own part file as it goes
 was; at the end process 0 merges the parts into OUT. Missing and unreadable files are skipped
 and counted.
 
-  python -m echovlm_jax.views --workdir RUN --synthetic --out view_predictions.csv
+  python -m echovlm_jax.tools.label_views --workdir RUN --synthetic --out view_predictions.csv
 
 labels the synthetic images instead (one process): every image of the train split of RUN's
 synthetic dataset (config.input: patients, seed, image_size, num_frames), rendered as the build
@@ -36,16 +37,21 @@ from typing import Any, Iterator, Sequence
 import jax
 import numpy as np
 
-from echovlm_jax import checkpointing
 from echovlm_jax import distributed
-from echovlm_jax import run_config
 from echovlm_jax import sharding
-from echovlm_jax import view_classifier
 from echovlm_jax.data import bug_guard
 from echovlm_jax.data import dicom
 from echovlm_jax.data import echoview
 from echovlm_jax.data import fileio
 from echovlm_jax.echo import schema
+from echovlm_jax.evaluation import registry
+from echovlm_jax.evaluation import view_classification
+from echovlm_jax.inference.frames import prepare_frames
+from echovlm_jax.train import checkpointing
+from echovlm_jax.train import run_config
+from echovlm_jax.train import tasks
+from echovlm_jax.train import workdir_config
+from echovlm_jax.train.tasks import view_classifier as view_task
 
 COLUMNS = echoview.PREDICTION_COLUMNS
 PROGRESS_EVERY_S = 30.0
@@ -171,20 +177,25 @@ def _batches(todo: list[tuple[str, str]], manual_dir: str, local_batch: int, num
       yield files, frames
 
 
+def view_classifier_config(workdir: str):
+  """The config of a configs/view_classifier.py workdir; ValueError for another task's."""
+  config = workdir_config.load(workdir)
+  if tasks.from_config(config) is not view_task.TASK:
+    raise ValueError(f"{workdir} is a {config.task!r} run: --workdir must be trained with "
+                     "configs/view_classifier.py.")
+  return config
+
+
 def label_tree(workdir: str, manual_dir: str, out: str, *, step: int | None = None,
                batch_size: int = 0, workers: int = 0) -> dict[str, int]:
   """Writes this process's predictions, then (process 0) merges them into `out`. Returns the
   counts: files (this share), already_done, predicted, skipped:<reason>, rows (after merge)."""
-  from echovlm_jax import export  # pylint: disable=g-import-not-at-top
-  config = export.load_train_config(workdir)
-  if config.get("task") != "view_classifier":
-    raise ValueError(f"{workdir} is a {config.get('task', 'contrastive')!r} run: --workdir must be "
-                     "trained with configs/view_classifier.py.")
+  config = view_classifier_config(workdir)
   mesh = run_config.create_mesh(config)
-  batch_size = int(batch_size or run_config.eval_batch_size(config))
+  batch_size = int(batch_size or registry.eval_batch_size(config))
   local_batch = sharding.check_batch_size(batch_size, mesh, "--batch_size")
   model, ckpt_step = checkpointing.restore_params(config, workdir, mesh, step)
-  predict = view_classifier.make_predict_fn(model)
+  predict = view_classification.make_predict_fn(model)
   pi, pc = jax.process_index(), jax.process_count()
   is_main = pi == 0
 
@@ -200,7 +211,6 @@ def label_tree(workdir: str, manual_dir: str, out: str, *, step: int | None = No
   if is_main:
     print(f"Labelling {len(todo)} of {len(share)} files on process {pi} of {pc} with step "
           f"{ckpt_step} of {workdir} ({counts['already_done']} already done) -> {out}", flush=True)
-  from echovlm_jax.pretrained import prepare_frames  # pylint: disable=g-import-not-at-top
   part = part_path(out, pi, pc)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   if os.path.exists(part):
@@ -239,13 +249,8 @@ def label_synthetic(workdir: str, out: str, *, step: int | None = None, batch_si
   """Writes `out`: a row per image of `splits` of the synthetic dataset RUN was trained on
   (rendered again, patient by patient; patients of other splits are skipped unrendered), in
   image order. Returns the counts: images, right (against the view drawn), step."""
-  from echovlm_jax import export  # pylint: disable=g-import-not-at-top
   from echovlm_jax.data import synthetic, synthetic_views  # pylint: disable=g-import-not-at-top
-  from echovlm_jax.pretrained import prepare_frames  # pylint: disable=g-import-not-at-top
-  config = export.load_train_config(workdir)
-  if config.get("task") != "view_classifier":
-    raise ValueError(f"{workdir} is a {config.get('task', 'contrastive')!r} run: --workdir must be "
-                     "trained with configs/view_classifier.py.")
+  config = view_classifier_config(workdir)
   ic = config.input
   if ic.builder_config != "synthetic":
     raise ValueError(f"{workdir} was trained on the {ic.builder_config!r} dataset: --synthetic "
@@ -256,10 +261,10 @@ def label_synthetic(workdir: str, out: str, *, step: int | None = None, batch_si
   if bad or not splits:
     raise ValueError(f"--splits {','.join(splits)}: expected some of train, validation, test.")
   mesh = run_config.create_mesh(config)
-  batch_size = int(batch_size or run_config.eval_batch_size(config))
+  batch_size = int(batch_size or registry.eval_batch_size(config))
   local_batch = sharding.check_batch_size(batch_size, mesh, "--batch_size")
   model, ckpt_step = checkpointing.restore_params(config, workdir, mesh, step)
-  predict = view_classifier.make_predict_fn(model)
+  predict = view_classification.make_predict_fn(model)
   n, seed = int(ic.synthetic_patients), int(ic.synthetic_seed)
   size, frames_per, res = int(ic.image_size), int(ic.num_frames), int(ic.res)
   split_of = synthetic_views.split_of(n, seed)
@@ -308,7 +313,8 @@ def label_synthetic(workdir: str, out: str, *, step: int | None = None, batch_si
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m echovlm_jax.views", description=__doc__,
+  parser = argparse.ArgumentParser(prog="python -m echovlm_jax.tools.label_views",
+                                   description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True, help="a configs/view_classifier.py run")
   parser.add_argument("--manual_dir", default="", help="the MIMIC-IV-ECHO tree")

@@ -27,8 +27,8 @@ def entry(kind: str, source: str) -> dict[str, str]:
 def load_checkpoint_tokenizer(path: str):
   """A CheckpointTokenizer (an HF tokenizer directory or a sentencepiece .model); its `save`
   writes what `load` reads back from an artifact."""
-  from echovlm_jax import checkpoint_processing  # noqa: PLC0415 - transformers only here
-  return checkpoint_processing.CheckpointTokenizer.load(path)
+  from echovlm_jax.interop import checkpoint_tokenizer  # noqa: PLC0415 - transformers only here
+  return checkpoint_tokenizer.CheckpointTokenizer.load(path)
 
 
 def kind_of(config: Mapping[str, Any]) -> str:

@@ -1,5 +1,5 @@
 """Standalone evaluation: a workdir's checkpoint (latest or a given step) through every
-evaluator config.evals lists, then the report.
+evaluator config.evals lists (config.task's evaluator), then the report.
 
   python -m echovlm_jax.main --mode=evaluate --config ... --workdir DIR [--step N]
 """
@@ -12,12 +12,12 @@ import os
 
 import ml_collections
 
-from echovlm_jax import checkpointing
-from echovlm_jax import metrics_log
-from echovlm_jax import run_config
 from echovlm_jax.data import build as data_build
 from echovlm_jax.data import input_pipeline
-from echovlm_jax.evaluation import registry
+from echovlm_jax.train import checkpointing
+from echovlm_jax.train import metrics_log
+from echovlm_jax.train import run_config
+from echovlm_jax.train import tasks
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
@@ -32,9 +32,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
   """
   import jax  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(workdir)
-  if config.get("model_init"):  # the architecture and tokenizer the run trained with
-    from echovlm_jax import model_init  # pylint: disable=g-import-not-at-top
-    config = model_init.configure(config)
+  # The architecture and tokenizer the run trained with (config.model_init).
+  config, _ = run_config.configure_from_checkpoint(config)
   if not config.evals:
     raise run_config.ConfigError("config.evals is empty: nothing to evaluate. List evaluators "
                             "there (see configs/echovlm.py).")
@@ -48,11 +47,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
     out_dir = workdir if step == latest else os.path.join(workdir, f"eval_step_{step}")
   os.makedirs(out_dir, exist_ok=True)
 
-  if config.get("task") == "view_classifier":
-    from echovlm_jax.evaluation import view_classifier  # pylint: disable=g-import-not-at-top
-    evaluator = view_classifier.Evaluator(config, mesh)
-  else:
-    evaluator = registry.Evaluator(config, mesh, tokenizer)
+  evaluator = tasks.from_config(config).make_evaluator(config, mesh, tokenizer)
   metrics = evaluator.maybe_run(model, step, last_step=True)
   if jax.process_index() == 0:
     with open(os.path.join(out_dir, "eval_metrics.json"), "w") as f:

@@ -1,28 +1,24 @@
-"""Initialising our towers from pretrained two-tower weights: Hugging Face CLIP / SigLIP
-directories (hf_layout.py), big_vision `.npz` (img/..., txt/...) and open_clip state dicts
-(.safetensors / .bin / .npz), through explicit name tables (checkpoint_config.py reads them).
-Position embeddings are resized, RGB patch kernels made grayscale; q/k/v biases load into
+"""An outside checkpoint's arrays into our towers: `convert_into` runs a layout's name table
+(hf_layout.py for Hugging Face CLIP / SigLIP, clip_layouts.py for big_vision and open_clip)
+over a `Conversion`, which checks every array against our parameter of that name and adapts
+it: position embeddings resized, RGB patch kernels made grayscale; q/k/v biases load into
 towers built with qkv_bias, and fold into the output bias of towers without (where exact).
-`configure(config)` makes config.model (and the text length and tokenizer) the checkpoint's.
+Every misfit is collected into one ModelInitError.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import jax
 import numpy as np
 from flax import nnx
 
-from echovlm_jax import checkpoint_config
-from echovlm_jax import clip_layouts
-from echovlm_jax import hf_layout
-
-FORMATS = ("auto", "big_vision", "open_clip", "hf_clip", "hf_siglip")
-Flat = dict[str, np.ndarray]
+from echovlm_jax.interop import clip_layouts
+from echovlm_jax.interop import hf_layout
+from echovlm_jax.interop import our_params
+from echovlm_jax.interop.weights import Flat
 
 
 class ModelInitError(ValueError):
@@ -84,25 +80,10 @@ def fit_length(posemb: np.ndarray, init: np.ndarray) -> np.ndarray:
   return out
 
 
-# ----------------------------------------------------------------------------
-# Loading and conversion
-# ----------------------------------------------------------------------------
-def load_npz(path: str) -> Flat:
-  """A flat {name: array} from an .npz (a leading "params/" as big_vision writes it is dropped)."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"config.model_init={path}: no such file.")
-  return checkpoint_config._load_file(path)
-
-
-def detect_format(flat: Mapping[str, np.ndarray], path: str = "") -> str:
-  try:
-    return checkpoint_config.detect_layout(flat, path)
-  except checkpoint_config.CheckpointError as e:
-    raise ModelInitError(path, [str(e)]) from None
-
-
-class _Ctx:
-  """What conversions need to know about our model: shapes / initial values by name."""
+class Conversion:
+  """What a name table fills: our per-layer arrays by name (`ours`, their shapes and initial
+  values), the converted arrays (`out`), the names the checkpoint addressed (`tried`), every
+  misfit (`problems`) and what was adapted (`notes`)."""
 
   def __init__(self, ours: Flat, model_config: Any, input_norm=None):
     self.ours, self.cfg = ours, model_config
@@ -213,70 +194,19 @@ class _Ctx:
           self.problems.append(f"{src}: non-zero query bias, which our attention cannot "
                                "represent (skip it knowingly via config.model_init_skip)")
 
-# ----------------------------------------------------------------------------
-# Our parameters as a flat, per-layer view
-# ----------------------------------------------------------------------------
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in tree.items():
-    name = f"{prefix}{k}"
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, name + "/"))
-    else:
-      out[name] = v
-  return out
-
-
-def _per_layer(flat: Mapping[str, Any], scanned: bool, depths: Mapping[str, int]) -> Flat:
-  """Our flat params as host arrays, scanned encoders unstacked to blocks/<i>/..."""
-  out = {}
-  for name, v in flat.items():
-    v = np.asarray(jax.device_get(v))
-    tower = name.split("/")[0]
-    if scanned and "/encoder/blocks/" in name and tower in depths:
-      head, rest = name.split("/encoder/blocks/")
-      for i in range(depths[tower]):
-        out[f"{head}/encoder/blocks/{i}/{rest}"] = v[i]
-    else:
-      out[name] = v
-  return out
-
-
-def read(path: str) -> tuple[Flat, str]:
-  """(flat arrays, layout) of a checkpoint file or HF directory; errors name config.model_init."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"config.model_init={path}: no such file.")
-  try:
-    flat, layout, _ = checkpoint_config.read_weights(path)
-  except checkpoint_config.CheckpointError as e:
-    raise ModelInitError(path, [str(e)]) from None
-  return flat, layout
-
-
-def load_into(params: nnx.State, model_config: Any, path: str, fmt: str = "auto",
-              skip: str = "", input_norm=None) -> tuple[nnx.State, list[str]]:
-  """params (an nnx.State of the DualEncoder's Params, sharded or not) with the towers from the
-  checkpoint at `path`; returns (params, notes). Raises ModelInitError listing every problem."""
-  if fmt not in FORMATS:
-    raise ValueError(f"config.model_init_format={fmt!r}: expected one of {FORMATS}.")
-  flat_src, layout = read(path)
-  return convert_into(params, model_config, flat_src, layout if fmt == "auto" else fmt, path,
-                      skip, input_norm)
-
 
 def convert_into(params: nnx.State, model_config: Any, flat_src: Flat, fmt: str, path: str,
                  skip: str = "", input_norm=None) -> tuple[nnx.State, list[str]]:
-  """`load_into` for arrays already read (flat_src in layout `fmt`). input_norm: the
-  checkpoint's per-channel (mean, std), folded into an RGB -> gray patch kernel."""
+  """params (an nnx.State of our model's Params, sharded or not) with the towers of flat_src,
+  a checkpoint's arrays in layout `fmt` read from `path`; returns (params, notes). skip:
+  comma-separated regexes of checkpoint names to drop knowingly. input_norm: the checkpoint's
+  per-channel (mean, std), folded into an RGB -> gray patch kernel. Raises ModelInitError
+  listing every problem."""
   patterns = [re.compile(p.strip()) for p in skip.split(",") if p.strip()]
   skip_fn = lambda name: any(p.fullmatch(name) or p.search(name) for p in patterns)
 
-  pure = nnx.to_pure_dict(params)
-  flat_ours = _flatten(pure)
-  scanned = bool(model_config.scan_layers)
-  depths = {"image": int(model_config.image.depth), "text": int(model_config.text.depth)}
-  ours = _per_layer(flat_ours, scanned, depths)
-  ctx = _Ctx(ours, model_config, input_norm)
+  ours = our_params.per_layer(params, model_config)
+  ctx = Conversion(ours, model_config, input_norm)
   convert = {"big_vision": clip_layouts.from_big_vision, "open_clip": clip_layouts.from_open_clip,
              "hf_clip": hf_layout.convert, "hf_siglip": hf_layout.convert}[fmt]
   convert(dict(flat_src), ctx, skip_fn)
@@ -294,99 +224,9 @@ def convert_into(params: nnx.State, model_config: Any, flat_src: Flat, fmt: str,
   if ctx.problems:
     raise ModelInitError(path, ctx.problems)
 
-  # Write back: restack scanned layers, keep every array's sharding.
-  new = dict(ours)
-  new.update(ctx.out)
   keep = sorted(n for n in ours if n not in ctx.out)
-  for name, old in flat_ours.items():
-    tower = name.split("/")[0]
-    if scanned and "/encoder/blocks/" in name and tower in depths:
-      head, rest = name.split("/encoder/blocks/")
-      value = np.stack([new[f"{head}/encoder/blocks/{i}/{rest}"] for i in range(depths[tower])])
-    else:
-      value = new[name]
-    value = value.astype(old.dtype)
-    if isinstance(old, jax.Array):
-      value = jax.make_array_from_callback(value.shape, old.sharding, lambda idx, v=value: v[idx])
-    _set(pure, name.split("/"), value)
-  nnx.replace_by_pure_dict(params, pure)
+  params = our_params.write_back(params, model_config, {**ours, **ctx.out})
   notes = ctx.notes + [f"loaded {len(ctx.out)} arrays ({fmt}) from {path}"]
   if keep:
     notes.append(f"kept from initialisation: {', '.join(keep)}")
   return params, notes
-
-
-def _set(tree: dict, keys: list[str], value: Any) -> None:
-  for k in keys[:-1]:
-    tree = tree[k if k in tree else int(k)]
-  last = keys[-1]
-  tree[last if last in tree else int(last)] = value
-
-
-def apply_model_init(params: nnx.State, config: Any) -> nnx.State:
-  """The trainer's hook: params initialised from config.model_init when it is set.
-
-  config: the full experiment config (model_init, model_init_format, model_init_skip, model).
-  """
-  path = config.get("model_init", "")
-  if not path:
-    return params
-  from echovlm_jax import checkpoint_processing, run_config
-  run_config.check_model_init_format(config)
-  fmt = config.get("model_init_format", "auto")
-  flat, layout = read(path)
-  layout = layout if fmt == "auto" else fmt
-  # Our pipeline feeds [-1, 1]; the checkpoint's own normalisation is folded into the kernel.
-  spec = checkpoint_processing.read_spec(path, layout, int(config.model.image.res))
-  params, notes = convert_into(params, config.model, flat, layout, path,
-                               config.get("model_init_skip", ""), (spec.mean, spec.std))
-  for note in notes:
-    logging.info("model_init: %s", note)
-  return params
-
-
-# Architecture keys `configure` takes from the checkpoint; channels stays ours (1 = gray, the
-# RGB kernel summed) and so does res (the position table is resized).
-_ARCH_KEYS = {"image": ("width", "depth", "heads", "patch", "mlp_dim", "act", "ln_eps",
-                        "qkv_bias", "ln_pre", "pool", "proj"),
-              "text": ("width", "depth", "heads", "mlp_dim", "act", "ln_eps", "qkv_bias",
-                       "pad_mask", "pad_id", "eos_id", "pool", "causal", "proj")}
-
-
-def configure(config: Any) -> Any:
-  """config with config.model made the checkpoint's at config.model_init: tower shapes and
-  block variants, embed_dim, the text length (input.max_text_len) and, for a Hugging Face
-  directory, its tokenizer (input.tokenizer), so captions are tokenized as the checkpoint
-  expects. Unchanged (the same object) when model_init is empty. An open_clip file carries no
-  tokenizer: set config.input.tokenizer to the matching HF tokenizer directory."""
-  path = config.get("model_init", "")
-  if not path:
-    return config
-  from echovlm_jax import run_config  # noqa: PLC0415 - the trainer's start-up checks
-  run_config.check_model_init_format(config)  # configure runs before validate_config
-  flat, layout = read(path)
-  fmt = config.get("model_init_format", "auto")
-  arch = checkpoint_config.architecture(
-      flat, layout if fmt == "auto" else fmt,
-      checkpoint_config.hf_config(path) if checkpoint_config.is_hf_dir(path) else None, path)
-  act = config.get("model_init_act", "")
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    for tower, keys in _ARCH_KEYS.items():
-      for k in keys:
-        if k in arch[tower]:
-          config.model[tower][k] = arch[tower][k]
-      if act:
-        config.model[tower].act = act
-    config.model.embed_dim = arch["embed_dim"]
-    config.model.vocab_size = arch["vocab_size"]  # the checkpoint's rows, not len(tokenizer)
-    config.model.text.max_len = config.input.max_text_len = int(arch["text"]["max_len"])
-    if checkpoint_config.is_hf_dir(path) and not config.input.get("tokenizer"):
-      # Absolute: the workdir's config.json must still find it when export runs elsewhere.
-      config.input.tokenizer = path if "://" in path else os.path.abspath(path)
-  if not config.input.get("tokenizer"):
-    logging.warning("model_init=%s carries no tokenizer: captions use the dataset's "
-                    "sentencepiece ids, which mean nothing to the checkpoint's text tower; set "
-                    "config.input.tokenizer.", path)
-  config.lock()
-  return config

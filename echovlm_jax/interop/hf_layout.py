@@ -1,4 +1,4 @@
-"""Hugging Face `CLIPModel` / `SiglipModel` parameter names -> ours (model_init's converters).
+"""Hugging Face `CLIPModel` / `SiglipModel` parameter names -> ours (a table conversion.py runs).
 
 torch Linear weights are [out, in] and transposed on load; q/k/v projections are split into
 heads ([w, heads, kv]); CLIP's class position is folded into our position-free class token;
@@ -45,7 +45,8 @@ _LAYER = re.compile(r"(vision|text)_model\.encoder\.layers\.(\d+)\.(.+)")
 
 
 def convert(flat: dict[str, np.ndarray], ctx, skip: Callable[[str], bool]) -> None:
-  """Puts every HF array into ctx (model_init._Ctx) under our name, or records a problem."""
+  """Puts every HF array into ctx (a conversion.Conversion) under our name, or records a
+  problem."""
   for src, value in sorted(flat.items()):
     if src.split(".")[-1] in BUFFERS:
       continue

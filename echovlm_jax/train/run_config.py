@@ -1,6 +1,6 @@
-"""Start-up checks shared by training and standalone evaluation: the mesh of config.mesh
-and the config values a run would only trip over later, as ConfigErrors that name the
-key and the fix.
+"""Start-up checks shared by training and standalone evaluation: the mesh of config.mesh,
+config.model_init's architecture (read once), and the config values a run would only trip over
+later (config.task's included), as ConfigErrors that name the key and the fix.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import ml_collections
 
 from echovlm_jax import distributed
 from echovlm_jax import sharding
-from echovlm_jax import weight_decay
+from echovlm_jax.train import tasks
+from echovlm_jax.train import weight_decay
 
 
 # What a training image of unknown view is paired with (data/caption_augment.py).
@@ -40,10 +41,12 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
         f"{config.input.res}: the dataset stores frames at image_size and the pipeline crops "
         f"and resizes them to res, so the model would see upsampled frames. Set "
         f"--config.input.image_size={config.input.res} too (the config arg res=N sets both).")
+  # lazily: the evaluators' sklearn / matplotlib cost start-up time
+  from echovlm_jax.evaluation import registry  # pylint: disable=g-import-not-at-top
   try:
     sharding.check_batch_size(config.batch_size, mesh, "config.batch_size",
                               int(config.grad_accum_steps))
-    sharding.check_batch_size(eval_batch_size(config), mesh, "config.eval_batch_size")
+    sharding.check_batch_size(registry.eval_batch_size(config), mesh, "config.eval_batch_size")
   except ValueError as e:
     raise ConfigError(str(e)) from None
   if config.debug_nan_target not in ("frames", "grads"):
@@ -58,31 +61,28 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
   if text not in UNKNOWN_VIEW_TEXTS:
     raise ConfigError(f"config.input.unknown_view_text={text!r}: expected one of "
                       f"{UNKNOWN_VIEW_TEXTS} (docs/design.md, 'Captions').")
-  task = config.get("task", "contrastive")
-  if task not in ("contrastive", "view_classifier"):
-    raise ConfigError(f"config.task={task!r}: expected 'contrastive' or 'view_classifier'.")
-  if config.evals:
-    # lazily: sklearn/matplotlib cost start-up time
-    if task == "view_classifier":
-      from echovlm_jax.evaluation import view_classifier as registry
-    else:
-      from echovlm_jax.evaluation import registry
-    try:
-      registry.check_evals_config(config.evals)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
+  try:  # the task's own keys (config.loss, config.view_classifier) and evaluators
+    tasks.from_config(config).check_config(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def check_model_init_format(config: ml_collections.ConfigDict) -> None:
-  """config.model_init_format is one model_init reads (a typo would be read as big_vision)."""
-  from echovlm_jax.model_init import FORMATS  # noqa: PLC0415 - jax / flax only when asked
-  fmt = config.get("model_init_format", "auto")
-  if fmt not in FORMATS:
-    raise ConfigError(f"config.model_init_format={fmt!r}: expected one of "
-                      f"{', '.join(map(repr, FORMATS))} ('auto' tells the layout from the "
-                      "checkpoint's names).")
+  """config.model_init_format is one interop reads (a typo would be read as another layout)."""
+  from echovlm_jax.interop import init_from_checkpoint  # noqa: PLC0415 - jax / flax only when asked
+  try:
+    init_from_checkpoint.check_format(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
-def eval_batch_size(config: ml_collections.ConfigDict) -> int:
-  """config.eval_batch_size, where 0 means the training batch size."""
-  return int(config.eval_batch_size) or int(config.batch_size)
+def configure_from_checkpoint(config: ml_collections.ConfigDict):
+  """(config, checkpoint): with config.model_init, config.model made the checkpoint's
+  (architecture, text length, tokenizer) and the checkpoint as read, so the trainer reads it
+  once; else (config, None)."""
+  if not config.model_init:
+    return config, None
+  check_model_init_format(config)
+  from echovlm_jax.interop import init_from_checkpoint  # noqa: PLC0415 - jax / flax only when asked
+  checkpoint = init_from_checkpoint.read(config.model_init)
+  return init_from_checkpoint.configure(config, checkpoint), checkpoint

@@ -1,0 +1,31 @@
+"""The one place a model is built: which Flax NNX module a config stands for, with its
+constructor arguments. Each function returns a builder (a thunk); callers run it as they need
+the model: concrete (`build()`), shape-only as a restore target (`nnx.eval_shape(build)`), or
+already sharded on a mesh (`sharding.create_sharded(build, mesh, rules)`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from flax import nnx
+
+from echovlm_jax.echo import schema
+from echovlm_jax.models import vit_classifier
+from echovlm_jax.models.dual_encoder import DualEncoder
+
+Builder = Callable[[], nnx.Module]
+
+
+def dual_encoder(model_config: Any, *, vocab_size: int,
+                 num_measurements: int = len(schema.MEASUREMENTS), seed: int = 0) -> Builder:
+  """The DualEncoder of config.model: image / text embeddings [B, embed_dim] and the
+  measurement head's [B, num_measurements]; vocab_size rows in the token table."""
+  return lambda: DualEncoder(model_config, vocab_size=vocab_size,
+                             num_measurements=num_measurements, rngs=nnx.Rngs(seed))
+
+
+def view_classifier(model_config: Any, *, seed: int = 0) -> Builder:
+  """The ViewClassifier of config.model (its image tower): logits [B, len(KNOWN_VIEWS)]."""
+  return lambda: vit_classifier.ViewClassifier(model_config, num_classes=vit_classifier.NUM_CLASSES,
+                                               rngs=nnx.Rngs(seed))
