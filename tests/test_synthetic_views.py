@@ -176,7 +176,7 @@ def test_a_bad_csv_fails_naming_file_column_and_fix(plain, tmp_path, case):
   header = list(echoview.PREDICTION_COLUMNS)
   row = ["s", good_name, "a4c", "0.95", *["0.01"] * len(schema.KNOWN_VIEWS)]
   expect = {
-      "missing_column": r"missing column\(s\) \['confidence'\].*python -m echovlm_jax.views",
+      "missing_column": r"missing column\(s\) \['confidence'\].*python -m echovlm_jax.tools.label_views",
       "unknown_view": r"line 2, column 'view': 'apical_4ch' is not a view.*Rewrite the CSV",
       "other_seed": r"line 2, column 'image'.*seed 7.*--synthetic",
       "other_size": r"line 2, column 'image'.*image_size 64.*--synthetic",

@@ -96,8 +96,8 @@ def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
 def _file_sha256(path: str, kind: str) -> str:
   """sha256 of a file's bytes; a missing file is a setup error naming the config key."""
   if not fileio.isfile(path):
-    how = ("python -m echovlm_jax.views (docs/mimic.md)" if kind == "mimic" else
-           "python -m echovlm_jax.views --synthetic (docs/results.md)")
+    how = ("python -m echovlm_jax.tools.label_views (docs/mimic.md)" if kind == "mimic" else
+           "python -m echovlm_jax.tools.label_views --synthetic (docs/results.md)")
     raise FileNotFoundError(f"config.input.{kind}.view_predictions={path}: no such file; write it "
                             f"with {how}.")
   h = hashlib.sha256()

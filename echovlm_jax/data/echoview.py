@@ -1,5 +1,6 @@
 """View labels for MIMIC-IV-ECHO DICOMs: ECHOVIEW's per-DICOM class probabilities, a plain
-(study, file, view) CSV, or a view classifier's predictions (python -m echovlm_jax.views).
+(study, file, view) CSV, or a view classifier's predictions
+(python -m echovlm_jax.tools.label_views).
 
 ECHOVIEW v0.1 (PhysioNet) has one row per DICOM with its basename in an `image` column and
 one `prob_<class>` column for each of 23 echocv classes. `CLASS_TO_VIEW` maps each class to a
@@ -19,7 +20,7 @@ from echovlm_jax.echo import schema
 ECHOVIEW_FILENAME = "MIMIC_ECHO_View_Classifications.csv"
 VIEW_CSV_FILENAME = "view_labels.csv"
 DEFAULT_MIN_PROB = 0.5
-# A classifier's predictions: one row per DICOM, written by echovlm_jax/views.py.
+# A classifier's predictions: one row per DICOM, written by echovlm_jax/tools/label_views.py.
 PREDICTION_COLUMNS = ("study", "image", "view", "confidence",
                       *(f"prob_{v}" for v in schema.KNOWN_VIEWS))
 DEFAULT_PREDICTION_MIN_PROB = 0.9
@@ -130,7 +131,7 @@ def read_predictions(path: str, min_prob: float, counts: collections.Counter
     missing = [c for c in ("image", "view", "confidence") if c not in cols]
     if missing:
       raise ValueError(f"{path}: missing column(s) {missing} (columns: {cols}); expected the "
-                       "CSV of python -m echovlm_jax.views (docs/mimic.md).")
+                       "CSV of python -m echovlm_jax.tools.label_views (docs/mimic.md).")
     reader.fieldnames = cols
     for line, row in enumerate(reader, start=2):
       name = fileio.basename((row.get("image") or "").strip())
@@ -140,8 +141,8 @@ def read_predictions(path: str, min_prob: float, counts: collections.Counter
         # none of its rows would silently build a dataset without the classifier's views.
         raise ValueError(f"{path}: line {line}, column 'view': {view!r} is not a view of "
                          f"echovlm_jax/echo/schema.py ({', '.join(schema.KNOWN_VIEWS)}). Rewrite "
-                         "the CSV with python -m echovlm_jax.views from a classifier of this code "
-                         "(docs/mimic.md), or fix the row.")
+                         "the CSV with python -m echovlm_jax.tools.label_views from a classifier of "
+                         "this code (docs/mimic.md), or fix the row.")
       try:
         conf = float(row.get("confidence") or "nan")
       except ValueError:
@@ -184,7 +185,8 @@ def load_views(manual_dir: str, counts: collections.Counter, *, echoview_csv: st
   if predictions_csv:
     if not fileio.isfile(predictions_csv):
       raise FileNotFoundError(f"{predictions_csv} not found (config.input.mimic.view_predictions); "
-                              "write it with python -m echovlm_jax.views (docs/mimic.md).")
+                              "write it with python -m echovlm_jax.tools.label_views "
+                              "(docs/mimic.md).")
     labels.update(read_predictions(predictions_csv, predictions_min_prob, counts))
     used.append(fileio.basename(predictions_csv))
   p = find(manual_dir, view_csv, VIEW_CSV_FILENAME)

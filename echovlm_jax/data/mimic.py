@@ -50,7 +50,7 @@ class ReaderOptions:
   view_min_prob: float = echoview.DEFAULT_MIN_PROB
   allow_unknown_views: bool = False
   link_tolerance_h: float = DEFAULT_LINK_TOLERANCE_H
-  # A view classifier's predictions CSV (python -m echovlm_jax.views): labels what ECHOVIEW and
+  # A view classifier's predictions CSV (python -m echovlm_jax.tools.label_views): labels what ECHOVIEW and
   # the view CSV leave unknown, where its confidence reaches view_predictions_min_prob.
   view_predictions: str = ""
   view_predictions_min_prob: float = echoview.DEFAULT_PREDICTION_MIN_PROB

@@ -2,7 +2,7 @@
 hidden for a share of the patients and labelled by a view classifier's predictions.
 
   --config.input.synthetic.hidden_view_fraction=0.9           # hide 90 % of the patients
-  --config.input.synthetic.view_predictions=preds.csv         # python -m echovlm_jax.views --synthetic
+  --config.input.synthetic.view_predictions=preds.csv         # python -m echovlm_jax.tools.label_views --synthetic
   --config.input.synthetic.view_predictions_min_prob=0.9      # as the mimic build's threshold
 
 A train-split image's view is, in this order (the mimic build's precedence, ECHOVIEW standing
@@ -37,7 +37,7 @@ from echovlm_jax.data import synthetic
 from echovlm_jax.echo import schema
 
 _NAME = re.compile(r"^synth(-?\d+)-p(\d+)-s\d+-i\d+\.i(\d+)t(\d+)$")
-WRITER = "python -m echovlm_jax.views --synthetic"
+WRITER = "python -m echovlm_jax.tools.label_views --synthetic"
 
 
 def image_name(key: str, image_size: int, num_frames: int) -> str:

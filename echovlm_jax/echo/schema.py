@@ -169,7 +169,7 @@ GRADE_INFO: dict[str, GradeInfo] = {g.name: g for g in _GRADE_LIST}
 GRADES: tuple[str, ...] = tuple(g.name for g in _GRADE_LIST)
 
 # Where an example's view came from (the `view_source` feature) and what its image is.
-# "classifier": a view predicted by a trained view classifier (python -m echovlm_jax.views).
+# "classifier": a view predicted by a trained view classifier (python -m echovlm_jax.tools.label_views).
 VIEW_SOURCES: tuple[str, ...] = ("synthetic", "echoview", "view_csv", "classifier", "none")
 # From the DICOM's ultrasound regions (RegionSpatialFormat): a spectral Doppler still is
 # told apart from a B-mode clip even when nobody labelled its view.
