@@ -144,7 +144,7 @@ def test_half_sequence_frames_masks_and_ed_es(tree):
 
 
 def test_setup_errors_name_the_fix(tmp_path):
-  with pytest.raises(FileNotFoundError, match="no database_nifti/"):
+  with pytest.raises(FileNotFoundError, match="no database_nifti in it"):
     list(camus.generate_records(tmp_path))
   camus_tree.write_tree(str(tmp_path))
   os.remove(tmp_path / "database_split" / "subgroup_testing.txt")

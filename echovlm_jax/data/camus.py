@@ -29,6 +29,7 @@ from typing import Any, Iterator, NamedTuple
 import nibabel
 import numpy as np
 
+from echovlm_jax.data import dense_layout
 from echovlm_jax.data import dense_skips
 from echovlm_jax.echo import schema
 
@@ -69,12 +70,7 @@ class Item(NamedTuple):
 
 def find_root(manual_dir: str | os.PathLike) -> str:
   """The folder that holds database_nifti/ (manual_dir itself or its CAMUS_public/)."""
-  manual_dir = os.fspath(manual_dir)
-  for root in (manual_dir, os.path.join(manual_dir, "CAMUS_public")):
-    if os.path.isdir(os.path.join(root, "database_nifti")):
-      return root
-  raise FileNotFoundError(f"{manual_dir}: no database_nifti/ in it (nor in CAMUS_public/): put "
-                          f"CAMUS's NIfTI release there as it unzips (see {dense_skips.DOC}).")
+  return dense_layout.find_root(manual_dir, "database_nifti", "CAMUS_public", "CAMUS's NIfTI")
 
 
 def read_cfg(path: str) -> ViewInfo:
@@ -197,11 +193,11 @@ def plan(root: str, stats: collections.Counter) -> list[Item]:
   patients = sorted(d for d in os.listdir(nifti)
                     if _PATIENT.match(d) and os.path.isdir(os.path.join(nifti, d)))
   if not patients:
-    raise FileNotFoundError(f"{nifti}: no patientNNNN/ folders (see {dense_skips.DOC}).")
+    raise FileNotFoundError(f"{nifti}: no patientNNNN/ folders (see {dense_layout.DOC}).")
   splits = read_splits(root)
   if splits is not None:
-    stats["note:split_patient_without_folder"] += len(set(splits) - set(patients))
-    stats["note:patient_not_in_split_files"] += len(set(patients) - set(splits))
+    dense_skips.note(stats, "split_patient_without_folder", len(set(splits) - set(patients)))
+    dense_skips.note(stats, "patient_not_in_split_files", len(set(patients) - set(splits)))
   return [Item(os.path.join(nifti, p), p, view, phase, None if splits is None else splits.get(p))
           for p in patients for view in VIEWS for phase in PHASES]
 

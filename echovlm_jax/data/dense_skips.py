@@ -11,14 +11,10 @@ sorts a dense reader's counts the same way ("skip:", "note:" for oddities kept, 
 from __future__ import annotations
 
 import collections
-import csv
 import logging
-import os
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from echovlm_jax.data import bug_guard
-
-DOC = "docs/dense_datasets.md"
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,17 +46,8 @@ def read_each(items: Iterable[T], read: Callable[[T], R], stats: collections.Cou
     yield out
 
 
-def csv_rows(path: str, required: tuple[str, ...], dataset: str) -> list[dict[str, str]]:
-  """A dataset's CSV as dicts of stripped strings. A missing file or column is a setup error
-  (raised, naming the file and the fix), not a skip: nothing could be read without it."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path} not found: put {dataset}'s {os.path.basename(path)} there, "
-                            f"as the release lays it out (see {DOC}).")
-  with open(path, newline="", encoding="utf-8-sig") as f:   # -sig: a BOM would hide column 1
-    table = list(csv.reader(f))
-  header = [c.strip() for c in table[0]] if table else []
-  missing = [c for c in required if c not in header]
-  if missing:
-    raise ValueError(f"{path}: missing column(s) {missing}; found {header}. This is not "
-                     f"{dataset}'s {os.path.basename(path)} (see {DOC}).")
-  return [{k: v.strip() for k, v in zip(header, row)} for row in table[1:] if any(row)]
+def note(stats: collections.Counter, what: str, n: int = 1) -> None:
+  """Counts an oddity that was kept under "note:<what>" (nothing when n is 0: a Counter keeps
+  zero entries, and a report should not list them)."""
+  if n:
+    stats[f"note:{what}"] += n
