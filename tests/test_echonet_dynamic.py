@@ -25,16 +25,15 @@ def read(tree):
   return dict(echonet_dynamic.generate_records(root.parent, stats)), stats   # zip's parent
 
 
-def _reference_mask(rows, shape):
-  """echo.py's LargeTrace, line by line (np.int is int today)."""
-  t = np.array(rows)
-  x1, y1, x2, y2 = t[:, 0], t[:, 1], t[:, 2], t[:, 3]
-  x = np.concatenate((x1[1:], np.flip(x2[1:])))
-  y = np.concatenate((y1[1:], np.flip(y2[1:])))
-  r, c = skimage.draw.polygon(np.rint(y).astype(int), np.rint(x).astype(int), shape)
-  mask = np.zeros(shape, np.float32)
-  mask[r, c] = 1
-  return mask
+def _outline_mask(ellipse, shape):
+  """The outline walked as echo.py walks it: down the chords' left ends, back up their right
+  ends (the long axis, row 0, is no part of it), vertices rounded, filled by skimage."""
+  chords = tree_mod.tracing(ellipse)[1:]
+  walk = [(x1, y1) for x1, y1, _, _ in chords] + [(x2, y2) for _, _, x2, y2 in chords[::-1]]
+  cols, rows = np.rint(np.array(walk)).astype(int).T
+  filled = np.zeros(shape, np.uint8)
+  filled[skimage.draw.polygon(rows, cols, shape)] = 1
+  return filled
 
 
 def test_every_usable_video_is_a_record_in_filelist_order(tree, read):
@@ -77,7 +76,7 @@ def test_masks_follow_the_reference_polygon(tree, read):
   for name, r in records.items():
     for phase in ("ed", "es"):
       _, ellipse = expected[name][phase]
-      want = _reference_mask(tree_mod.tracing(ellipse), shape)
+      want = _outline_mask(ellipse, shape)
       assert r[f"{phase}_mask"].dtype == np.uint8
       np.testing.assert_array_equal(r[f"{phase}_mask"], want, err_msg=f"{name} {phase}")
 
