@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from echovlm_jax.data import camus
 from tests import dense_fixtures
 
 VIEWS = {"2CH": dict(shape=(40, 30), spacing=(0.31, 0.154)),
@@ -171,8 +172,7 @@ def write_tree(root: str, with_split: bool = True) -> dict[str, dict]:
     for name, (split, *_) in PATIENTS.items():
       if split:
         lists[split].append(name)
-    for split, file in (("train", "subgroup_training.txt"), ("validation", "subgroup_validation.txt"),
-                        ("test", "subgroup_testing.txt")):
+    for split, file in camus.SPLIT_FILES.items():
       with open(os.path.join(root, "database_split", file), "w", encoding="utf-8") as f:
         f.write("\n".join(lists[split]) + "\n")
   return expected

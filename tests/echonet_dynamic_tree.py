@@ -124,8 +124,8 @@ def write_tree(root: str) -> dict[str, dict]:
   files.append(_row("0XA0"))                                                 # listed again
   add_traces("0XR8", [(3, SMALL), (9, LARGE)])                               # not in FileList
   _write_csv(os.path.join(root, "FileList.csv"), list(_row("x")), [list(r.values()) for r in files])
-  _write_csv(os.path.join(root, "VolumeTracings.csv"), ["FileName", "X1", "Y1", "X2", "Y2", "Frame"],
-             traces)
+  _write_csv(os.path.join(root, "VolumeTracings.csv"),
+             ["FileName", "X1", "Y1", "X2", "Y2", "Frame"], traces)
   return expected
 
 

@@ -36,7 +36,8 @@ VIDEOS = {
     "0X1A": ("Batch1", "train", _calipers(0.0), 4),
     "0X2B": ("Batch2", "val", _calipers(9.0) + [("LVOTd", 2.0, 2, 10.0, 5.0, 12.0, 9.0)], 4),
     "0X3C": ("Batch4", "test", _calipers(21.0) + [("IVSd", 1.3, 9, 47.5, 0.0, 40.0, 35.5)], 5),
-    "0X4D": ("Batch3", "train", _calipers(5.0)[:3] + [("LVIDs", 3.0, NUM_FRAMES, 20, 14, 21, 25)], 3),
+    "0X4D": ("Batch3", "train",
+             _calipers(5.0)[:3] + [("LVIDs", 3.0, NUM_FRAMES, 20, 14, 21, 25)], 3),  # no frame 10
     "0XBK": ("Batch2", "test", _calipers(2.0) + [("LVIDd", 5.0, 2, WIDTH + 3.0, 12, 22, 27),
                                                  ("LVPWd", "", 2, 22.0, 27.0, 23.0, 31.0)], 4),
 }

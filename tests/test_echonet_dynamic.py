@@ -3,6 +3,7 @@ frames, EF / ESV / EDV, splits, ED / ES chosen by listing order as echonet/dynam
 does, LV masks by its polygon convention, and every bad input skipped and counted by reason."""
 
 import collections
+import logging
 
 import numpy as np
 import pytest
@@ -133,3 +134,12 @@ def test_lossless_codec_round_trips_here(tmp_path):
   frames = tree_mod.video(3)
   dense_fixtures.write_avi(str(tmp_path / "v.avi"), frames, 30.0)
   np.testing.assert_array_equal(avi.read_gray(str(tmp_path / "v.avi")), frames)
+
+
+def test_skip_message_names_file_field_and_fix(tree, caplog):
+  root, _ = tree
+  with caplog.at_level(logging.WARNING, logger=dense_skips.__name__):
+    list(echonet_dynamic.generate_records(root))
+  want = (f"{root / 'VolumeTracings.csv'} (0XI8.avi, frame 50): Frame: the video has frames "
+          "0..23. Restore the release's video")
+  assert want in caplog.text

@@ -148,7 +148,8 @@ def plan(root: str, stats: collections.Counter) -> list[Item]:
 
 def _mask(item: Item, which: str, num_frames: int, stats: collections.Counter) -> np.ndarray:
   frame, trace = item.ed if which == "ED" else item.es
-  where = f"{TRACINGS} ({item.name}.avi, frame {frame})"
+  tracings = os.path.join(os.path.dirname(os.path.dirname(item.path)), TRACINGS)
+  where = f"{tracings} ({item.name}.avi, frame {frame})"
   if not 0 <= frame < num_frames:
     raise dense_skips.Skip("traced_frame_not_in_video", where, "Frame",
                            f"the video has frames 0..{num_frames - 1}",
@@ -175,7 +176,8 @@ def read_item(item: Item, stats: collections.Counter) -> tuple[str, dict[str, An
                            f"Copy {VIDEOS}/ again from the release.")
   frames = avi.read_gray(item.path)
   if frames.shape[1:] != item.shape:
-    raise dense_skips.Skip("video_size_differs_from_filelist", item.path, "FrameHeight / FrameWidth",
+    raise dense_skips.Skip("video_size_differs_from_filelist", item.path,
+                           "FrameHeight / FrameWidth",
                            f"frames are {frames.shape[1:]}, {FILE_LIST} says {item.shape}",
                            "The tracings are drawn in FileList's pixel grid; restore the "
                            "release's video.")
