@@ -200,6 +200,46 @@ def test_other_format_version_is_rejected(art, tmp_path):
     load.load_pretrained(path)
 
 
+# config.model keys added after the first exports (their defaults are what older code assumed).
+_NEWER_MODEL_KEYS = dict(image=("act", "ln_eps", "qkv_bias", "mlp_dim", "proj", "ln_pre"),
+                         text=("act", "ln_eps", "qkv_bias", "mlp_dim", "proj", "pad_mask",
+                               "pad_id", "eos_id"), model=("attention_impl",))
+
+
+def _drop_newer_keys(cfg: dict) -> dict:
+  for tower in ("image", "text"):
+    for k in _NEWER_MODEL_KEYS[tower]:
+      del cfg["model"][tower][k]
+  for k in _NEWER_MODEL_KEYS["model"]:
+    del cfg["model"][k]
+  return cfg
+
+
+def test_artifacts_and_workdirs_from_before_newer_keys_still_load(art, model, tmp_path):
+  """A stored config.json that lacks newer config.model keys (and, for a workdir, the input's
+  synthetic options and loss.meas_text_weight) is filled once where it is read."""
+  from echovlm_jax.inference import artifact, load
+  from echovlm_jax.train import workdir_config
+  path = _copy(art, tmp_path)
+  cfg_path = os.path.join(path, "config.json")
+  json.dump(_drop_newer_keys(json.load(open(cfg_path))), open(cfg_path, "w"))
+  artifact.write_manifest(path)
+  old = load.load_pretrained(path, batch_size=4)
+  frames = np.random.RandomState(0).randint(0, 256, (3, 32, 32), np.uint8)
+  np.testing.assert_array_equal(old.encode_images(frames), model.encode_images(frames))
+  texts = ["Severe aortic stenosis.", "apical four-chamber view"]
+  np.testing.assert_array_equal(old.encode_texts(texts), model.encode_texts(texts))
+
+  workdir = str(tmp_path / "work")
+  os.makedirs(workdir)
+  current = json.load(open(os.path.join(art["workdir"], "config.json")))
+  stored = _drop_newer_keys(json.loads(json.dumps(current)))
+  del stored["input"]["synthetic"], stored["loss"]["meas_text_weight"]
+  json.dump(stored, open(os.path.join(workdir, "config.json"), "w"))
+  current["loss"]["meas_text_weight"] = 0.0  # such runs trained without the text side
+  assert workdir_config.load(workdir).to_dict() == current
+
+
 def test_sentencepiece_artifacts_stay_format_1_and_a_checkpoint_tokenizer_must_be_there(
     art, tmp_path):
   """Readers of format 1 still read a sentencepiece artifact; an artifact whose config.json

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from configs import echovlm
 from echovlm_jax.interop import conversion, init_from_checkpoint, layout_writers, our_params, weights
 from echovlm_jax.models.dual_encoder import DualEncoder
 
@@ -14,12 +15,13 @@ VOCAB, M = 40, 15
 
 
 def _config(pool="map", scan=False, res=32, max_len=12):
-  return ml_collections.ConfigDict(dict(
-      image=dict(patch=8, mlp_ratio=2, pool=pool, channels=1, width=32, depth=1,
-                 heads=2, res=res),
-      text=dict(mlp_ratio=2, pool="eos", causal=False, width=32, depth=1, heads=2, max_len=max_len),
-      embed_dim=16, dtype="float32", remat=False, scan_layers=scan, init_temperature=10.0,
-      init_bias=-10.0, meas_hidden=8))
+  """configs/echovlm.py's config.model, shrunk."""
+  c = ml_collections.ConfigDict(echovlm.get_config().model.to_dict())
+  c.image.update(patch=8, mlp_ratio=2, pool=pool, channels=1, width=32, depth=1, heads=2, res=res)
+  c.text.update(mlp_ratio=2, pool="eos", causal=False, width=32, depth=1, heads=2, max_len=max_len)
+  c.update(embed_dim=16, dtype="float32", remat=False, scan_layers=scan, init_temperature=10.0,
+           init_bias=-10.0, meas_hidden=8)
+  return c
 
 
 def _params(cfg, seed):

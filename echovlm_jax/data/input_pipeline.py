@@ -236,7 +236,7 @@ class EchogroundData:
                                    float(input_config["caption_subsample"]) if augment else 0.0,
                                    float(input_config["statement_keep"]),
                                    bool(input_config["fit_statements"]),
-                                   str(input_config.get("unknown_view_text", "sentence")))
+                                   str(input_config["unknown_view_text"]))
 
   def host_split(self, split: str, process_index: int | None = None, process_count: int | None = None
                  ) -> tuple[str, int, int]:

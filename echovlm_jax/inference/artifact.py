@@ -14,6 +14,7 @@ import jax
 import ml_collections
 from flax import nnx
 
+from configs import echovlm
 from echovlm_jax.inference import artifact_tokenizer
 from echovlm_jax.models import factory
 
@@ -106,6 +107,8 @@ def verify_artifact(path: str, *, check_hashes: bool = True) -> dict[str, Any]:
                          "measurements") if k not in config]
   if missing:
     raise ArtifactError(path, f"{CONFIG_FILE} lacks keys {missing}.")
+  # An artifact exported before a config.model key existed gets that key's default, here once.
+  config["model"] = echovlm.with_defaults(config["model"], echovlm.get_config().model.to_dict())
   return config
 
 

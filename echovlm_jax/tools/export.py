@@ -100,8 +100,7 @@ def model_card(artifact_config: Mapping[str, Any], train_config: ml_collections.
       f"Trained on {_data_description(train_config)}. Objective: `{train_config.loss.kind}` "
       f"contrastive loss, view mode `{train_config.loss.view_mode}`, negation-aware "
       f"{bool(train_config.loss.negation)}, measurement weight {train_config.loss.meas_weight} "
-      # Configs saved before the text side of the measurement head existed lack the key.
-      f"(image) / {train_config.loss.get('meas_text_weight', 0.0)} (text); "
+      f"(image) / {train_config.loss.meas_text_weight} (text); "
       f"{train_config.total_steps} steps at global batch {train_config.batch_size}.", "",
       "## Evaluation", "",
   ]

@@ -93,7 +93,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   # --- Data ----------------------------------------------------------------
   data_build.ensure_dataset(config.input, build_real=False)  # real data: built by its own job
   tokenizer = input_pipeline.load_tokenizer(config.input)
-  vocab_size = config.model.get("vocab_size") or tokenizer.vocab_size  # a checkpoint's rows
+  vocab_size = config.model.vocab_size or tokenizer.vocab_size  # a checkpoint's rows
 
   # --- Model and state -----------------------------------------------------
   graphdef, state, state_shardings, tx = create_state(config, mesh, vocab_size, init_checkpoint)
