@@ -2,6 +2,7 @@
 zero-shot helpers work without training code, and corrupt / incomplete / other-version
 artifacts fail with ArtifactError naming the path and the problem."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -104,6 +105,13 @@ def test_artifact_layout_and_card(art):
   assert "synthetic" in card
 
 
+def test_manifest_records_each_files_size_and_sha256(art):
+  manifest = json.load(open(os.path.join(art["artifact"], "MANIFEST.json")))
+  for rel, info in manifest["files"].items():
+    data = open(os.path.join(art["artifact"], rel), "rb").read()
+    assert info == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def test_embeddings_match_the_training_checkpoint(art, model):
   rng = np.random.RandomState(0)
   frames = rng.randint(0, 256, (5, 32, 32), np.uint8)           # [N, H, W], batched 4 + 1
@@ -142,6 +150,15 @@ def test_zero_shot_probabilities(model):
   pe, emb = model.prompt_embeddings(), model.encode_images(frames)
   z = model.logit_scale * np.stack([emb @ pe["label_pos"].T, emb @ pe["label_neg"].T])
   np.testing.assert_allclose(findings["probs"], np.exp(z[0]) / np.exp(z).sum(0), rtol=1e-4)
+  # Pinned to the hand-written NumPy they replaced: softmax bit for bit, sigmoid within one
+  # float32 ulp (scipy.special.expit rounds more accurately than 1 / (1 + exp(-x))).
+  logits = model.logit_scale * (emb @ pe["views"].T)
+  logits = np.exp(logits - logits.max(-1, keepdims=True))
+  np.testing.assert_array_equal(views["probs"], logits / logits.sum(-1, keepdims=True))
+  from echovlm_jax import scoring
+  diff = scoring.finding_scores(emb, pe["label_pos"], pe["label_neg"])
+  np.testing.assert_array_max_ulp(findings["probs"], 1.0 / (1.0 + np.exp(-model.logit_scale * diff)),
+                                  1)
   meas = model.predict_measurements(frames)
   assert meas["values"].shape == (3, len(model.measurements))
 

@@ -100,11 +100,9 @@ def _file_sha256(path: str, kind: str) -> str:
            "python -m echovlm_jax.tools.label_views --synthetic (docs/results.md)")
     raise FileNotFoundError(f"config.input.{kind}.view_predictions={path}: no such file; write it "
                             f"with {how}.")
-  h = hashlib.sha256()
-  with epath.Path(path).open("rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
+  # read_bytes, not hashlib.file_digest: a remote (gs://) file object has no readinto. A
+  # predictions CSV is a few MB at most.
+  return hashlib.sha256(epath.Path(path).read_bytes()).hexdigest()
 
 
 def get_builder(input_config: Mapping[str, Any]) -> tfds.core.DatasetBuilder:

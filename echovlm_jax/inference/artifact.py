@@ -41,11 +41,9 @@ class ArtifactError(ValueError):
 
 
 def file_digest(path: str) -> str:
-  h = hashlib.sha256()
+  """sha256 hex digest of a file's bytes."""
   with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
+    return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def list_files(root: str) -> list[str]:
