@@ -17,6 +17,7 @@ uninterrupted run would have produced.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 from typing import Any, Callable, Iterator, Mapping
@@ -34,12 +35,6 @@ from echovlm_jax.data import tokenizer as tokenizer_lib
 from echovlm_jax.echo import schema
 from echovlm_jax.data import artifacts
 
-# tf.data runs on the host CPU only; it must never take accelerator memory from JAX.
-try:
-  tf.config.set_visible_devices([], "GPU")
-except RuntimeError:  # TF already initialised its devices (another module got there first)
-  pass
-
 CROP_AREA = (0.8, 1.0)        # random resized crop: fraction of the frame's area kept
 CROP_ASPECT = (0.9, 1.1)      # width / height of the crop (log-uniform)
 GAMMA_LOG_RANGE = 0.25        # gamma = exp(U(-r, r)): depth / compression setting
@@ -49,16 +44,29 @@ BATCH_KEYS = ("frames", "text", "neg_text", "has_negation", "view", "measurement
               "text_meas_mask", "labels", "study_id", "caption_id", "valid")
 
 
+def keep_tf_off_accelerators() -> None:
+  """Hides the GPUs from TensorFlow: tf.data runs on the host CPU and must never take
+  accelerator memory from JAX. Entry points that run the pipeline (main.py, benchmarks) call
+  it once, first: after TF has initialised its devices (a clu summary writer does) it is too
+  late, which is logged."""
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError as e:
+    logging.warning("TensorFlow's GPUs stay visible (its devices were initialised first): %s", e)
+
+
 # ----------------------------------------------------------------------------
 # What lives next to the dataset
 # ----------------------------------------------------------------------------
-def load_tokenizer(input_config: Mapping[str, Any]) -> tokenizer_lib.Tokenizer:
+def load_tokenizer(input_config: Mapping[str, Any], data_dir: str | None = None
+                   ) -> tokenizer_lib.Tokenizer:
   """The sentencepiece tokenizer trained on the train split (built with the dataset), or the
   checkpoint tokenizer at input_config.tokenizer (set by
-  interop.init_from_checkpoint.configure)."""
-  if input_config.get("tokenizer"):
+  interop.init_from_checkpoint.configure). data_dir: the prepared dataset's directory, when
+  the caller has its builder already."""
+  if input_config["tokenizer"]:
     return _checkpoint_tokenizer(input_config["tokenizer"])
-  return _tokenizer_in(build.get_builder(input_config).data_dir)
+  return _tokenizer_in(data_dir or build.get_builder(input_config).data_dir)
 
 
 def _checkpoint_tokenizer(path: str):
@@ -227,8 +235,7 @@ class EchogroundData:
     self.max_len = int(input_config["max_text_len"])
     self.mean, self.std = artifacts.load_stats(self.builder.data_dir)  # [M] each
     self.preprocess = _make_preprocess(self.res, self.mean, self.std)
-    self.tokenizer = (_checkpoint_tokenizer(input_config["tokenizer"])
-                      if input_config.get("tokenizer") else _tokenizer_in(self.builder.data_dir))
+    self.tokenizer = load_tokenizer(input_config, self.builder.data_dir)
     # `augment` switches off frame augmentation and statement subsampling; fitting long
     # captions is its own switch (without it the tokenizer cuts their tail).
     augment = bool(input_config["augment"])
