@@ -128,13 +128,14 @@ def test_embeddings_match_the_training_checkpoint(art, model):
 
 
 def test_resize_matches_the_input_pipeline():
-  import tensorflow as tf
+  """prepare_frames (NumPy, for inference) against the input pipeline's own evaluation frames."""
+  from echovlm_jax.data import input_pipeline
   from echovlm_jax.inference import frames as frames_lib
-  frames = np.random.RandomState(1).randint(0, 256, (2, 1, 48, 48), np.uint8)
-  ours = frames_lib.prepare_frames(frames, 32)[:, 0]
-  x = tf.cast(frames[:, 0, ..., None], tf.float32) / 255.0
-  theirs = tf.image.crop_and_resize(x, tf.constant([[0.0, 0.0, 1.0, 1.0]] * 2), tf.range(2),
-                                    [32, 32]).numpy() * 2 - 1
+  frames = np.random.RandomState(1).randint(0, 256, (2, 3, 48, 48), np.uint8)  # [N, T, S, S]
+  ours = frames_lib.prepare_frames(frames, 32)
+  theirs = np.stack([input_pipeline.model_frames(clip[..., None], 32, seed=None).numpy()
+                     for clip in frames])
+  assert ours.shape == theirs.shape == (2, 3, 32, 32, 1)
   np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 

@@ -128,7 +128,7 @@ def _crop_box(seed: tf.Tensor) -> tf.Tensor:
   return tf.stack([y0, x0, y0 + h, x0 + w])[None]
 
 
-def _frames(frames: tf.Tensor, res: int, seed: tf.Tensor | None) -> tf.Tensor:
+def model_frames(frames: tf.Tensor, res: int, seed: tf.Tensor | None) -> tf.Tensor:
   """uint8 [T, S, S, 1] -> float32 [T, res, res, 1] in [-1, 1]; augmented when seed is given.
 
   One crop for all T frames of a clip (the heart must not jump between frames).
@@ -167,7 +167,7 @@ def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray):
     has_negation = ex["has_negation"]
     meas_mask = tf.cast(present, tf.float32) * tf.gather(view_mask, view)
     out = {
-        "frames": _frames(ex["frames"], res, seed),
+        "frames": model_frames(ex["frames"], res, seed),
         "caption": ex["caption"],
         "negated_caption": tf.where(has_negation, ex["negated_caption"], ""),
         "has_negation": tf.cast(has_negation, tf.float32),
