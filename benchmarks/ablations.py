@@ -41,8 +41,8 @@ COLUMNS = (
 def run_single(objective: str, seed: int, steps: int, workdir: str, probe_batches: int) -> None:
   """Trains one (objective, seed) in this process and writes workdir/ablation.json."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  import tensorflow as tf  # the input pipeline only: keep it off accelerators
-  tf.config.set_visible_devices([], "GPU")
+  from echovlm_jax.data import input_pipeline
+  input_pipeline.keep_tf_off_accelerators()
   from configs import echovlm
   from echovlm_jax.train import loop
 

@@ -40,6 +40,7 @@ def main() -> None:
   from configs import echovlm  # pylint: disable=g-import-not-at-top
   from echovlm_jax.train import checkpointing, run_config
   from echovlm_jax.data import build, input_pipeline
+  input_pipeline.keep_tf_off_accelerators()
   from echovlm_jax.echo import prompts, schema
   from echovlm_jax.evaluation import embeddings as emb_lib, metrics, zero_shot
 

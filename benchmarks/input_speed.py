@@ -25,6 +25,7 @@ def main() -> None:
   parser.add_argument("--batches", type=int, default=100)
   parser.add_argument("--batch_size", type=int, default=64)
   args = parser.parse_args()
+  input_pipeline.keep_tf_off_accelerators()
 
   config = echovlm.get_config()
   with config.unlocked():

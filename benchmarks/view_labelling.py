@@ -102,6 +102,8 @@ def score_hidden(config, workdir: str) -> dict:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  from echovlm_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  input_pipeline.keep_tf_off_accelerators()
   from echovlm_jax.train import loop  # pylint: disable=g-import-not-at-top
   config = make_config(args)
   t0 = time.time()

@@ -10,6 +10,8 @@ Arg string keys (see `ARG_SPEC`): size (ti|s|b|l), res, frames, objective
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import ml_collections
 
 from configs import common
@@ -228,3 +230,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.lock()
   return c
+
+
+# Name -> entry maps: a stored config keeps its own entries (filling them would add evaluators).
+_MAPS = ("evals", "report_targets")
+# Keys whose absence from a stored config means something other than today's default: runs
+# from before the text side of the measurement head existed trained without it.
+_ABSENT_MEANT = dict(loss=dict(meas_text_weight=0.0))
+
+
+def with_defaults(stored: Mapping[str, Any], default: Mapping[str, Any] | None = None
+                  ) -> dict[str, Any]:
+  """`stored` (a config written to disk: a workdir's or an artifact's config.json, perhaps by
+  an older version that lacked a key) with each key it lacks taken from get_config() (or from
+  `default`, a part of it); sub-configs are filled key by key, `evals` and `report_targets`
+  stay as stored. Readers of stored configs call this once where they read the file, so the
+  code after it reads every declared key without a fallback."""
+  if default is None:
+    default = get_config().to_dict()
+    default["loss"].update(_ABSENT_MEANT["loss"])
+  out = dict(stored)
+  for k, v in default.items():
+    if k not in out:
+      out[k] = v
+    elif isinstance(v, Mapping) and isinstance(out[k], Mapping) and k not in _MAPS:
+      out[k] = with_defaults(out[k], v)
+  return out

@@ -98,10 +98,11 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  # TF is only the input pipeline here: keep it off accelerators and quiet.
+  # TF is only the input pipeline here: keep it quiet and off accelerators (before clu's
+  # summary writer initialises its devices).
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")
+  from echovlm_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  input_pipeline.keep_tf_off_accelerators()
 
   from echovlm_jax import distributed  # pylint: disable=g-import-not-at-top
   from echovlm_jax.train import loop  # pylint: disable=g-import-not-at-top

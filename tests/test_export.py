@@ -2,6 +2,7 @@
 zero-shot helpers work without training code, and corrupt / incomplete / other-version
 artifacts fail with ArtifactError naming the path and the problem."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -104,6 +105,13 @@ def test_artifact_layout_and_card(art):
   assert "synthetic" in card
 
 
+def test_manifest_records_each_files_size_and_sha256(art):
+  manifest = json.load(open(os.path.join(art["artifact"], "MANIFEST.json")))
+  for rel, info in manifest["files"].items():
+    data = open(os.path.join(art["artifact"], rel), "rb").read()
+    assert info == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def test_embeddings_match_the_training_checkpoint(art, model):
   rng = np.random.RandomState(0)
   frames = rng.randint(0, 256, (5, 32, 32), np.uint8)           # [N, H, W], batched 4 + 1
@@ -120,13 +128,14 @@ def test_embeddings_match_the_training_checkpoint(art, model):
 
 
 def test_resize_matches_the_input_pipeline():
-  import tensorflow as tf
+  """prepare_frames (NumPy, for inference) against the input pipeline's own evaluation frames."""
+  from echovlm_jax.data import input_pipeline
   from echovlm_jax.inference import frames as frames_lib
-  frames = np.random.RandomState(1).randint(0, 256, (2, 1, 48, 48), np.uint8)
-  ours = frames_lib.prepare_frames(frames, 32)[:, 0]
-  x = tf.cast(frames[:, 0, ..., None], tf.float32) / 255.0
-  theirs = tf.image.crop_and_resize(x, tf.constant([[0.0, 0.0, 1.0, 1.0]] * 2), tf.range(2),
-                                    [32, 32]).numpy() * 2 - 1
+  frames = np.random.RandomState(1).randint(0, 256, (2, 3, 48, 48), np.uint8)  # [N, T, S, S]
+  ours = frames_lib.prepare_frames(frames, 32)
+  theirs = np.stack([input_pipeline.model_frames(clip[..., None], 32, seed=None).numpy()
+                     for clip in frames])
+  assert ours.shape == theirs.shape == (2, 3, 32, 32, 1)
   np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
@@ -142,6 +151,15 @@ def test_zero_shot_probabilities(model):
   pe, emb = model.prompt_embeddings(), model.encode_images(frames)
   z = model.logit_scale * np.stack([emb @ pe["label_pos"].T, emb @ pe["label_neg"].T])
   np.testing.assert_allclose(findings["probs"], np.exp(z[0]) / np.exp(z).sum(0), rtol=1e-4)
+  # Pinned to the hand-written NumPy they replaced: softmax bit for bit, sigmoid within one
+  # float32 ulp (scipy.special.expit rounds more accurately than 1 / (1 + exp(-x))).
+  logits = model.logit_scale * (emb @ pe["views"].T)
+  logits = np.exp(logits - logits.max(-1, keepdims=True))
+  np.testing.assert_array_equal(views["probs"], logits / logits.sum(-1, keepdims=True))
+  from echovlm_jax import scoring
+  diff = scoring.finding_scores(emb, pe["label_pos"], pe["label_neg"])
+  np.testing.assert_array_max_ulp(findings["probs"], 1.0 / (1.0 + np.exp(-model.logit_scale * diff)),
+                                  1)
   meas = model.predict_measurements(frames)
   assert meas["values"].shape == (3, len(model.measurements))
 
@@ -198,6 +216,46 @@ def test_other_format_version_is_rejected(art, tmp_path):
   artifact.write_manifest(path)  # a consistent artifact, just from another version
   with pytest.raises(artifact.ArtifactError, match="format_version=99"):
     load.load_pretrained(path)
+
+
+# config.model keys added after the first exports (their defaults are what older code assumed).
+_NEWER_MODEL_KEYS = dict(image=("act", "ln_eps", "qkv_bias", "mlp_dim", "proj", "ln_pre"),
+                         text=("act", "ln_eps", "qkv_bias", "mlp_dim", "proj", "pad_mask",
+                               "pad_id", "eos_id"), model=("attention_impl",))
+
+
+def _drop_newer_keys(cfg: dict) -> dict:
+  for tower in ("image", "text"):
+    for k in _NEWER_MODEL_KEYS[tower]:
+      del cfg["model"][tower][k]
+  for k in _NEWER_MODEL_KEYS["model"]:
+    del cfg["model"][k]
+  return cfg
+
+
+def test_artifacts_and_workdirs_from_before_newer_keys_still_load(art, model, tmp_path):
+  """A stored config.json that lacks newer config.model keys (and, for a workdir, the input's
+  synthetic options and loss.meas_text_weight) is filled once where it is read."""
+  from echovlm_jax.inference import artifact, load
+  from echovlm_jax.train import workdir_config
+  path = _copy(art, tmp_path)
+  cfg_path = os.path.join(path, "config.json")
+  json.dump(_drop_newer_keys(json.load(open(cfg_path))), open(cfg_path, "w"))
+  artifact.write_manifest(path)
+  old = load.load_pretrained(path, batch_size=4)
+  frames = np.random.RandomState(0).randint(0, 256, (3, 32, 32), np.uint8)
+  np.testing.assert_array_equal(old.encode_images(frames), model.encode_images(frames))
+  texts = ["Severe aortic stenosis.", "apical four-chamber view"]
+  np.testing.assert_array_equal(old.encode_texts(texts), model.encode_texts(texts))
+
+  workdir = str(tmp_path / "work")
+  os.makedirs(workdir)
+  current = json.load(open(os.path.join(art["workdir"], "config.json")))
+  stored = _drop_newer_keys(json.loads(json.dumps(current)))
+  del stored["input"]["synthetic"], stored["loss"]["meas_text_weight"]
+  json.dump(stored, open(os.path.join(workdir, "config.json"), "w"))
+  current["loss"]["meas_text_weight"] = 0.0  # such runs trained without the text side
+  assert workdir_config.load(workdir).to_dict() == current
 
 
 def test_sentencepiece_artifacts_stay_format_1_and_a_checkpoint_tokenizer_must_be_there(

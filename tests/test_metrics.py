@@ -33,6 +33,25 @@ def test_accuracy_balanced_accuracy_and_confusion():
   np.testing.assert_array_equal(cm, [[2, 1, 0], [0, 1, 0], [0, 0, 0]])
   recall = metrics.per_class_recall(cm)
   assert recall[0] == pytest.approx(2 / 3) and recall[1] == 1 and math.isnan(recall[2])
+  # No examples (a split without known views): NaN scores and an all-zero int64 matrix.
+  assert math.isnan(metrics.accuracy([], [])) and math.isnan(metrics.balanced_accuracy([], []))
+  empty = metrics.confusion_matrix(np.zeros(0, int), np.zeros(0, int), 3)
+  assert empty.dtype == np.int64 and empty.shape == (3, 3) and not empty.any()
+
+
+def test_accuracy_and_confusion_pinned_on_random_predictions():
+  """The values of the NumPy these replaced (mean of hits; np.add.at counts), bit for bit."""
+  rng = np.random.RandomState(0)
+  for _ in range(50):
+    c, n = rng.randint(2, 20), rng.randint(1, 200)
+    y_true = rng.randint(0, c, n)
+    y_pred = np.where(rng.rand(n) < 0.5, y_true, rng.randint(0, c, n))
+    assert metrics.accuracy(y_true, y_pred) == float(np.mean(y_true == y_pred))
+    counts = np.zeros((c, c), np.int64)
+    np.add.at(counts, (y_true, y_pred), 1)
+    cm = metrics.confusion_matrix(y_true, y_pred, c)
+    assert cm.dtype == np.int64
+    np.testing.assert_array_equal(cm, counts)
 
 
 def test_caption_ids_equal_for_identical_token_rows():

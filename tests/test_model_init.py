@@ -6,7 +6,9 @@ import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
+from flax import traverse_util
 
+from configs import echovlm
 from echovlm_jax.interop import conversion, init_from_checkpoint, layout_writers, our_params, weights
 from echovlm_jax.models.dual_encoder import DualEncoder
 
@@ -14,12 +16,13 @@ VOCAB, M = 40, 15
 
 
 def _config(pool="map", scan=False, res=32, max_len=12):
-  return ml_collections.ConfigDict(dict(
-      image=dict(patch=8, mlp_ratio=2, pool=pool, channels=1, width=32, depth=1,
-                 heads=2, res=res),
-      text=dict(mlp_ratio=2, pool="eos", causal=False, width=32, depth=1, heads=2, max_len=max_len),
-      embed_dim=16, dtype="float32", remat=False, scan_layers=scan, init_temperature=10.0,
-      init_bias=-10.0, meas_hidden=8))
+  """configs/echovlm.py's config.model, shrunk."""
+  c = ml_collections.ConfigDict(echovlm.get_config().model.to_dict())
+  c.image.update(patch=8, mlp_ratio=2, pool=pool, channels=1, width=32, depth=1, heads=2, res=res)
+  c.text.update(mlp_ratio=2, pool="eos", causal=False, width=32, depth=1, heads=2, max_len=max_len)
+  c.update(embed_dim=16, dtype="float32", remat=False, scan_layers=scan, init_temperature=10.0,
+           init_bias=-10.0, meas_hidden=8)
+  return c
 
 
 def _params(cfg, seed):
@@ -38,12 +41,10 @@ def _embed(graphdef, params, res=32):
 def _randomize(params, seed):
   """Non-zero biases everywhere, so a dropped or misplaced array shows."""
   rng = np.random.RandomState(seed)
-  pure = nnx.to_pure_dict(params)
-  flat = our_params.flatten(pure)
-  for name, v in flat.items():
-    our_params.set_leaf(pure, name.split("/"), (np.asarray(v) + 0.05 * rng.randn(*np.shape(v))
-                                            ).astype(np.float32))
-  nnx.replace_by_pure_dict(params, pure)
+  flat = traverse_util.flatten_dict(nnx.to_pure_dict(params))
+  nnx.replace_by_pure_dict(params, traverse_util.unflatten_dict(
+      {k: (np.asarray(v) + 0.05 * rng.randn(*np.shape(v))).astype(np.float32)
+       for k, v in flat.items()}))
   return params
 
 
@@ -57,6 +58,13 @@ def _convert(params, model_cfg, path, skip=""):
   normalisation folded in), the core `load_towers` and `load_pretrained` share."""
   flat, layout, _ = weights.read_weights(path)
   return conversion.convert_into(params, model_cfg, flat, layout, path, skip)
+
+
+def test_our_names_are_slash_joined_paths_in_tree_order():
+  tree = {"image": {"encoder": {"blocks": {0: {"w": 1}, 1: {"w": 2}}, "b": 3}}, "t": 4, "e": {}}
+  flat = our_params.flatten(tree)
+  assert list(flat.items()) == [("image/encoder/blocks/0/w", 1), ("image/encoder/blocks/1/w", 2),
+                                ("image/encoder/b", 3), ("t", 4)]
 
 
 @pytest.mark.parametrize("scan", [False, True])

@@ -47,19 +47,19 @@ def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
   params = dict(image_size=image_size, num_frames=int(input_config["num_frames"]),
                 vocab_size=int(input_config["vocab_size"]), num_shards=int(input_config["num_shards"]))
   if kind == "synthetic":
-    s = input_config.get("synthetic") or {}  # absent from configs saved before it existed
+    s = input_config["synthetic"]
     params.update(num_patients=int(input_config["synthetic_patients"]),
                   seed=int(input_config["synthetic_seed"]),
-                  hidden_view_fraction=float(s.get("hidden_view_fraction", 0.0)),
-                  view_predictions=str(s.get("view_predictions", "")),
-                  view_predictions_min_prob=float(s.get("view_predictions_min_prob", 0.9)))
+                  hidden_view_fraction=float(s["hidden_view_fraction"]),
+                  view_predictions=str(s["view_predictions"]),
+                  view_predictions_min_prob=float(s["view_predictions_min_prob"]))
   else:
     m = input_config["mimic"]
     params.update(test_type=str(m["test_type"]).lower(), echoview_csv=str(m["echoview_csv"]),
                   view_csv=str(m["view_csv"]), view_min_prob=float(m["view_min_prob"]),
                   allow_unknown_views=bool(m["allow_unknown_views"]),
-                  view_predictions=str(m.get("view_predictions", "")),
-                  view_predictions_min_prob=float(m.get("view_predictions_min_prob", 0.9)))
+                  view_predictions=str(m["view_predictions"]),
+                  view_predictions_min_prob=float(m["view_predictions_min_prob"]))
   base = _registered(kind)
   cfg = dataclasses.replace(base, **params)
   # num_shards is how the data is laid out, and the predictions' threshold matters only with
@@ -100,11 +100,9 @@ def _file_sha256(path: str, kind: str) -> str:
            "python -m echovlm_jax.tools.label_views --synthetic (docs/results.md)")
     raise FileNotFoundError(f"config.input.{kind}.view_predictions={path}: no such file; write it "
                             f"with {how}.")
-  h = hashlib.sha256()
-  with epath.Path(path).open("rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
+  # read_bytes, not hashlib.file_digest: a remote (gs://) file object has no readinto. A
+  # predictions CSV is a few MB at most.
+  return hashlib.sha256(epath.Path(path).read_bytes()).hexdigest()
 
 
 def get_builder(input_config: Mapping[str, Any]) -> tfds.core.DatasetBuilder:
@@ -160,7 +158,7 @@ def build_commands(input_config: Mapping[str, Any]) -> list[str]:
     default = _registered("mimic")
     flags += [f"--config.input.mimic.{k}={v}" for k, v in ic["mimic"].items()
               if getattr(default, k) != v]
-  elif ic.get("synthetic"):
+  else:
     default = _registered("synthetic")
     flags += [f"--config.input.synthetic.{k}={v}" for k, v in ic["synthetic"].items()
               if getattr(default, k) != v]
@@ -206,7 +204,7 @@ def ensure_dataset(input_config: Mapping[str, Any], *, build_real: bool = True,
       t0 = time.time()
       dl_config = tfds.download.DownloadConfig(
           num_shards=int(input_config["num_shards"]),
-          manual_dir=os.path.expanduser(input_config.get("manual_dir", "")) or None,
+          manual_dir=os.path.expanduser(input_config["manual_dir"]) or None,
           beam_options=_beam_options(beam_options))
       builder.download_and_prepare(download_config=dl_config)
       print(f"Built echoground/{cfg.name} in {time.time() - t0:.1f} s.", flush=True)

@@ -17,6 +17,7 @@ uninterrupted run would have produced.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 from typing import Any, Callable, Iterator, Mapping
@@ -34,12 +35,6 @@ from echovlm_jax.data import tokenizer as tokenizer_lib
 from echovlm_jax.echo import schema
 from echovlm_jax.data import artifacts
 
-# tf.data runs on the host CPU only; it must never take accelerator memory from JAX.
-try:
-  tf.config.set_visible_devices([], "GPU")
-except RuntimeError:  # TF already initialised its devices (another module got there first)
-  pass
-
 CROP_AREA = (0.8, 1.0)        # random resized crop: fraction of the frame's area kept
 CROP_ASPECT = (0.9, 1.1)      # width / height of the crop (log-uniform)
 GAMMA_LOG_RANGE = 0.25        # gamma = exp(U(-r, r)): depth / compression setting
@@ -49,16 +44,29 @@ BATCH_KEYS = ("frames", "text", "neg_text", "has_negation", "view", "measurement
               "text_meas_mask", "labels", "study_id", "caption_id", "valid")
 
 
+def keep_tf_off_accelerators() -> None:
+  """Hides the GPUs from TensorFlow: tf.data runs on the host CPU and must never take
+  accelerator memory from JAX. Entry points that run the pipeline (main.py, benchmarks) call
+  it once, first: after TF has initialised its devices (a clu summary writer does) it is too
+  late, which is logged."""
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError as e:
+    logging.warning("TensorFlow's GPUs stay visible (its devices were initialised first): %s", e)
+
+
 # ----------------------------------------------------------------------------
 # What lives next to the dataset
 # ----------------------------------------------------------------------------
-def load_tokenizer(input_config: Mapping[str, Any]) -> tokenizer_lib.Tokenizer:
+def load_tokenizer(input_config: Mapping[str, Any], data_dir: str | None = None
+                   ) -> tokenizer_lib.Tokenizer:
   """The sentencepiece tokenizer trained on the train split (built with the dataset), or the
   checkpoint tokenizer at input_config.tokenizer (set by
-  interop.init_from_checkpoint.configure)."""
-  if input_config.get("tokenizer"):
+  interop.init_from_checkpoint.configure). data_dir: the prepared dataset's directory, when
+  the caller has its builder already."""
+  if input_config["tokenizer"]:
     return _checkpoint_tokenizer(input_config["tokenizer"])
-  return _tokenizer_in(build.get_builder(input_config).data_dir)
+  return _tokenizer_in(data_dir or build.get_builder(input_config).data_dir)
 
 
 def _checkpoint_tokenizer(path: str):
@@ -120,7 +128,7 @@ def _crop_box(seed: tf.Tensor) -> tf.Tensor:
   return tf.stack([y0, x0, y0 + h, x0 + w])[None]
 
 
-def _frames(frames: tf.Tensor, res: int, seed: tf.Tensor | None) -> tf.Tensor:
+def model_frames(frames: tf.Tensor, res: int, seed: tf.Tensor | None) -> tf.Tensor:
   """uint8 [T, S, S, 1] -> float32 [T, res, res, 1] in [-1, 1]; augmented when seed is given.
 
   One crop for all T frames of a clip (the heart must not jump between frames).
@@ -159,7 +167,7 @@ def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray):
     has_negation = ex["has_negation"]
     meas_mask = tf.cast(present, tf.float32) * tf.gather(view_mask, view)
     out = {
-        "frames": _frames(ex["frames"], res, seed),
+        "frames": model_frames(ex["frames"], res, seed),
         "caption": ex["caption"],
         "negated_caption": tf.where(has_negation, ex["negated_caption"], ""),
         "has_negation": tf.cast(has_negation, tf.float32),
@@ -227,8 +235,7 @@ class EchogroundData:
     self.max_len = int(input_config["max_text_len"])
     self.mean, self.std = artifacts.load_stats(self.builder.data_dir)  # [M] each
     self.preprocess = _make_preprocess(self.res, self.mean, self.std)
-    self.tokenizer = (_checkpoint_tokenizer(input_config["tokenizer"])
-                      if input_config.get("tokenizer") else _tokenizer_in(self.builder.data_dir))
+    self.tokenizer = load_tokenizer(input_config, self.builder.data_dir)
     # `augment` switches off frame augmentation and statement subsampling; fitting long
     # captions is its own switch (without it the tokenizer cuts their tail).
     augment = bool(input_config["augment"])
@@ -236,7 +243,7 @@ class EchogroundData:
                                    float(input_config["caption_subsample"]) if augment else 0.0,
                                    float(input_config["statement_keep"]),
                                    bool(input_config["fit_statements"]),
-                                   str(input_config.get("unknown_view_text", "sentence")))
+                                   str(input_config["unknown_view_text"]))
 
   def host_split(self, split: str, process_index: int | None = None, process_count: int | None = None
                  ) -> tuple[str, int, int]:

@@ -61,7 +61,9 @@ def predict_split(model, input_config, split: str, batch_size: int, mesh: jax.sh
 def calibration(conf: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> dict[str, Any]:
   """Expected calibration error of the top-class confidence [N] against correct [N] (bool):
   sum over equal-width bins of (share of images) x |accuracy - mean confidence|; NaN when
-  N = 0. Also the per-bin table (lower edge, count, accuracy, confidence) for the plot."""
+  N = 0. Also the per-bin table (lower edge, count, accuracy, confidence) for the plot.
+  Not sklearn.calibration.calibration_curve: it puts a confidence on an inner edge into the
+  lower bin (np.digitize here: the upper), drops empty bins and returns no counts."""
   edges = np.linspace(0.0, 1.0, bins + 1)
   idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
   table, ece = [], 0.0

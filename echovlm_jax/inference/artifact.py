@@ -14,6 +14,7 @@ import jax
 import ml_collections
 from flax import nnx
 
+from configs import echovlm
 from echovlm_jax.inference import artifact_tokenizer
 from echovlm_jax.models import factory
 
@@ -40,11 +41,9 @@ class ArtifactError(ValueError):
 
 
 def file_digest(path: str) -> str:
-  h = hashlib.sha256()
+  """sha256 hex digest of a file's bytes."""
   with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
+    return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def list_files(root: str) -> list[str]:
@@ -106,6 +105,8 @@ def verify_artifact(path: str, *, check_hashes: bool = True) -> dict[str, Any]:
                          "measurements") if k not in config]
   if missing:
     raise ArtifactError(path, f"{CONFIG_FILE} lacks keys {missing}.")
+  # An artifact exported before a config.model key existed gets that key's default, here once.
+  config["model"] = echovlm.with_defaults(config["model"], echovlm.get_config().model.to_dict())
   return config
 
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from scipy import special
 
 from echovlm_jax import scoring
 from echovlm_jax.inference import frames as frames_lib
@@ -35,12 +36,6 @@ def _text_fn(graphdef, params, tokens):
 def _bucket(n: int, batch_size: int) -> int:
   """Padded size of a chunk: the next power of two, at most batch_size (few compiles)."""
   return min(batch_size, 1 << max(0, (n - 1).bit_length()))
-
-
-def _softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
-  z = z - z.max(axis=axis, keepdims=True)
-  e = np.exp(z)
-  return e / e.sum(axis=axis, keepdims=True)
 
 
 class Pretrained:
@@ -170,7 +165,8 @@ class Pretrained:
 
   def views_from_embeddings(self, image_emb: np.ndarray) -> dict[str, Any]:
     """`classify_views` from image embeddings [N, d] (encode once, classify twice)."""
-    probs = _softmax(self.logit_scale * (image_emb @ self.prompt_embeddings()["views"].T))
+    probs = special.softmax(self.logit_scale * (image_emb @ self.prompt_embeddings()["views"].T),
+                            axis=-1)
     return dict(views=list(self.views), probs=probs,
                 predicted=[self.views[i] for i in probs.argmax(1)] if len(probs) else [],
                 prompts=self.view_prompts)
@@ -191,7 +187,7 @@ class Pretrained:
     """`classify_findings` from image embeddings [N, d]."""
     pe, emb = self.prompt_embeddings(), image_emb
     diff = scoring.finding_scores(emb, pe["label_pos"], pe["label_neg"])
-    probs = 1.0 / (1.0 + np.exp(-self.logit_scale * diff))
+    probs = special.expit(self.logit_scale * diff)
     return dict(labels=list(self.labels), probs=probs.astype(np.float32),
                 prompts=self.label_prompts, label_views=self.label_views)
 

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import ml_collections
 import numpy as np
 
+from configs import echovlm
 from echovlm_jax.interop.weights import CheckpointError, Flat
 
 # HF hidden_act -> ours (models/layers.ACTIVATIONS).
@@ -126,9 +127,9 @@ def architecture(flat: Flat, layout: str, hf: Mapping[str, Any] | None = None, p
 
 
 def model_config(arch: dict[str, Any]) -> ml_collections.ConfigDict:
-  """config.model for an `architecture` (float32, no scan)."""
-  image = dict(arch["image"], mlp_ratio=4)
-  text = dict(arch["text"], mlp_ratio=4)
-  return ml_collections.ConfigDict(dict(
-      image=image, text=text, embed_dim=arch["embed_dim"], dtype="float32", remat=False,
-      scan_layers=False, init_temperature=10.0, init_bias=-10.0, meas_hidden=256))
+  """config.model for an `architecture`: its towers and embed_dim over configs/echovlm.py's
+  config.model (float32, no scan; what the checkpoint does not say keeps our default)."""
+  model = echovlm.with_defaults(dict(image=arch["image"], text=arch["text"],
+                                     embed_dim=arch["embed_dim"], vocab_size=arch["vocab_size"]),
+                                echovlm.get_config().model.to_dict())
+  return ml_collections.ConfigDict(model)

@@ -98,10 +98,10 @@ def configure(config: Any, checkpoint: weights.Checkpoint | None = None) -> Any:
     config.model.embed_dim = arch["embed_dim"]
     config.model.vocab_size = arch["vocab_size"]  # the checkpoint's rows, not len(tokenizer)
     config.model.text.max_len = config.input.max_text_len = int(arch["text"]["max_len"])
-    if weights.is_hf_dir(path) and not config.input.get("tokenizer"):
+    if weights.is_hf_dir(path) and not config.input.tokenizer:
       # Absolute: the workdir's config.json must still find it when export runs elsewhere.
       config.input.tokenizer = path if "://" in path else os.path.abspath(path)
-  if not config.input.get("tokenizer"):
+  if not config.input.tokenizer:
     logging.warning("model_init=%s carries no tokenizer: captions use the dataset's "
                     "sentencepiece ids, which mean nothing to the checkpoint's text tower; set "
                     "config.input.tokenizer.", path)

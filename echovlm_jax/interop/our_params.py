@@ -10,28 +10,18 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 from flax import nnx
+from flax import traverse_util
 
 from echovlm_jax.interop.weights import Flat
 
 
-def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-  """A nested dict (nnx.to_pure_dict) -> {"a/b/c": leaf}."""
-  out = {}
-  for k, v in tree.items():
-    name = f"{prefix}{k}"
-    if isinstance(v, Mapping):
-      out.update(flatten(v, name + "/"))
-    else:
-      out[name] = v
-  return out
+def _name(path: tuple) -> str:
+  return "/".join(map(str, path))  # layer indices are ints in nnx.to_pure_dict
 
 
-def set_leaf(tree: dict, keys: list[str], value: Any) -> None:
-  """tree[k0][k1]... = value; a key that is not in the dict is a layer index."""
-  for k in keys[:-1]:
-    tree = tree[k if k in tree else int(k)]
-  last = keys[-1]
-  tree[last if last in tree else int(last)] = value
+def flatten(tree: Mapping) -> dict[str, Any]:
+  """A nested dict (nnx.to_pure_dict) -> {"a/b/c": leaf}, in tree order."""
+  return {_name(path): v for path, v in traverse_util.flatten_dict(tree).items()}
 
 
 def _depths(model_config: Any) -> dict[str, int]:
@@ -61,8 +51,9 @@ def per_layer(params: nnx.State, model_config: Any) -> Flat:
 def write_back(params: nnx.State, model_config: Any, arrays: Flat) -> nnx.State:
   """params with every array replaced by arrays[name] (the names of `per_layer`), restacked
   where scanned, in the old dtype and sharding."""
-  pure, depths = nnx.to_pure_dict(params), _depths(model_config)
-  for name, old in flatten(pure).items():
+  depths, new = _depths(model_config), {}
+  for path, old in traverse_util.flatten_dict(nnx.to_pure_dict(params)).items():
+    name = _name(path)
     if _scanned(name, model_config):
       head, rest = name.split("/encoder/blocks/")
       value = np.stack([arrays[f"{head}/encoder/blocks/{i}/{rest}"]
@@ -72,6 +63,6 @@ def write_back(params: nnx.State, model_config: Any, arrays: Flat) -> nnx.State:
     value = value.astype(old.dtype)
     if isinstance(old, jax.Array):
       value = jax.make_array_from_callback(value.shape, old.sharding, lambda idx, v=value: v[idx])
-    set_leaf(pure, name.split("/"), value)
-  nnx.replace_by_pure_dict(params, pure)
+    new[path] = value
+  nnx.replace_by_pure_dict(params, traverse_util.unflatten_dict(new))
   return params

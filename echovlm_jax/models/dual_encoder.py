@@ -29,7 +29,7 @@ PROJECTIONS = ("dense", "linear", "none")
 
 
 def _projection(tower_cfg: Any, d: int, name: str, rngs: nnx.Rngs) -> layers.Dense | None:
-  kind = tower_cfg.get("proj", "dense")
+  kind = tower_cfg.proj
   if kind not in PROJECTIONS:
     raise ValueError(f"config.model.{name}.proj={kind!r}: expected one of {PROJECTIONS}.")
   if kind == "none":
@@ -50,7 +50,7 @@ class DualEncoder(nnx.Module):
     cfg = model_config
     dtype = layers.dtype_of(cfg.dtype)
     common = dict(dtype=dtype, remat=cfg.remat, scan=cfg.scan_layers, rngs=rngs,
-                  attn_impl=cfg.get("attention_impl", ""))
+                  attn_impl=cfg.attention_impl)
     self.image = ViT(cfg.image, res=cfg.image.res, **common)
     self.text = TextTransformer(cfg.text, vocab_size=vocab_size, **common)
     d = cfg.embed_dim

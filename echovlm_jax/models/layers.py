@@ -42,18 +42,18 @@ ATTENTION_IMPLS = ("", "xla", "cudnn")
 
 
 def block_options(cfg: Any, attn_impl: str = "") -> dict[str, Any]:
-  """The block variant of a tower config (older configs lack these keys: our defaults).
+  """The block variant of a tower config (configs/echovlm.py declares every key; stored configs
+  are filled by configs.echovlm.with_defaults where they are read).
   attn_impl: jax.nn.dot_product_attention's implementation ("" = jax's default, XLA in jax
   0.10; "cudnn" = the fused kernel, GPUs with bfloat16 / float16 compute)."""
   if attn_impl not in ATTENTION_IMPLS:
     raise ValueError(f"config.model.attention_impl={attn_impl!r}: expected one of "
                      f"{ATTENTION_IMPLS}.")
-  act = cfg.get("act", "gelu_tanh")
+  act = cfg.act
   if act not in ACTIVATIONS:
     raise ValueError(f"config.model.*.act={act!r}: expected one of {tuple(ACTIVATIONS)}.")
-  mlp_dim = int(cfg.get("mlp_dim", 0) or 0) or int(cfg.width) * int(cfg.mlp_ratio)
-  return dict(act=act, ln_eps=float(cfg.get("ln_eps", 1e-6)),
-              qkv_bias=bool(cfg.get("qkv_bias", False)), mlp_dim=mlp_dim,
+  mlp_dim = int(cfg.mlp_dim) or int(cfg.width) * int(cfg.mlp_ratio)
+  return dict(act=act, ln_eps=float(cfg.ln_eps), qkv_bias=bool(cfg.qkv_bias), mlp_dim=mlp_dim,
               attn_impl=attn_impl or None)
 
 

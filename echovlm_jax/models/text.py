@@ -18,8 +18,6 @@ from flax import nnx
 
 from echovlm_jax.models import layers
 
-PAD_ID = 0
-EOS_ID = 1
 POOLS = ("eos", "mean", "last", "argmax")
 
 
@@ -32,8 +30,8 @@ class TextTransformer(nnx.Module):
       raise ValueError(f"config.model.text.pool={cfg.pool!r}: expected one of {POOLS}.")
     w = cfg.width
     self.pool, self.causal, self.dtype = cfg.pool, bool(cfg.causal), dtype
-    self.pad_mask = bool(cfg.get("pad_mask", True))
-    self.pad_id, self.eos_id = int(cfg.get("pad_id", PAD_ID)), int(cfg.get("eos_id", EOS_ID))
+    self.pad_mask = bool(cfg.pad_mask)
+    self.pad_id, self.eos_id = int(cfg.pad_id), int(cfg.eos_id)
     self.token_embedding = layers.param(rngs, nnx.initializers.normal(0.02), (vocab_size, w),
                                         ("vocab", "embed"))
     self.posemb = layers.param(rngs, nnx.initializers.normal(0.01), (cfg.max_len, w),

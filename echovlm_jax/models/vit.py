@@ -57,7 +57,7 @@ class ViT(nnx.Module):
                 if cfg.pool == "tok" else None)
     opts = layers.block_options(cfg, attn_impl)
     self.ln_pre = (layers.LayerNorm(w, dtype=dtype, rngs=rngs, eps=opts["ln_eps"])
-                   if cfg.get("ln_pre", False) else None)
+                   if cfg.ln_pre else None)
     self.encoder = layers.Encoder(w, cfg.depth, cfg.heads, opts, dtype=dtype,
                                   remat=remat, scan=scan, rngs=rngs)
     self.norm = layers.LayerNorm(w, dtype=dtype, rngs=rngs, eps=opts["ln_eps"])

@@ -100,8 +100,7 @@ def model_card(artifact_config: Mapping[str, Any], train_config: ml_collections.
       f"Trained on {_data_description(train_config)}. Objective: `{train_config.loss.kind}` "
       f"contrastive loss, view mode `{train_config.loss.view_mode}`, negation-aware "
       f"{bool(train_config.loss.negation)}, measurement weight {train_config.loss.meas_weight} "
-      # Configs saved before the text side of the measurement head existed lack the key.
-      f"(image) / {train_config.loss.get('meas_text_weight', 0.0)} (text); "
+      f"(image) / {train_config.loss.meas_text_weight} (text); "
       f"{train_config.total_steps} steps at global batch {train_config.batch_size}.", "",
       "## Evaluation", "",
   ]
@@ -173,7 +172,7 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
          else tokenizer_lib.Tokenizer.load(tok_path))
   # As the trainer (train/loop.py): a checkpoint's embedding rows (config.model.vocab_size, set by
   # interop.init_from_checkpoint.configure) may exceed its tokenizer's length.
-  vocab_size = int(cfg.model.get("vocab_size", 0) or 0) or tok.vocab_size
+  vocab_size = int(cfg.model.vocab_size) or tok.vocab_size
   from echovlm_jax import distributed  # pylint: disable=g-import-not-at-top
   from echovlm_jax.train import checkpointing  # params-only restore, read-only
   mesh = distributed.create_mesh({"data": -1, "fsdp": 1, "tensor": 1})

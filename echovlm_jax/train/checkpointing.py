@@ -242,7 +242,8 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sh
 
   Reads only the parameters (the optimizer state is never allocated) and never
   writes to the workdir, so it is safe while a run is still training there.
-  vocab_size: default from the checkpoint's side-car, else the dataset's tokenizer.
+  vocab_size: default from the checkpoint's side-car (written there since 2026-11-23; an older
+  checkpoint needs it passed, as export does with the tokenizer's length).
   """
   workdir = os.path.abspath(workdir)
   steps = checkpoint_steps(workdir)
@@ -257,9 +258,9 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sh
     extra = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
         os.path.join(step_dir, EXTRA_ITEM))
     vocab_size = (extra or {}).get("vocab_size")
-  if vocab_size is None:  # checkpoints written before the side-car carried it
-    from echovlm_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
-    vocab_size = input_pipeline.load_tokenizer(config.input).vocab_size
+    if vocab_size is None:
+      raise FileNotFoundError(f"{os.path.join(step_dir, EXTRA_ITEM)} has no vocab_size; pass "
+                              "restore_params(..., vocab_size=) (the tokenizer's length).")
   graphdef, target = abstract_params(config, mesh, int(vocab_size))
   item = {"params": target}
   restored = ocp.PyTreeCheckpointer().restore(

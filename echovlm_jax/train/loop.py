@@ -33,8 +33,9 @@ from echovlm_jax.train import workdir_config
 from echovlm_jax.train.state import create_state
 from echovlm_jax.train.step import NonFiniteLossError, check_step_metrics, make_train_step
 
-# The data modules (tf.data, TFDS) and clu's writers are imported inside the loop, so state.py
-# and step.py never need TensorFlow (benchmarks on accelerator images import those alone).
+# The data modules (tf.data, TFDS) and clu's default writer are imported inside the loop (clu's
+# interface comes with metrics_log), so state.py and step.py never need TensorFlow (benchmarks
+# on accelerator images import those alone).
 
 
 # ----------------------------------------------------------------------------
@@ -86,14 +87,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   logging.info("Mesh %s over %d devices (%d processes).", dict(mesh.shape), mesh.size,
                jax.process_count())
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
-  jsonl = metrics_log.JsonlWriter(os.path.join(workdir, metrics_log.METRICS_FILE), is_main)
+  if is_main:  # WORKDIR/metrics.jsonl, which the report reads
+    writer = metric_writers.MultiWriter([writer, metrics_log.JsonlWriter(workdir)])
   if is_main:
     workdir_config.write(config, workdir)
 
   # --- Data ----------------------------------------------------------------
   data_build.ensure_dataset(config.input, build_real=False)  # real data: built by its own job
   tokenizer = input_pipeline.load_tokenizer(config.input)
-  vocab_size = config.model.get("vocab_size") or tokenizer.vocab_size  # a checkpoint's rows
+  vocab_size = config.model.vocab_size or tokenizer.vocab_size  # a checkpoint's rows
 
   # --- Model and state -----------------------------------------------------
   graphdef, state, state_shardings, tx = create_state(config, mesh, vocab_size, init_checkpoint)
@@ -165,7 +167,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                         "examples_per_s": steps_per_s * config.batch_size})
         eta = (config.total_steps - step) / max(steps_per_s, 1e-9)
         writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
-        jsonl.write(step, {f"train/{k}": v for k, v in scalars.items()})
         if is_main:
           print(progress_line(step, config.total_steps, scalars, eta), flush=True)
         last = scalars
@@ -196,7 +197,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                                       last_step=step == config.total_steps)
         if results:
           writer.write_scalars(step, results)
-          jsonl.write(step, results)
           last.update(results)
   except NonFiniteLossError as e:
     ckpt.wait()

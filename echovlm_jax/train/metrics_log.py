@@ -1,25 +1,38 @@
 """WORKDIR/metrics.jsonl: one JSON object per logged step, appended by the trainer
-(process 0) and read back, merged per step, for the report.
+(process 0, a clu MetricWriter beside clu's own) and read back, merged per step, for the report.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from typing import Any, Mapping
+
+from clu import metric_writers
 
 METRICS_FILE = "metrics.jsonl"
 
 
-class JsonlWriter:
-  """Appends one JSON object per logged step to WORKDIR/metrics.jsonl (process 0 only)."""
+class JsonlWriter(metric_writers.MetricWriter):
+  """Appends one JSON object per write_scalars call to WORKDIR/metrics.jsonl; the other kinds
+  of summary are not kept there (TensorBoard has them)."""
 
-  def __init__(self, path: str, enabled: bool):
-    self.path, self.enabled = path, enabled
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, METRICS_FILE)
 
-  def write(self, step: int, scalars: dict[str, float]) -> None:
-    if self.enabled:
-      with open(self.path, "a") as f:
-        f.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    with open(self.path, "a") as f:
+      f.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
+
+  def write_summaries(self, step, values, metadata=None): pass
+  def write_images(self, step, images): pass
+  def write_videos(self, step, videos): pass
+  def write_audios(self, step, audios, *, sample_rate): pass
+  def write_texts(self, step, texts): pass
+  def write_histograms(self, step, arrays, num_buckets=None): pass
+  def write_hparams(self, hparams): pass
+  def flush(self): pass
+  def close(self): pass
 
 
 def read_metrics_history(workdir: str) -> list[dict]:

@@ -23,7 +23,7 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Global-norm clipping, then AdamW (warm-up + cosine lr, decay on the kinds of parameter
   config.wd_kinds names), scaled or frozen per tower by config.lr_mult."""
-  kinds = config.get("wd_kinds", weight_decay.DEFAULT_KINDS)
+  kinds = config.wd_kinds
   return optax.chain(
       optax.clip_by_global_norm(config.grad_clip_norm),
       tower_lr.per_tower(config, lambda: optax.adamw(

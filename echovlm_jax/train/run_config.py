@@ -53,11 +53,11 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
     raise ConfigError(f"config.debug_nan_target={config.debug_nan_target!r}: expected 'frames' "
                       "(NaN inputs) or 'grads' (a NaN gradient with a finite loss).")
   try:
-    weight_decay.parse_kinds(config.get("wd_kinds", weight_decay.DEFAULT_KINDS))
+    weight_decay.parse_kinds(config.wd_kinds)
   except ValueError as e:
     raise ConfigError(str(e)) from None
   check_model_init_format(config)
-  text = config.input.get("unknown_view_text", "sentence")
+  text = config.input.unknown_view_text
   if text not in UNKNOWN_VIEW_TEXTS:
     raise ConfigError(f"config.input.unknown_view_text={text!r}: expected one of "
                       f"{UNKNOWN_VIEW_TEXTS} (docs/design.md, 'Captions').")

@@ -33,11 +33,15 @@ def labels(params: Any) -> Any:
 
 
 def multipliers(config: Any) -> dict[str, float]:
-  mult = dict(config.get("lr_mult") or {})
+  mult = dict(config.lr_mult)
   unknown = sorted(set(mult) - set(TOWERS))
   if unknown:
     raise ValueError(f"config.lr_mult has {unknown}: expected keys {sorted(TOWERS)}.")
-  out = {t: float(mult.get(t, 1.0)) for t in TOWERS}
+  missing = sorted(set(TOWERS) - set(mult))
+  if missing:
+    raise ValueError(f"config.lr_mult lacks {missing}: configs/echovlm.py declares "
+                     f"{sorted(TOWERS)}.")
+  out = {t: float(mult[t]) for t in TOWERS}
   if any(v < 0 for v in out.values()):
     raise ValueError(f"config.lr_mult={out}: multipliers must be >= 0 (0 freezes a tower).")
   return out

@@ -23,7 +23,6 @@ from typing import Any
 import jax
 
 KINDS = ("kernel", "embedding", "norm", "bias", "scalar")
-DEFAULT_KINDS = "kernel,embedding"   # what the demo has always decayed
 
 _KERNELS = frozenset({"kernel", "query", "key", "value", "out"})
 _EMBEDDINGS = frozenset({"token_embedding", "posemb", "cls", "probe"})
@@ -73,7 +72,7 @@ def parse_kinds(spec: str) -> frozenset[str]:
   return kinds
 
 
-def decay_mask(params: Any, spec: str = DEFAULT_KINDS) -> Any:
+def decay_mask(params: Any, spec: str) -> Any:
   """Bool tree over params: True where weight decay applies (the leaf's kind is in spec)."""
   kinds = parse_kinds(spec)
   return jax.tree_util.tree_map_with_path(lambda path, _: leaf_kind(path) in kinds, params)

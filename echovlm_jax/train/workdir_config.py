@@ -10,6 +10,8 @@ import os
 
 import ml_collections
 
+from configs import echovlm
+
 CONFIG_FILE = "config.json"
 
 
@@ -20,10 +22,12 @@ def write(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def load(workdir: str) -> ml_collections.ConfigDict:
-  """The config a training workdir was run with; FileNotFoundError naming the fix."""
+  """The config a training workdir was run with; FileNotFoundError naming the fix. Keys added
+  to configs/echovlm.py after the run started take their defaults (configs.echovlm.with_defaults),
+  so an older workdir stays exportable."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} is missing: --workdir must be a training workdir "
                             "(python -m echovlm_jax.main ... --workdir DIR writes it).")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(echovlm.with_defaults(json.load(f)))
