@@ -42,10 +42,10 @@ def _decode_rates(root: str, frames: int) -> dict[str, float]:
   example), by kind: what a Beam worker does per element once it runs, without a build's
   fixed costs (worker start, CSV join, tokenizer, TFRecord writing)."""
   import collections  # pylint: disable=g-import-not-at-top
-  from echovlm_jax.data import bug_guard, mimic  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.data import bug_guard, mimic, reader_options  # pylint: disable=g-import-not-at-top
   from tfds_builders.echoground import records  # pylint: disable=g-import-not-at-top
   stats = collections.Counter()
-  items = mimic.plan(root, mimic.ReaderOptions(), stats)
+  items = mimic.plan(root, reader_options.MimicOptions(), stats)
   guard = bug_guard.BugGuard(stats)
   spent = collections.defaultdict(float)
   count = collections.Counter()

@@ -44,20 +44,18 @@ def _timed(fn, out: dict, name: str):
 
 def _driver(root: str, data_dir: str, create: bool) -> dict:
   """The Beam build's driver work on the tree at root; runs in a child process."""
-  import types  # pylint: disable=g-import-not-at-top
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
   from echovlm_jax.data import build, mimic  # pylint: disable=g-import-not-at-top
   from tests.echoground_fixtures import tiny_input_config  # pylint: disable=g-import-not-at-top
-  from tfds_builders.echoground import beam_build, beam_plan  # pylint: disable=g-import-not-at-top
+  from tfds_builders.echoground import beam_build, beam_plan, build_plans  # pylint: disable=g-import-not-at-top
   shutil.rmtree(data_dir, ignore_errors=True)  # a previous run's plan files
   out = {"rss_after_imports_mb": round(_rss_mb())}
   builder = build.get_builder(tiny_input_config(data_dir, builder_config="mimic", manual_dir=root,
                                                 image_size=128, num_frames=1, num_shards=2))
-  dl_manager = types.SimpleNamespace(manual_dir=root)
   pipeline = beam.Pipeline()
   t0 = time.perf_counter()
   if create:  # the previous design: every work item inside the job graph
-    items = _timed(mimic.plan, out, "plan_s")(root, builder._reader_options())  # pylint: disable=protected-access
+    items = _timed(mimic.plan, out, "plan_s")(root, builder.builder_config.mimic)
     # As the previous plan made them: value dicts copied per item (shared dicts pickle smaller).
     items = [i._replace(measurements=dict(i.measurements), grades=dict(i.grades)) for i in items]
     by_split, _ = beam_build.items_by_split(items)
@@ -67,13 +65,13 @@ def _driver(root: str, data_dir: str, create: bool) -> dict:
   else:
     mimic.plan = _timed(mimic.plan, out, "plan_s")
     beam_plan.write = _timed(beam_plan.write, out, "plan_files_write_s")
-    builder._prepared = builder._plan_beam(dl_manager)  # pylint: disable=protected-access
-    out["items"] = sum(builder._prepared.sizes.values())  # pylint: disable=protected-access
-    plan_dir = os.path.join(builder._prepared.work_dir, "plan")  # pylint: disable=protected-access
+    plan = build_plans.plan_beam(builder.builder_config, root, builder.data_dir)
+    out["items"] = sum(plan.sizes.values())
+    plan_dir = os.path.join(plan.work_dir, "plan")
     files = [os.path.join(plan_dir, f) for f in os.listdir(plan_dir)]
     out["plan_files"] = len(files)
     out["plan_files_mb"] = round(sum(os.path.getsize(f) for f in files) / 2**20, 1)
-    for split, transform in builder._split_generators(dl_manager).items():  # pylint: disable=protected-access
+    for split, transform in plan.split_generators().items():
       _ = pipeline | split >> transform
   out["driver_before_graph_s"] = round(time.perf_counter() - t0, 2)
   t0 = time.perf_counter()

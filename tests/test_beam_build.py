@@ -4,7 +4,6 @@ its job graph does not grow with the number of files; splits stay put when patie
 a training job never builds real data."""
 
 import os
-import types
 
 import apache_beam as beam
 import numpy as np
@@ -14,7 +13,7 @@ import tensorflow_datasets as tfds
 from echovlm_jax.data import artifacts, build
 from tests import mimic_csv_tree, mimic_tree
 from tests.echoground_fixtures import tiny_input_config
-from tfds_builders.echoground import records
+from tfds_builders.echoground import build_plans, records
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
 BEAM = "runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing"
@@ -46,7 +45,7 @@ def test_beam_build_writes_what_the_single_process_build_writes(small_tree, tmp_
   beam = build.get_builder(_config(tmp_path / "beam", small_tree["root"]))
   beam.download_and_prepare(download_config=tfds.download.DownloadConfig(
       num_shards=2, manual_dir=small_tree["root"], beam_options=build._beam_options(BEAM)))  # pylint: disable=protected-access
-  assert beam._beam  # pylint: disable=protected-access  (the Beam path ran, not the generator)
+  assert beam.built_with_beam  # the Beam path ran, not the generator
   beam = build.get_builder(_config(tmp_path / "beam", small_tree["root"]))
   a, b = _examples(single), _examples(beam)
   assert {s: len(v) for s, v in a.items()} == {s: len(v) for s, v in b.items()}
@@ -69,10 +68,9 @@ def test_beam_build_writes_what_the_single_process_build_writes(small_tree, tmp_
 def _job_graph_bytes(root, data_dir) -> int:
   """Size of the job graph a Beam `mimic` build submits for the tree at root (built, not run)."""
   builder = build.get_builder(_config(data_dir, root))
-  dl_manager = types.SimpleNamespace(manual_dir=str(root))
-  builder._prepared = builder._plan_beam(dl_manager)  # pylint: disable=protected-access
+  plan = build_plans.plan_beam(builder.builder_config, str(root), builder.data_dir)
   pipeline = beam.Pipeline()
-  for split, transform in builder._split_generators(dl_manager).items():  # pylint: disable=protected-access
+  for split, transform in plan.split_generators().items():
     _ = pipeline | split >> transform
   return len(pipeline.to_runner_api().SerializeToString())
 

@@ -198,3 +198,39 @@ def test_bad_files_raise_one_error_type_naming_the_file(tmp_path, cine):
     dicom.deidentified_metadata(tmp_path / "text.dcm")
   with pytest.raises(dicom.DicomError, match="PhotometricInterpretation 'HSV'"):
     dicom.load_frames(tmp_path / "hsv.dcm")
+
+
+def test_rescale_and_window_the_file_declares_are_applied(tmp_path, cine):
+  # 12-bit MONOCHROME2 with a rescale and a window narrower than the data: pixels below the
+  # window go black, above it white, inside it follow DICOM's linear window (PS3.3
+  # C.11.2.1.2.1), written out here, mapped from the rescaled range to 0..255.
+  gray = cine[0][:2]
+  path = _write(tmp_path / "window.dcm", gray, "big_endian")
+  ds = pydicom.dcmread(path)
+  slope, intercept, center, width = 2.0, -1000.0, 3000.0, 2001.0
+  ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+  ds.WindowCenter, ds.WindowWidth = center, width
+  ds.save_as(path)
+  stored = np.rint(gray.astype(np.float64) * 4095 / 255)
+  x = stored * slope + intercept
+  lo, hi = intercept, 4095 * slope + intercept
+  y = ((x - (center - 0.5)) / (width - 1) + 0.5) * (hi - lo) + lo
+  y = np.where(x <= center - 0.5 - (width - 1) / 2, lo, np.where(x > center - 0.5 + (width - 1) / 2, hi, y))
+  expected = np.clip(np.rint((y - lo) * 255 / (hi - lo)), 0, 255)
+  out = dicom.load_frames(path, mask=False)
+  assert np.abs(out - expected).max() <= 1
+  assert (out == 0).any() and (out == 255).any()   # the window clips: it was applied
+  # Without the window and the rescale, the same file reads as the stored 12-bit values.
+  del ds.WindowCenter, ds.WindowWidth, ds.RescaleSlope, ds.RescaleIntercept
+  ds.save_as(path)
+  np.testing.assert_array_equal(dicom.load_frames(path, mask=False), gray)
+
+
+def test_signed_data_is_centred_on_zero(tmp_path, cine):
+  gray = cine[0][:1]
+  path = _write(tmp_path / "signed.dcm", gray, "big_endian")
+  ds = pydicom.dcmread(path)
+  ds.PixelRepresentation = 1
+  ds.PixelData = (np.rint(gray.astype(np.float64) * 4095 / 255) - 2048).astype(">i2").tobytes()
+  ds.save_as(path)
+  np.testing.assert_array_equal(dicom.load_frames(path, mask=False), gray)

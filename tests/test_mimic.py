@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from echovlm_jax.data import dicom, echoview, mimic
+from echovlm_jax.data import dicom, echoview, mimic, reader_options
 from echovlm_jax.echo import schema
 from tests import mimic_csv_tree, mimic_tree
 
@@ -110,7 +110,7 @@ def test_v01_study_list_links_by_nearest_time_to_the_same_reports(tmp_path):
     stats = collections.Counter()
     studies = mimic.read_study_list(mimic.find(root, mimic.STUDY_LIST), stats)
     reports = mimic.read_reports(mimic.find(root, mimic.MEASUREMENTS), {s.subject for s in studies.values()}, stats)
-    linked = mimic.link_studies(studies, reports, set(studies), mimic.ReaderOptions(test_type=test_type), stats)
+    linked = mimic.link_studies(studies, reports, set(studies), reader_options.MimicOptions(test_type=test_type), stats)
     return mimic.study_values(linked, stats), stats
 
   (a, sa), (b, sb) = link(v1["root"]), link(root01)
@@ -129,7 +129,7 @@ def test_no_view_source_fails_at_start_unless_allowed(tmp_path):
   with pytest.raises(FileNotFoundError, match="MIMIC_ECHO_View_Classifications.csv.*allow_unknown_views"):
     next(mimic.generate_records(tree["root"], image_size=16))
   records = list(mimic.generate_records(tree["root"], image_size=16,
-                                        options=mimic.ReaderOptions(allow_unknown_views=True)))
+                                        options=reader_options.MimicOptions(allow_unknown_views=True)))
   assert records and {r["view"] for _, r in records} == {"unknown"}
 
 

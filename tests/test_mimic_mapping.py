@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from echovlm_jax.data import echoview, mimic_mapping
+from echovlm_jax.data import echoview, mimic_mapping, reader_options
 from echovlm_jax.echo import schema
 from tests import mimic_tree
 
@@ -90,12 +90,13 @@ def test_echoview_wins_over_a_view_csv_and_its_threshold_is_a_knob(tmp_path):
                 + "1,1_0002.dcm," + ",".join(probs("plax_plax", 0.45)) + "\n")
   (tmp_path / "view_labels.csv").write_text("study_id,file,view\n1,1_0001.dcm,plax\n1,1_0003.dcm,cw_tr\n")
   counts = collections.Counter()
-  labels, used = echoview.load_views(str(tmp_path), counts)
+  labels, used = echoview.load_views(str(tmp_path), counts, reader_options.MimicOptions())
   assert used == ["view_labels.csv", echoview.ECHOVIEW_FILENAME]
   assert labels["1_0001.dcm"] == ("a4c", "echoview", pytest.approx(0.7))
   assert labels["1_0003.dcm"] == ("cw_tr", "view_csv", 1.0)
   assert "1_0002.dcm" not in labels and counts["view:echoview_low_confidence"] == 1
-  labels, _ = echoview.load_views(str(tmp_path), collections.Counter(), min_prob=0.4)
+  labels, _ = echoview.load_views(str(tmp_path), collections.Counter(),
+                                  reader_options.MimicOptions(view_min_prob=0.4))
   assert labels["1_0002.dcm"].view == "plax"
 
 
@@ -103,6 +104,8 @@ def test_an_echoview_file_without_its_columns_names_the_fix(tmp_path):
   bad = tmp_path / "ev.csv"
   bad.write_text("image,prob_a4c,prob_hologram\nx.dcm,0.9,0.1\n")
   with pytest.raises(ValueError, match="prob_hologram|hologram"):
-    echoview.load_views(str(tmp_path), collections.Counter(), echoview_csv=str(bad))
+    echoview.load_views(str(tmp_path), collections.Counter(),
+                        reader_options.MimicOptions(echoview_csv=str(bad)))
   with pytest.raises(FileNotFoundError, match="nowhere.csv"):
-    echoview.load_views(str(tmp_path), collections.Counter(), echoview_csv=os.path.join(tmp_path, "nowhere.csv"))
+    echoview.load_views(str(tmp_path), collections.Counter(),
+                        reader_options.MimicOptions(echoview_csv=os.path.join(tmp_path, "nowhere.csv")))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from echovlm_jax.data import artifacts, build, echoview, synthetic, synthetic_views
+from echovlm_jax.data import artifacts, build, echoview, reader_options, synthetic, synthetic_views
 from echovlm_jax.echo import schema
 from tests import echoground_fixtures
 
@@ -54,8 +54,9 @@ def test_truth_then_confident_predictions_then_unknown_in_train_only(plain, tmp_
   want = write_predictions(pred, plain)
   counts = collections.Counter()
   stream, planned = synthetic_views.generate_records(
-      N, SEED, SIZE, T, hidden_view_fraction=HIDDEN, view_predictions=str(pred),
-      view_predictions_min_prob=THRESHOLD, counts=counts)
+      N, SEED, SIZE, T, reader_options.SyntheticViewOptions(
+      hidden_view_fraction=HIDDEN, view_predictions=str(pred),
+      view_predictions_min_prob=THRESHOLD), counts=counts)
   got = dict(stream)
   assert got.keys() == plain.keys()
   split_of = synthetic_views.split_of(N, SEED)
@@ -195,9 +196,9 @@ def test_a_bad_csv_fails_naming_file_column_and_fix(plain, tmp_path, case):
   path = tmp_path / "bad.csv"
   _bad_csv(path, header, row)
   with pytest.raises(ValueError, match=str(path)) as err:
-    synthetic_views.generate_records(N, SEED, SIZE, T, hidden_view_fraction=0.9,
-                                     view_predictions=str(path), view_predictions_min_prob=0.9,
-                                     counts=collections.Counter())
+    synthetic_views.generate_records(N, SEED, SIZE, T, reader_options.SyntheticViewOptions(
+      hidden_view_fraction=0.9, view_predictions=str(path),
+      view_predictions_min_prob=0.9), counts=collections.Counter())
   assert err.match(expect)
 
 
@@ -208,8 +209,9 @@ def test_a_csv_for_other_images_fails_at_the_end(tmp_path):
   path = tmp_path / "far.csv"
   write_predictions(path, far, conf_of=lambda i: 0.99)
   stream, _ = synthetic_views.generate_records(
-      N, SEED, SIZE, T, hidden_view_fraction=0.9, view_predictions=str(path),
-      view_predictions_min_prob=0.9, counts=collections.Counter())
+      N, SEED, SIZE, T, reader_options.SyntheticViewOptions(
+      hidden_view_fraction=0.9, view_predictions=str(path),
+      view_predictions_min_prob=0.9), counts=collections.Counter())
   with pytest.raises(ValueError, match=r"far.csv: none of its confident rows"):
     list(stream)
 
@@ -249,8 +251,9 @@ def test_the_cli_labels_the_train_images_and_the_build_joins_them(classifier_run
   # Threshold 0: every train image without a visible view takes the prediction.
   counts = collections.Counter()
   stream, _ = synthetic_views.generate_records(
-      N, SEED, SIZE, T, hidden_view_fraction=0.9, view_predictions=str(out),
-      view_predictions_min_prob=0.0, counts=counts)
+      N, SEED, SIZE, T, reader_options.SyntheticViewOptions(
+      hidden_view_fraction=0.9, view_predictions=str(out),
+      view_predictions_min_prob=0.0), counts=counts)
   got = dict(stream)
   needing = counts["view:hidden_patient_images"] + counts["view:unrecorded_images"]
   assert needing > 0 and counts["view:no_confident_prediction"] == 0

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from echovlm_jax.data import build, echoview, mimic
+from echovlm_jax.data import build, echoview, mimic, reader_options
 from echovlm_jax.echo import schema
 from tests import echoground_fixtures, mimic_tree
 
@@ -45,7 +45,7 @@ def test_echoview_first_then_confident_predictions_else_unknown(small_tree, tmp_
   pred = tmp_path / "view_predictions.csv"
   want = write_predictions(pred, small_tree, lambda i: 0.95 if i % 2 else 0.5)
   stats = collections.Counter()
-  options = mimic.ReaderOptions(view_predictions=str(pred), view_predictions_min_prob=THRESHOLD)
+  options = reader_options.MimicOptions(view_predictions=str(pred), view_predictions_min_prob=THRESHOLD)
   records = list(mimic.generate_records(small_tree["root"], image_size=32, stats=stats,
                                         options=options))
   by_key = {mimic.record_key(f["rel"]): f for f in small_tree["files"]}
@@ -68,7 +68,7 @@ def test_echoview_first_then_confident_predictions_else_unknown(small_tree, tmp_
 
 
 def test_a_missing_predictions_file_fails_at_start(small_tree, tmp_path):
-  options = mimic.ReaderOptions(view_predictions=str(tmp_path / "nope.csv"))
+  options = reader_options.MimicOptions(view_predictions=str(tmp_path / "nope.csv"))
   with pytest.raises(FileNotFoundError, match="nope.csv"):
     next(mimic.generate_records(small_tree["root"], image_size=32, options=options))
 

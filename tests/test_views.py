@@ -16,7 +16,7 @@ import pytest
 from echovlm_jax import distributed
 from echovlm_jax.tools import label_views
 from echovlm_jax.train import checkpointing, loop
-from echovlm_jax.data import dicom, mimic
+from echovlm_jax.data import dicom, mimic, reader_options
 from echovlm_jax.echo import schema
 from echovlm_jax.inference.frames import prepare_frames
 from tests import mimic_tree, multiprocess_utils
@@ -130,7 +130,7 @@ def test_two_processes_write_what_one_does(run, tree, labelled, tmp_path):
 def test_the_builder_reads_the_cli_output_as_a_view_source(tree, labelled):
   out, _ = labelled
   stats = collections.Counter()
-  options = mimic.ReaderOptions(view_predictions=out, view_predictions_min_prob=0.0)
+  options = reader_options.MimicOptions(view_predictions=out, view_predictions_min_prob=0.0)
   records = list(mimic.generate_records(tree["root"], image_size=32, stats=stats, options=options))
   by_key = {mimic.record_key(f["rel"]): f for f in tree["files"]}
   sources = collections.Counter(r["view_source"] for _, r in records)

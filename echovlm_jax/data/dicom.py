@@ -97,6 +97,39 @@ def sample_indices(total: int, num_frames: int | None) -> np.ndarray:
   return np.minimum(((np.arange(num_frames) + 0.5) * total / num_frames).astype(int), total - 1)
 
 
+_VALUE_TRANSFORMS = ("RescaleSlope", "RescaleIntercept", "ModalityLUTSequence", "WindowCenter",
+                     "WindowWidth", "VOILUTSequence")
+
+
+def _has_value_transforms(ds: pydicom.Dataset) -> bool:
+  return any(k in ds for k in _VALUE_TRANSFORMS)
+
+
+def _lut_range(sequence) -> tuple[float, float]:
+  """Output range of a LUT sequence's first item: 0 .. 2^bits - 1, bits its descriptor's third."""
+  return 0.0, float(2 ** int(sequence[0].LUTDescriptor[2]) - 1)
+
+
+def _value_range(ds: pydicom.Dataset) -> tuple[float, float]:
+  """(lo, hi) of a grayscale frame's values after pydicom's modality and VOI transforms: the
+  VOI LUT's range, else the modality LUT's, else the stored range (signed data centred on 0;
+  unsigned data of up to 8 bits as 0..255, shown as stored) through the rescale. Windowing
+  keeps its input's range (DICOM PS3.3 C.11.2.1.2), so it needs no case of its own."""
+  if "VOILUTSequence" in ds:
+    return _lut_range(ds.VOILUTSequence)
+  if "ModalityLUTSequence" in ds:
+    return _lut_range(ds.ModalityLUTSequence)
+  bits = int(ds.get("BitsStored", 8))
+  if int(ds.get("PixelRepresentation", 0)) == 1:
+    lo, hi = -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
+  else:
+    lo, hi = 0.0, (2.0 ** bits - 1 if bits > 8 else 255.0)
+  if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+    slope, intercept = float(ds.get("RescaleSlope", 1.0)), float(ds.get("RescaleIntercept", 0.0))
+    lo, hi = sorted((lo * slope + intercept, hi * slope + intercept))
+  return lo, hi
+
+
 def _to_gray(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
   """One decoded frame (as pydicom returns it: RGB for colour data) -> uint8 [H, W]."""
   pi = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
@@ -108,14 +141,15 @@ def _to_gray(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     arr = arr.astype(np.float32) / (2.0 ** bits - 1) * 255.0
   if arr.ndim == 3:  # colour: pydicom already converted YBR_* to RGB; take ITU-R BT.601 luma
     arr = arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-  elif arr.dtype != np.uint8 or pi == "MONOCHROME1":
-    bits = int(ds.get("BitsStored", 8))
-    a = arr.astype(np.float32)
-    if int(ds.get("PixelRepresentation", 0)) == 1:
-      a += 2.0 ** (bits - 1)  # signed -> [0, 2^bits)
-    if bits > 8:
-      a *= 255.0 / (2.0 ** bits - 1)
+  elif arr.dtype != np.uint8 or pi == "MONOCHROME1" or _has_value_transforms(ds):
+    # pydicom applies the rescale / modality LUT and the window / VOI LUT the file declares
+    # (no-ops when it declares none, as most echo files); their output range maps to 0..255.
+    a = pydicom.pixels.apply_voi_lut(pydicom.pixels.apply_modality_lut(arr, ds), ds)
+    lo, hi = _value_range(ds)
+    a = (np.asarray(a, np.float32) - lo) * np.float32(255.0 / (hi - lo))
     if pi == "MONOCHROME1":
+      # Not pydicom's apply_presentation_lut: its INVERSE subtracts from the frame's own
+      # maximum (the brightest pixel of each frame would move), MONOCHROME1 means the range's.
       a = 255.0 - a
     arr = a
   return np.clip(np.rint(arr), 0, 255).astype(np.uint8)

@@ -15,15 +15,14 @@ import csv
 from typing import NamedTuple
 
 from echovlm_jax.data import fileio
+from echovlm_jax.data import reader_options
 from echovlm_jax.echo import schema
 
 ECHOVIEW_FILENAME = "MIMIC_ECHO_View_Classifications.csv"
 VIEW_CSV_FILENAME = "view_labels.csv"
-DEFAULT_MIN_PROB = 0.5
 # A classifier's predictions: one row per DICOM, written by echovlm_jax/tools/label_views.py.
 PREDICTION_COLUMNS = ("study", "image", "view", "confidence",
                       *(f"prob_{v}" for v in schema.KNOWN_VIEWS))
-DEFAULT_PREDICTION_MIN_PROB = 0.9
 
 # echocv class -> our view. `_lvocc_s` / `_laocc` are the same view with the LV or LA
 # foreshortened or cut off: the view is still the view. Classes our schema has no view for
@@ -171,15 +170,13 @@ def find(manual_dir: str, given: str, filename: str) -> str | None:
   return None
 
 
-def load_views(manual_dir: str, counts: collections.Counter, *, echoview_csv: str = "",
-               view_csv: str = "", min_prob: float = DEFAULT_MIN_PROB,
-               predictions_csv: str = "",
-               predictions_min_prob: float = DEFAULT_PREDICTION_MIN_PROB
+def load_views(manual_dir: str, counts: collections.Counter, options: reader_options.MimicOptions
                ) -> tuple[dict[str, ViewLabel], list[str]]:
   """(DICOM basename -> ViewLabel, the files read). ECHOVIEW comes first; a hand-made view
   CSV labels the DICOMs ECHOVIEW leaves without a view; a classifier's predictions (only
   when `predictions_csv` is given, never looked up) label what is left, at or above their
-  own threshold."""
+  own threshold (`options.view_predictions`, `options.view_predictions_min_prob`)."""
+  predictions_csv = options.view_predictions
   labels: dict[str, ViewLabel] = {}
   used = []
   if predictions_csv:
@@ -187,14 +184,14 @@ def load_views(manual_dir: str, counts: collections.Counter, *, echoview_csv: st
       raise FileNotFoundError(f"{predictions_csv} not found (config.input.mimic.view_predictions); "
                               "write it with python -m echovlm_jax.tools.label_views "
                               "(docs/mimic.md).")
-    labels.update(read_predictions(predictions_csv, predictions_min_prob, counts))
+    labels.update(read_predictions(predictions_csv, options.view_predictions_min_prob, counts))
     used.append(fileio.basename(predictions_csv))
-  p = find(manual_dir, view_csv, VIEW_CSV_FILENAME)
+  p = find(manual_dir, options.view_csv, VIEW_CSV_FILENAME)
   if p:
     labels.update(read_view_csv(p, counts))
     used.append(fileio.basename(p))
-  p = find(manual_dir, echoview_csv, ECHOVIEW_FILENAME)
+  p = find(manual_dir, options.echoview_csv, ECHOVIEW_FILENAME)
   if p:
-    labels.update(read_echoview(p, min_prob, counts))
+    labels.update(read_echoview(p, options.view_min_prob, counts))
     used.append(fileio.basename(p))
   return labels, used

@@ -25,35 +25,18 @@ from echovlm_jax.data import dicom
 from echovlm_jax.data import echoview
 from echovlm_jax.data import fileio
 from echovlm_jax.data import mimic_mapping
+from echovlm_jax.data import reader_options
 from echovlm_jax.echo import schema
 
 RECORD_LIST = "echo-record-list.csv"
 STUDY_LIST = "echo-study-list.csv"
 MEASUREMENTS = "structured-measurement.csv"   # shipped gzipped: structured-measurement.csv.gz
 PATIENTS = "patients.csv"
-# v0.1 only (no measurement_id): a report is charted after the images, sometimes hours later;
-# two echo exams of one patient within a day are rare. Hours.
-DEFAULT_LINK_TOLERANCE_H = 24.0
 # The build fails when more than this share of the measurement rows of the linked reports
 # has codes the mapping does not know: the file is not the release, or the release changed.
 MAX_UNMAPPED_SHARE = 0.5
 
 _log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class ReaderOptions:
-  """What a `mimic` build reads; see docs/mimic.md. Paths empty = looked up in manual_dir."""
-  test_type: str = "tte"
-  echoview_csv: str = ""
-  view_csv: str = ""
-  view_min_prob: float = echoview.DEFAULT_MIN_PROB
-  allow_unknown_views: bool = False
-  link_tolerance_h: float = DEFAULT_LINK_TOLERANCE_H
-  # A view classifier's predictions CSV (python -m echovlm_jax.tools.label_views): labels what ECHOVIEW and
-  # the view CSV leave unknown, where its confidence reaches view_predictions_min_prob.
-  view_predictions: str = ""
-  view_predictions_min_prob: float = echoview.DEFAULT_PREDICTION_MIN_PROB
 
 
 # ----------------------------------------------------------------------------- CSV helpers
@@ -161,7 +144,7 @@ def read_reports(path: str, subjects: set[str], stats: collections.Counter) -> d
 
 
 def link_studies(studies: dict[str, Study], reports: dict[str, Report], wanted: set[str],
-                 options: ReaderOptions, stats: collections.Counter) -> dict[str, Report]:
+                 options: reader_options.MimicOptions, stats: collections.Counter) -> dict[str, Report]:
   """study_id -> its report of options.test_type: by measurement_id (v1.0), else (v0.1) the
   same subject's report nearest in time within the tolerance."""
   by_subject: dict[str, list[tuple[datetime.datetime, str]]] = collections.defaultdict(list)
@@ -247,7 +230,8 @@ class WorkItem(NamedTuple):
   sex: str | None
 
 
-def plan(manual_dir: str | os.PathLike, options: ReaderOptions = ReaderOptions(),
+def plan(manual_dir: str | os.PathLike,
+         options: reader_options.MimicOptions = reader_options.MimicOptions(),
          stats: collections.Counter | None = None) -> list[WorkItem]:
   """Every DICOM of a TTE study linked to a report, in record-list order: the CSVs read once
   and joined (record list -> study list -> report -> values; views; sex). Setup errors
@@ -263,10 +247,7 @@ def plan(manual_dir: str | os.PathLike, options: ReaderOptions = ReaderOptions()
   linked = link_studies(studies, reports, wanted, options, stats)
   values = study_values(linked, stats)
   check_mapping_coverage(stats, meas_path)
-  views, view_files = echoview.load_views(manual_dir, stats, echoview_csv=options.echoview_csv,
-                                          view_csv=options.view_csv, min_prob=options.view_min_prob,
-                                          predictions_csv=options.view_predictions,
-                                          predictions_min_prob=options.view_predictions_min_prob)
+  views, view_files = echoview.load_views(manual_dir, stats, options)
   if not view_files and not options.allow_unknown_views:
     raise FileNotFoundError(
         f"No view labels in {manual_dir}: put ECHOVIEW's {echoview.ECHOVIEW_FILENAME} there (or set "
@@ -328,7 +309,8 @@ def read_item(manual_dir: str, item: WorkItem, image_size: int, num_frames: int,
 
 def generate_records(manual_dir: str | os.PathLike, image_size: int = 128, num_frames: int = 1,
                      stats: collections.Counter | None = None,
-                     options: ReaderOptions = ReaderOptions()) -> Iterator[tuple[str, dict[str, Any]]]:
+                     options: reader_options.MimicOptions = reader_options.MimicOptions()
+                     ) -> Iterator[tuple[str, dict[str, Any]]]:
   """(key, record) per readable DICOM of a study linked to a report, in record-list order.
 
   record: frames uint8 [num_frames, image_size, image_size]; view, view_source,
@@ -339,7 +321,12 @@ def generate_records(manual_dir: str | os.PathLike, image_size: int = 128, num_f
   skipped and counted (`read_item`). The Beam build runs the same two steps (beam_build.py).
   """
   stats = collections.Counter() if stats is None else stats
-  items = plan(manual_dir, options, stats)
+  yield from read_items(manual_dir, plan(manual_dir, options, stats), image_size, num_frames, stats)
+
+
+def read_items(manual_dir: str | os.PathLike, items: list[WorkItem], image_size: int,
+               num_frames: int, stats: collections.Counter) -> Iterator[tuple[str, dict[str, Any]]]:
+  """(key, record) per planned item that reads; the others are counted in `stats`."""
   guard = bug_guard.BugGuard(stats, "skip:decoder_")
   for item in items:
     record = read_item(os.fspath(manual_dir), item, image_size, num_frames, stats, guard)

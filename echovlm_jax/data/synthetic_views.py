@@ -33,6 +33,7 @@ import numpy as np
 
 from echovlm_jax.data import echoview
 from echovlm_jax.data import fileio
+from echovlm_jax.data import reader_options
 from echovlm_jax.data import synthetic
 from echovlm_jax.echo import schema
 
@@ -109,9 +110,8 @@ def read_predictions(path: str, min_prob: float, counts: collections.Counter, *,
   return labels
 
 
-def generate_records(num_patients: int, seed: int, image_size: int, num_frames: int, *,
-                     hidden_view_fraction: float, view_predictions: str,
-                     view_predictions_min_prob: float, counts: collections.Counter
+def generate_records(num_patients: int, seed: int, image_size: int, num_frames: int,
+                     options: reader_options.SyntheticViewOptions, *, counts: collections.Counter
                      ) -> tuple[Iterator[tuple[str, dict]], set[int]]:
   """(the synthetic records with the train split's views hidden and relabelled, every planned
   patient_id). The predictions are read first: a bad CSV stops the build before rendering.
@@ -121,13 +121,14 @@ def generate_records(num_patients: int, seed: int, image_size: int, num_frames: 
   classifier labels too, as on MIMIC), classifier_right / classifier_wrong against the view
   drawn, no_confident_prediction, and echoview.read_predictions' own counts.
   """
+  view_predictions = options.view_predictions
   predictions = {}
   if view_predictions:
-    predictions = read_predictions(view_predictions, view_predictions_min_prob, counts, seed=seed,
+    predictions = read_predictions(view_predictions, options.view_predictions_min_prob, counts, seed=seed,
                                    image_size=image_size, num_frames=num_frames)
     counts[f"view:source_file:{fileio.basename(view_predictions)}"] += 1
   splits = split_of(num_patients, seed)
-  visible = labelled_patients(splits, hidden_view_fraction)
+  visible = labelled_patients(splits, options.hidden_view_fraction)
 
   def stream():
     needing = matched = 0
