@@ -38,3 +38,14 @@ def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
       raise ValueError(f"Config arg {key!r} needs a value, e.g. {key}={spec[key]}.")
     out[key] = _cast(key, raw.strip(), spec[key])
   return ml_collections.ConfigDict(out)
+
+
+# config.model_init_skip of a task that keeps only a checkpoint's image tower (the view
+# classifier, the dense tasks): a CLIP/SigLIP checkpoint's text tower, temperature and
+# projections have no place there (big_vision names, open_clip's, then Hugging Face's; only
+# big_vision's is tested).
+IMAGE_TOWER_ONLY = ",".join((
+    r"^txt/", r"^t$", r"^b$", r"^img/head/",
+    r"^transformer\.", r"^token_embedding\.", r"^positional_embedding$", r"^ln_final\.",
+    r"^text_projection", r"^logit_scale$", r"^logit_bias$", r"^visual\.proj$",
+    r"^text_model\.", r"^visual_projection\."))

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from configs import common
+from echovlm_jax.data import reader_options
 
 ARG_SPEC = dict(size="ti", res=128, frames=1, objective="echovlm", runlocal=False, seed=0)
 
@@ -74,6 +75,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # --config.input.res override beyond it fails at start.
       image_size=max(128, arg.res),
       num_frames=arg.frames,        # T: frames per example (the ViT averages over them)
+      frames_at="cycle",            # synthetic: "cycle" (a still at end-diastole; T frames over a
+                                    # cycle) or "ed_es" (T = 2: end-diastole, end-systole; the
+                                    # dense tasks', configs/segmentation.py)
       max_text_len=64,              # ~94 % of PLAX / PSAX captions are longer: see fit_statements
       vocab_size=1024,
       shuffle_buffer=4096,
@@ -90,27 +94,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       tokenizer="",                 # "" = the dataset's sentencepiece; an HF tokenizer dir (set
                                     # from model_init by interop.init_from_checkpoint.configure)
       # builder_config=synthetic: the views of the unlabelled majority, simulated (docs/results.md,
-      # "Pretraining on a view classifier's labels"; echovlm_jax/data/synthetic_views.py). Any
-      # non-default value gives the dataset another name.
-      synthetic=dict(
-          hidden_view_fraction=0.0,   # share of the patients whose train-split views are hidden
-          # python -m echovlm_jax.tools.label_views --synthetic: labels the hidden views
-          view_predictions="",
-          view_predictions_min_prob=0.9,  # its confidence needed to take a predicted view
-      ),
-      # builder_config=mimic: what the reader takes from manual_dir (docs/mimic.md).
-      mimic=dict(
-          test_type="tte",            # reports of this test_type only (tte / tee / stress)
-          echoview_csv="",            # ECHOVIEW's CSV; "" = MIMIC_ECHO_View_Classifications.csv
-                                      # in manual_dir
-          view_csv="",                # (study_id, file, view) CSV; "" = view_labels.csv if present
-          view_min_prob=0.5,          # ECHOVIEW: top-class probability needed to take its view
-          allow_unknown_views=False,  # build even when no view source is found
-          # A view classifier's predictions CSV (python -m echovlm_jax.tools.label_views); labels
-          # what ECHOVIEW and view_csv leave unknown. Its content hash goes into the dataset's name.
-          view_predictions="",
-          view_predictions_min_prob=0.9,  # its confidence needed to take a predicted view
-      ),
+      # "Pretraining on a view classifier's labels"); builder_config=mimic: what the reader takes
+      # from manual_dir (docs/mimic.md). Each option is declared once, with its meaning, in
+      # echovlm_jax/data/reader_options.py.
+      synthetic=reader_options.as_config(reader_options.SyntheticViewOptions()),
+      mimic=reader_options.as_config(reader_options.MimicOptions()),
   )
 
   # --- Model ----------------------------------------------------------------

@@ -38,13 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         confidence_threshold=0.9,   # the report's coverage / accuracy point (use the same as
                                     # input.mimic.view_predictions_min_prob when building)
     )
-    # A CLIP/SigLIP checkpoint's text tower, temperature and projections have no place in the
-    # classifier (big_vision names, open_clip's, then Hugging Face's; only big_vision's is tested).
-    c.model_init_skip = ",".join((
-        r"^txt/", r"^t$", r"^b$", r"^img/head/",
-        r"^transformer\.", r"^token_embedding\.", r"^positional_embedding$", r"^ln_final\.",
-        r"^text_projection", r"^logit_scale$", r"^logit_bias$", r"^visual\.proj$",
-        r"^text_model\.", r"^visual_projection\."))
+    c.model_init_skip = common.IMAGE_TOWER_ONLY
     # A linear head on a small tower: a larger lr than the contrastive run's, shorter schedule.
     c.total_steps = 10 if runlocal else 1000
     c.lr = 1e-3

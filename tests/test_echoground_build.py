@@ -6,6 +6,7 @@ masked, and every bad input counted instead of crashing the build.
 """
 
 import collections
+import dataclasses
 import hashlib
 import json
 import os
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from echovlm_jax.data import build
+from configs import echovlm
+from echovlm_jax.data import build, reader_options, synthetic
 from echovlm_jax.data import tokenizer as tok_lib
 from echovlm_jax.data.caption_augment import split_statements
 from echovlm_jax.echo import grades as grades_lib
@@ -22,7 +24,7 @@ from echovlm_jax.echo import guidelines, negation, schema
 from tests import mimic_tree
 from tests.echoground_fixtures import tiny_input_config
 from echovlm_jax.data import artifacts
-from tfds_builders.echoground import records
+from tfds_builders.echoground import build_plans, records
 
 
 def _examples(builder, split):
@@ -112,6 +114,61 @@ def test_config_names_spell_out_non_default_parameters(tmp_path):
   assert build.get_builder(mimic).builder_config.name == "mimic"
 
 
+def test_reader_options_are_one_dataclass_from_config_to_reader(tmp_path):
+  # config.input.mimic / .synthetic hold exactly the dataclasses' fields, and a config value
+  # reaches the builder config's nested options unchanged.
+  c = echovlm.get_config()
+  assert dict(c.input.mimic) == dataclasses.asdict(reader_options.MimicOptions())
+  assert dict(c.input.synthetic) == dataclasses.asdict(reader_options.SyntheticViewOptions())
+  ic = tiny_input_config(tmp_path, builder_config="mimic")
+  ic.mimic.view_min_prob, ic.mimic.test_type, ic.mimic.link_tolerance_h = 0.7, "TEE", 6.0
+  got = build.builder_config_for(ic).mimic
+  assert got == reader_options.MimicOptions(view_min_prob=0.7, test_type="tee", link_tolerance_h=6.0)
+  with pytest.raises(ValueError, match=r"config.input.mimic: unknown option\(s\) \['view_min_p'\]"):
+    reader_options.from_config(reader_options.MimicOptions, {"view_min_p": 0.3}, "mimic")
+
+
+def test_dataset_names_did_not_move_when_the_options_became_one_dataclass(tmp_path):
+  # Names of the version that copied the options field by field (a rename would rebuild a
+  # user's MIMIC dataset, hours of decoding); the threshold alone never names a dataset.
+  def name(**over):
+    c = echovlm.get_config()
+    for key, v in over.items():
+      for k, vv in v.items():
+        c.input[key][k] = vv
+    return build.builder_config_for(c.input).name
+  assert name(mimic=dict(view_predictions_min_prob=0.5)) == "synthetic"
+  assert name(synthetic=dict(hidden_view_fraction=0.9)) == "synthetic_p2000_s0_i128_t1_v1024_ha1a1ddc9"
+  assert name(synthetic=dict(view_predictions_min_prob=0.5)) == "synthetic"
+  c = echovlm.get_config()
+  c.input.builder_config = "mimic"
+  for over, want in ((dict(test_type="TEE"), "mimic_i128_t1_v1024_rd227ba55"),
+                     (dict(view_min_prob=0.7, allow_unknown_views=True), "mimic_i128_t1_v1024_r46767b80"),
+                     (dict(view_predictions_min_prob=0.5), "mimic")):
+    m = c.copy_and_resolve_references()
+    m.input.mimic.update(over)
+    assert build.builder_config_for(m.input).name == want, over
+
+
+def test_each_split_reads_only_its_own_examples_from_the_spill(tmp_path):
+  ic = tiny_input_config(tmp_path)
+  cfg = build.builder_config_for(ic)
+  os.makedirs(tmp_path / "d")
+  plan = build_plans.read_source(cfg, "", str(tmp_path / "d"))
+  split_of = {}
+  for split in records.SPLITS:
+    for _, ex in plan.examples(split):
+      split_of.setdefault(ex["patient_id"], set()).add(split)
+  assert all(len(s) == 1 for s in split_of.values()) and len(split_of) == ic.synthetic_patients
+  assert sorted(o for offs in plan.offsets.values() for o in offs) == sorted(
+      set(o for offs in plan.offsets.values() for o in offs))   # each example in one split
+  plan.cleanup()
+  assert not (tmp_path / "d" / build_plans.SPILL_FILENAME).exists()
+  # TFDS's hooks outside download_and_prepare have no plan to read: an error, not a re-read.
+  with pytest.raises(RuntimeError, match="download_and_prepare"):
+    build.get_builder(ic)._split_generators(None)  # pylint: disable=protected-access
+
+
 # ----------------------------------------------------------------------------- records
 
 
@@ -147,7 +204,40 @@ def test_bad_records_are_skipped_and_counted_never_fatal():
   assert ex["frames"].shape == (1, 8, 8, 1)
   assert isinstance(ex["patient_id"], int) and "P1" not in json.dumps(
       {k: v for k, v in ex.items() if k not in ("frames", "measurements", "labels", "grades",
-                                                "view_confidence")})
+                                                "view_confidence", "masks", "landmarks",
+                                                "phases", "pixel_spacing_mm")})
+
+
+def test_dense_truth_is_checked_and_a_misshapen_one_skips_the_record():
+  maker = records.ExampleMaker(num_frames=1, image_size=8)
+  k = len(schema.LANDMARKS)
+  good = dict(dense_truth=True, masks=np.zeros((1, 8, 8), np.uint8),
+              landmarks=np.full((1, k, 2), np.nan, np.float32), phases=np.zeros(1, np.float32),
+              pixel_spacing_mm=0.5)
+  bad = {"masks_invalid": dict(good, masks=np.full((1, 8, 8), len(schema.STRUCTURES), np.uint8)),
+         "landmarks_invalid": dict(good, landmarks=np.zeros((1, k + 1, 2), np.float32)),
+         "phases_invalid": dict(good, phases=np.zeros(2, np.float32)),
+         "pixel_spacing_invalid": dict(good, pixel_spacing_mm=-1.0)}  # NaN (unknown) or > 0
+  for reason, truth in bad.items():
+    assert maker(f"k-{reason}", _good_record(**truth)) is None, reason
+  assert dict(maker.skipped) == {r: 1 for r in bad}
+  _, ex = maker("ok", _good_record(**good))
+  assert ex["dense_truth"] and ex["masks"].shape == (1, 8, 8, 1) and ex["pixel_spacing_mm"] == 0.5
+  _, none = maker("none", _good_record())          # a source without truth (MIMIC)
+  assert not none["dense_truth"] and not none["masks"].any() and np.isnan(none["landmarks"]).all()
+
+
+def test_the_stored_truth_is_the_renderers(tiny_echoground):
+  ic, builder = tiny_echoground
+  by_frames = {e["frames"].tobytes(): e for e in _all(builder)}
+  for index in range(3):
+    for _, rec in synthetic.patient_records(ic.synthetic_seed, index, ic.image_size, ic.num_frames):
+      e = by_frames[rec["frames"][..., None].tobytes()]
+      assert e["dense_truth"]
+      np.testing.assert_array_equal(e["masks"][..., 0], rec["masks"])
+      np.testing.assert_array_equal(e["landmarks"], rec["landmarks"])
+      np.testing.assert_array_equal(e["phases"], rec["phases"])
+      np.testing.assert_array_equal(e["pixel_spacing_mm"], np.float32(rec["pixel_spacing_mm"]))
 
 
 def test_caption_code_errors_are_counted_and_a_repeated_bug_stops_the_build(monkeypatch):
@@ -195,6 +285,7 @@ def _all(builder):
 
 def test_mimic_build_report_gives_the_coverage(mimic_build):
   tree, _, builder = mimic_build
+  assert not any(e["dense_truth"] or e["masks"].any() for e in _all(builder))  # no truth in DICOMs
   report = artifacts.load_report(builder.data_dir)
   cov = report["coverage"]
   ok = [f for f in tree["files"] if f["expected"] == "ok"]

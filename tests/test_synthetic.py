@@ -45,7 +45,10 @@ def test_record_contract(size, frames):
   assert len(keys) == len(set(keys)) and len(recs) >= 4 * 4
   for _, r in recs:
     assert set(r) == {"frames", "view", "drawn_view", "view_source", "view_confidence",
-                      "image_kind", "measurements", "sex", "patient_key", "study_key", "source"}
+                      "image_kind", "measurements", "sex", "patient_key", "study_key", "source",
+                      "dense_truth", "masks", "landmarks", "phases", "pixel_spacing_mm"}
+    assert r["dense_truth"] == (r["image_kind"] == "2d")
+    assert r["masks"].shape == (frames, size, size) and r["masks"].dtype == np.uint8
     known = r["view"] != schema.UNKNOWN_VIEW
     assert r["drawn_view"] in schema.KNOWN_VIEWS and r["view"] in (r["drawn_view"], "unknown")
     assert (r["view_source"], r["view_confidence"]) == (("synthetic", 1.0) if known else ("none", 0.0))

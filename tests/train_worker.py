@@ -43,14 +43,14 @@ def as_process(index: int, count: int) -> Iterator[None]:
 class EmulatedHostsIterator:
   """input_pipeline.TrainIterator's interface over N emulated hosts' iterators."""
 
-  def __init__(self, input_config, batch_size, mesh, seed, start_step=0, keep=None, *,
-               num_hosts: int):
+  def __init__(self, input_config, batch_size, mesh, seed, start_step=0, keep=None,
+               kind="contrastive", *, num_hosts: int):
     self.mesh, self.num_hosts, self.position = mesh, num_hosts, int(start_step)
     self.hosts = []
     for i in range(num_hosts):
       with as_process(i, num_hosts):
         self.hosts.append(input_pipeline.TrainIterator(input_config, batch_size, mesh, seed,
-                                                       start_step, keep=keep))
+                                                       start_step, keep=keep, kind=kind))
 
   def __iter__(self):
     return self
@@ -61,15 +61,16 @@ class EmulatedHostsIterator:
       with as_process(i, self.num_hosts):  # an epoch's seed is drawn lazily, per host
         parts.append(next(it._it))  # pylint: disable=protected-access
     self.position += 1
-    batch = {k: np.concatenate([p[k] for p in parts]) for k in input_pipeline.BATCH_KEYS}
+    keys = self.hosts[0]._data.batch_keys  # pylint: disable=protected-access
+    batch = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     return sharding.shard_batch(batch, self.mesh)
 
 
 def worker_main(argv) -> None:
   n = _EMULATE.value
   if n > 1:
-    def make(input_config, batch_size, mesh, seed, start_step=0, keep=None):
-      return EmulatedHostsIterator(input_config, batch_size, mesh, seed, start_step, keep,
+    def make(input_config, batch_size, mesh, seed, start_step=0, keep=None, kind="contrastive"):
+      return EmulatedHostsIterator(input_config, batch_size, mesh, seed, start_step, keep, kind,
                                    num_hosts=n)
     input_pipeline.make_train_iterator = make
   main_lib.main(argv)

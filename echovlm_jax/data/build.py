@@ -26,6 +26,7 @@ from etils import epath
 from echovlm_jax.data import artifacts
 from echovlm_jax.data import build_report
 from echovlm_jax.data import fileio
+from echovlm_jax.data import reader_options
 from tfds_builders.echoground import Builder, EchogroundConfig
 
 def _registered(name: str) -> EchogroundConfig:
@@ -47,50 +48,80 @@ def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
   params = dict(image_size=image_size, num_frames=int(input_config["num_frames"]),
                 vocab_size=int(input_config["vocab_size"]), num_shards=int(input_config["num_shards"]))
   if kind == "synthetic":
-    s = input_config["synthetic"]
     params.update(num_patients=int(input_config["synthetic_patients"]),
                   seed=int(input_config["synthetic_seed"]),
-                  hidden_view_fraction=float(s["hidden_view_fraction"]),
-                  view_predictions=str(s["view_predictions"]),
-                  view_predictions_min_prob=float(s["view_predictions_min_prob"]))
+                  frames_at=_checked_frames_at(input_config),
+                  synthetic=_normalised(reader_options.from_config(
+                      reader_options.SyntheticViewOptions, input_config["synthetic"], "synthetic")))
   else:
-    m = input_config["mimic"]
-    params.update(test_type=str(m["test_type"]).lower(), echoview_csv=str(m["echoview_csv"]),
-                  view_csv=str(m["view_csv"]), view_min_prob=float(m["view_min_prob"]),
-                  allow_unknown_views=bool(m["allow_unknown_views"]),
-                  view_predictions=str(m["view_predictions"]),
-                  view_predictions_min_prob=float(m["view_predictions_min_prob"]))
+    if input_config["frames_at"] != "cycle":
+      raise ValueError(f"config.input.frames_at={input_config['frames_at']!r} is for synthetic "
+                       "data (the renderer knows each frame's phase); a mimic build takes "
+                       "frames_at='cycle'.")
+    params.update(mimic=_normalised(reader_options.from_config(
+        reader_options.MimicOptions, input_config["mimic"], "mimic")))
   base = _registered(kind)
   cfg = dataclasses.replace(base, **params)
-  # num_shards is how the data is laid out, and the predictions' threshold matters only with
-  # predictions: neither alone is part of the name.
-  ignored = {"num_shards"} | (set() if cfg.view_predictions else {"view_predictions_min_prob"})
-  same = all(getattr(cfg, k) == getattr(base, k) for k in params if k not in ignored)
-  if same:
+  # num_shards is how the data is laid out, and the other source's options are not read:
+  # neither is part of the name.
+  ignored = {"num_shards", "mimic" if kind == "synthetic" else "synthetic"}
+  if all(getattr(cfg, k) == getattr(base, k) for k in params if k not in ignored):
     return base  # TFDS accepts a registered config only as itself; shards go via DownloadConfig
+  options = cfg.synthetic if kind == "synthetic" else cfg.mimic
   if kind == "synthetic":
     name = f"{kind}_p{cfg.num_patients}_s{cfg.seed}_i{cfg.image_size}_t{cfg.num_frames}_v{cfg.vocab_size}"
-    if cfg.hidden_view_fraction or cfg.view_predictions:
-      # Hidden and predicted views are another dataset: their options (the predictions by
-      # content, as for mimic) make a fingerprint of their own.
-      views = dict(hidden_view_fraction=cfg.hidden_view_fraction)
-      if cfg.view_predictions:
-        views.update(view_predictions=_file_sha256(cfg.view_predictions, "synthetic"),
-                     view_predictions_min_prob=cfg.view_predictions_min_prob)
-      name += "_h" + hashlib.sha256(json.dumps(views, sort_keys=True).encode()).hexdigest()[:8]
+    if cfg.frames_at != "cycle":
+      name += f"_{cfg.frames_at}"
   else:
     name = f"{kind}_i{cfg.image_size}_t{cfg.num_frames}_v{cfg.vocab_size}"
-    reader = {k: getattr(cfg, k) for k in ("test_type", "echoview_csv", "view_csv",
-                                           "view_min_prob", "allow_unknown_views")}
-    if any(getattr(base, k) != v for k, v in reader.items()) or cfg.view_predictions:
-      if cfg.view_predictions:
-        # The predictions' content, not their path: relabelling the tree makes another dataset.
-        reader.update(view_predictions=_file_sha256(cfg.view_predictions, "mimic"),
-                      view_predictions_min_prob=cfg.view_predictions_min_prob)
-      # Reader options change what the dataset holds: a short fingerprint keeps them apart.
-      name += "_r" + hashlib.sha256(json.dumps(reader, sort_keys=True).encode()).hexdigest()[:8]
+  fingerprint = _options_fingerprint(options, kind)
+  if fingerprint:
+    # Options change what the dataset holds: a short fingerprint keeps them apart.
+    name += ("_h" if kind == "synthetic" else "_r") + fingerprint
   description = f"{base.description.split(',')[0]}: {name}." if kind == "synthetic" else f"{base.description} ({name})"
   return dataclasses.replace(cfg, name=name, description=description)
+
+
+def _checked_frames_at(input_config: Mapping[str, Any]) -> str:
+  from echovlm_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  frames_at = str(input_config["frames_at"])
+  synthetic.phases_for(frames_at, int(input_config["num_frames"]))  # ValueError naming the key
+  return frames_at
+
+
+def _normalised(options):
+  """The predictions' threshold matters only with predictions: without them it is reset, so
+  it alone never names another dataset."""
+  if options.view_predictions:
+    return options
+  return dataclasses.replace(options, view_predictions_min_prob=type(options)().view_predictions_min_prob)
+
+
+def _options_fingerprint(options: reader_options.MimicOptions | reader_options.SyntheticViewOptions,
+                         kind: str) -> str:
+  """8 hex digits naming non-default reader options, "" when every option is the default.
+
+  The view predictions count by content, not path (relabelling makes another dataset), and
+  their threshold only with them. The hashed keys are those of the names datasets had before
+  the options were one dataclass, so existing builds keep their directory: mimic hashes its
+  five reader options whenever one differs, link_tolerance_h only when not the default.
+  """
+  default = type(options)()
+  changed = {f.name for f in dataclasses.fields(options)
+             if getattr(options, f.name) != getattr(default, f.name)}
+  if not changed:
+    return ""
+  if kind == "synthetic":
+    keys = {"hidden_view_fraction": options.hidden_view_fraction}
+  else:
+    keys = {k: getattr(options, k) for k in ("test_type", "echoview_csv", "view_csv",
+                                             "view_min_prob", "allow_unknown_views")}
+    if "link_tolerance_h" in changed:
+      keys["link_tolerance_h"] = options.link_tolerance_h
+  if options.view_predictions:
+    keys.update(view_predictions=_file_sha256(options.view_predictions, kind),
+                view_predictions_min_prob=options.view_predictions_min_prob)
+  return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _file_sha256(path: str, kind: str) -> str:
@@ -155,11 +186,11 @@ def build_commands(input_config: Mapping[str, Any]) -> list[str]:
                                                    "image_size", "num_frames", "vocab_size",
                                                    "num_shards")]
   if ic["builder_config"] == "mimic":
-    default = _registered("mimic")
+    default = _registered("mimic").mimic
     flags += [f"--config.input.mimic.{k}={v}" for k, v in ic["mimic"].items()
               if getattr(default, k) != v]
   else:
-    default = _registered("synthetic")
+    default = _registered("synthetic").synthetic
     flags += [f"--config.input.synthetic.{k}={v}" for k, v in ic["synthetic"].items()
               if getattr(default, k) != v]
   beam = ('--beam_pipeline_options="runner=DirectRunner,direct_num_workers=8,'

@@ -30,6 +30,7 @@ import tensorflow_datasets as tfds
 from echovlm_jax import sharding
 from echovlm_jax.data import build
 from echovlm_jax.data import caption_augment
+from echovlm_jax.data import dense_transforms
 from echovlm_jax.data import labelled
 from echovlm_jax.data import tokenizer as tokenizer_lib
 from echovlm_jax.echo import schema
@@ -128,6 +129,11 @@ def _crop_box(seed: tf.Tensor) -> tf.Tensor:
   return tf.stack([y0, x0, y0 + h, x0 + w])[None]
 
 
+def crop_box(seed: tf.Tensor) -> tf.Tensor:
+  """[1, 4] the crop model_frames takes for `seed` (dense_transforms crops masks with it)."""
+  return _crop_box(tf.random.experimental.stateless_split(seed, 3)[0])
+
+
 def model_frames(frames: tf.Tensor, res: int, seed: tf.Tensor | None) -> tf.Tensor:
   """uint8 [T, S, S, 1] -> float32 [T, res, res, 1] in [-1, 1]; augmented when seed is given.
 
@@ -222,18 +228,37 @@ def _make_tokenize(tok: tokenizer_lib.Tokenizer, max_len: int, p_subsample: floa
   return tokenize
 
 
-def _to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
-  return sharding.shard_batch({k: batch[k] for k in BATCH_KEYS}, mesh)
+def _to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh,
+               keys: tuple[str, ...] = BATCH_KEYS) -> dict[str, jax.Array]:
+  return sharding.shard_batch({k: batch[k] for k in keys}, mesh)
+
+
+# What a task's batches hold: "contrastive" (images and captions, BATCH_KEYS; the view
+# classifier reads them too) or "dense" (frames, masks and landmarks, dense_transforms.BATCH_KEYS).
+KINDS = ("contrastive", "dense")
 
 
 class EchogroundData:
   """What both iterators share: the prepared builder, tokenizer, stats and transforms."""
 
-  def __init__(self, input_config: Mapping[str, Any]):
+  def __init__(self, input_config: Mapping[str, Any], kind: str = "contrastive"):
+    if kind not in KINDS:
+      raise ValueError(f"batch kind {kind!r}: expected one of {KINDS}.")
+    self.kind = kind
     self.builder = build.get_builder(input_config)
     self.res = int(input_config["res"])
     self.max_len = int(input_config["max_text_len"])
     self.mean, self.std = artifacts.load_stats(self.builder.data_dir)  # [M] each
+    if kind == "dense":
+      self.batch_keys = dense_transforms.BATCH_KEYS
+      self.preprocess = dense_transforms.make_preprocess(
+          self.res, self.builder.builder_config.image_size, model_frames, crop_box)
+      self.tokenize = lambda batch: batch
+      self.decoders = None
+      return
+    self.batch_keys = BATCH_KEYS
+    # The masks are zlib-compressed: images and captions never need them decompressed.
+    self.decoders = {"masks": tfds.decode.SkipDecoding()}
     self.preprocess = _make_preprocess(self.res, self.mean, self.std)
     self.tokenizer = load_tokenizer(input_config, self.builder.data_dir)
     # `augment` switches off frame augmentation and statement subsampling; fitting long
@@ -270,10 +295,11 @@ class TrainIterator:
   """
 
   def __init__(self, input_config: Mapping[str, Any], batch_size: int, mesh: jax.sharding.Mesh,
-               seed: int, start_step: int = 0, keep: Callable | None = None):
+               seed: int, start_step: int = 0, keep: Callable | None = None,
+               kind: str = "contrastive"):
     self.mesh, self.seed, self.keep = mesh, int(seed), keep
     self.local_batch = sharding.check_batch_size(batch_size, mesh)
-    self._data = EchogroundData(input_config)
+    self._data = EchogroundData(input_config, kind)
     self._split, _, _ = self._data.host_split("train")
     n_train, pc = self._data.builder.info.splits["train"].num_examples, jax.process_count()
     # Every host runs the same number of steps per epoch: the smallest host slice decides.
@@ -296,7 +322,8 @@ class TrainIterator:
   def _epoch(self, epoch: int, skip_batches: int) -> tf.data.Dataset:
     epoch_seed = _seed_int("train", self.seed, epoch, jax.process_index())
     read_config = tfds.ReadConfig(shuffle_seed=epoch_seed, try_autocache=False)
-    ds = self._data.builder.as_dataset(split=self._split, shuffle_files=True, read_config=read_config)
+    ds = self._data.builder.as_dataset(split=self._split, shuffle_files=True, read_config=read_config,
+                                       decoders=self._data.decoders)
     if self.keep is not None:
       ds = ds.filter(self.keep)
     ds = ds.shuffle(self.shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
@@ -323,14 +350,14 @@ class TrainIterator:
     return self
 
   def __next__(self) -> dict[str, jax.Array]:
-    batch = _to_global(next(self._it), self.mesh)
+    batch = _to_global(next(self._it), self.mesh, self._data.batch_keys)
     self.position += 1
     return batch
 
 
 def make_train_iterator(input_config: Mapping[str, Any], batch_size: int, mesh: jax.sharding.Mesh,
-                        seed: int, start_step: int = 0, keep: Callable | None = None
-                        ) -> TrainIterator:
+                        seed: int, start_step: int = 0, keep: Callable | None = None,
+                        kind: str = "contrastive") -> TrainIterator:
   """Infinite iterator of global training batches: dict of jax.Arrays with keys BATCH_KEYS:
   frames float32 [B, T, res, res, 1] in [-1, 1]; text, neg_text int32 [B, max_text_len];
   has_negation, valid float32 [B]; view, study_id, caption_id int32 [B]; measurements
@@ -341,8 +368,9 @@ def make_train_iterator(input_config: Mapping[str, Any], batch_size: int, mesh: 
   slice of the train split. Deterministic for (seed, process count); start the
   iterator at `start_step` (batches already consumed) to resume. keep: a predicate on raw
   examples (`labelled.keep_labelled`): only those are read; `view_counts` then counts them by view.
+  kind "dense": the dense tasks' batches instead (dense_transforms.BATCH_KEYS).
   """
-  return TrainIterator(input_config, batch_size, mesh, seed, start_step, keep)
+  return TrainIterator(input_config, batch_size, mesh, seed, start_step, keep, kind)
 
 
 # ----------------------------------------------------------------------------
@@ -356,23 +384,24 @@ def eval_num_batches(input_config: Mapping[str, Any], split: str, batch_size: in
 
 
 def make_eval_iterator(input_config: Mapping[str, Any], split: str, batch_size: int,
-                       mesh: jax.sharding.Mesh, keep: Callable | None = None
-                       ) -> Iterator[dict[str, jax.Array]]:
+                       mesh: jax.sharding.Mesh, keep: Callable | None = None,
+                       kind: str = "contrastive") -> Iterator[dict[str, jax.Array]]:
   """One pass over `split`: every example exactly once, in a fixed order, no augmentation.
 
   The last batches are padded (valid = 0, zeros elsewhere) so every host yields the
   same number of full batches; weight any metric by `valid`. keep: only the examples this
-  predicate on raw examples keeps (`labelled.keep_labelled`).
+  predicate on raw examples keeps (`labelled.keep_labelled`). kind: as make_train_iterator's.
   """
   local_batch = sharding.check_batch_size(batch_size, mesh)
-  data = EchogroundData(input_config)
+  data = EchogroundData(input_config, kind)
   sub, n_local, n_max = data.host_split(split)
   if keep is not None:
     n_local = int(labelled.count_kept(data.builder, sub, keep).sum())
     n_max = int(labelled.all_hosts(np.array(n_local)).max())
   num_batches = -(-n_max // local_batch)
   ds = data.builder.as_dataset(split=sub, shuffle_files=False,
-                               read_config=tfds.ReadConfig(try_autocache=False))
+                               read_config=tfds.ReadConfig(try_autocache=False),
+                               decoders=data.decoders)
   if keep is not None:
     ds = ds.filter(keep)
   ds = ds.map(lambda ex: data.preprocess(ex, None), num_parallel_calls=tf.data.AUTOTUNE,
@@ -383,4 +412,4 @@ def make_eval_iterator(input_config: Mapping[str, Any], split: str, batch_size: 
   ds = ds.map(data.tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.prefetch(int(input_config["prefetch"]))
   for batch in ds.as_numpy_iterator():
-    yield _to_global(batch, mesh)
+    yield _to_global(batch, mesh, data.batch_keys)

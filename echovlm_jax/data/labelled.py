@@ -49,7 +49,7 @@ def count_kept(builder: tfds.core.DatasetBuilder, split: str, keep) -> np.ndarra
   """int64 [len(schema.VIEWS)]: examples of `split` (a host's slice) that `keep` keeps, by
   view. Frames are not decoded: a cheap pass even over a large split."""
   ds = builder.as_dataset(split=split, shuffle_files=False,
-                          decoders={"frames": tfds.decode.SkipDecoding()},
+                          decoders={k: tfds.decode.SkipDecoding() for k in ("frames", "masks")},
                           read_config=tfds.ReadConfig(try_autocache=False))
   v = len(schema.VIEWS)
   ds = ds.filter(keep).map(lambda ex: tf.one_hot(tf.cast(ex["view"], tf.int32), v, dtype=tf.int64))

@@ -135,9 +135,28 @@ def patient_key(seed: int, index: int) -> str:
   return f"synth{seed}-p{index:06d}"
 
 
-def patient_records(seed: int, index: int, image_size: int = 128,
-                    num_frames: int = 1) -> Iterator[tuple[str, dict]]:
+# What the T frames of a B-mode example show (config.input.frames_at): "cycle" (a still at
+# end-diastole for T = 1, else T frames over one cycle from a random phase) or "ed_es" (T = 2:
+# end-diastole then end-systole, as CAMUS's image pairs; the dense tasks' data).
+FRAMES_AT = ("cycle", "ed_es")
+
+
+def phases_for(frames_at: str, num_frames: int) -> np.ndarray | None:
+  """The phases render() draws for `frames_at` (None = its own); ValueError on a bad pair."""
+  if frames_at not in FRAMES_AT:
+    raise ValueError(f"config.input.frames_at={frames_at!r}: expected one of {FRAMES_AT}.")
+  if frames_at == "cycle":
+    return None
+  if num_frames != 2:
+    raise ValueError(f"config.input.frames_at='ed_es' draws 2 frames (end-diastole, end-systole); "
+                     f"config.input.num_frames={num_frames}: set it to 2.")
+  return np.array([schema.ED_PHASE, schema.ES_PHASE])
+
+
+def patient_records(seed: int, index: int, image_size: int = 128, num_frames: int = 1,
+                    frames_at: str = "cycle") -> Iterator[tuple[str, dict]]:
   """All records of patient `index` (1-2 studies, 4-7 views each); see generate_records."""
+  phases = phases_for(frames_at, num_frames)
   rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
   patient = sample_patient(rng)
   pkey = patient_key(seed, index)
@@ -153,20 +172,23 @@ def patient_records(seed: int, index: int, image_size: int = 128,
     views = rng.choice(len(names), size=n_views, replace=False, p=weights / weights.sum())
     for i, vi in enumerate(sorted(views)):
       view = names[vi]
-      frames = render_view(view, true, patient["sex"], rng, image_size, num_frames, bsa=patient["bsa"])
+      shown = synthetic_render.render(view, true, patient["sex"], rng, image_size, num_frames,
+                                      bsa=patient["bsa"], phases=phases)
       label = schema.UNKNOWN_VIEW if rng.random() < UNKNOWN_RATE else view
       # A Doppler display is told apart by its layout even when its view was not recorded,
       # as a real DICOM's ultrasound regions tell.
       kind = "spectral" if schema.VIEW_INFO[view].kind == "doppler" else "2d"
       yield f"{skey}-i{i:02d}", {
-          "frames": frames, "view": label, "drawn_view": view, "measurements": dict(reported),
+          "frames": shown.frames, "view": label, "drawn_view": view, "measurements": dict(reported),
+          "dense_truth": kind == "2d", "masks": shown.labels, "landmarks": shown.landmarks,
+          "phases": shown.phases, "pixel_spacing_mm": shown.pixel_spacing_mm,
           "view_source": "synthetic" if label != schema.UNKNOWN_VIEW else "none",
           "view_confidence": 1.0 if label != schema.UNKNOWN_VIEW else 0.0, "image_kind": kind,
           "sex": patient["sex"], "patient_key": pkey, "study_key": skey, "source": "synthetic"}
 
 
 def generate_records(num_patients: int, seed: int, image_size: int = 128,
-                     num_frames: int = 1) -> Iterator[tuple[str, dict]]:
+                     num_frames: int = 1, frames_at: str = "cycle") -> Iterator[tuple[str, dict]]:
   """Yields (key, record) for patients 0..num_patients-1 (see tfds_builders/echoground/records.py).
 
   record: frames uint8 [T, H, W] (T = num_frames, H = W = image_size), view (in
@@ -174,9 +196,11 @@ def generate_records(num_patients: int, seed: int, image_size: int = 128,
   ("synthetic" / 1.0, or "none" / 0.0 when unknown), drawn_view (the view rendered, also when
   its label is unknown: not stored, the truth synthetic_views scores predictions against),
   image_kind ("spectral" for Doppler
-  views, else "2d"), measurements (study-level, canonical names, ~10 % absent), sex,
+  views, else "2d"); the renderer's ground truth (dense_truth True for B-mode; masks uint8 [T, H, W],
+  landmarks float32 [T, K, 2], phases float32 [T], pixel_spacing_mm: synthetic_render.Rendered);
+  measurements (study-level, canonical names, ~10 % absent), sex,
   patient_key, study_key, source='synthetic'.
   The builder owns the split (by patient_key); `patient_records` renders one patient.
   """
   for index in range(num_patients):
-    yield from patient_records(seed, index, image_size, num_frames)
+    yield from patient_records(seed, index, image_size, num_frames, frames_at)

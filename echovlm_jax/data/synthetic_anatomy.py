@@ -2,7 +2,9 @@
 
 Owns the cardiac cycle (contraction curve, LV wall thickening with conserved
 myocardial area) and, for every B-mode view, the chamber layout as seen from
-that acoustic window. Everything broadcasts: x, y [...] in cm (x lateral,
+that acoustic window: each view function returns a canvas with the reflectivity
+(`out`) and the structure under each point (`labels`); `landmarks` gives the
+named points of a view. Everything broadcasts: x, y [...] in cm (x lateral,
 y depth from the transducer) and phase [...] in cycles, so one call renders a
 2D frame ([H, W] points, scalar phase) or an M-mode strip ([N, 1] points along
 a cursor, [1, T] phases).
@@ -15,6 +17,8 @@ import math
 from typing import Callable, Mapping
 
 import numpy as np
+
+from echovlm_jax.echo import schema
 
 # Reflectivities before speckle and log compression (blood and effusion are echo-free).
 TISSUE, MYO, BLOOD, PERI, EFF, VALVE, WALL, LIVER, DEEP = (
@@ -31,9 +35,10 @@ NORMAL = {
 def contraction(phase):
   """0 at end-diastole (phase 0, the R wave), 1 at end-systole (0.35), relaxed by 0.6."""
   p = np.mod(phase, 1.0)
-  rise = 0.5 - 0.5 * np.cos(np.pi * np.clip(p / 0.35, 0.0, 1.0))
-  fall = 0.5 + 0.5 * np.cos(np.pi * np.clip((p - 0.35) / 0.25, 0.0, 1.0))
-  return np.where(p < 0.35, rise, fall)
+  es = schema.ES_PHASE
+  rise = 0.5 - 0.5 * np.cos(np.pi * np.clip(p / es, 0.0, 1.0))
+  fall = 0.5 + 0.5 * np.cos(np.pi * np.clip((p - es) / 0.25, 0.0, 1.0))
+  return np.where(p < es, rise, fall)
 
 
 def teichholz_volume(d):
@@ -118,15 +123,29 @@ def _seg(x, y, x0, y0, x1, y1):
   return np.hypot(x - x0 - t * dx, y - y0 - t * dy)
 
 
+# Segmentation labels, CAMUS's convention (0 background, 1 LV cavity, 2 LV myocardium, 3 left
+# atrium) plus the apical views' 4 RV and 5 RA. A layer painted without a label is
+# background; KEEP leaves the label underneath (small valve blobs on a chamber's border and
+# papillary muscles, which tracings include in the cavity).
+BACKGROUND, LV_CAVITY, LV_MYOCARDIUM, LEFT_ATRIUM, RIGHT_VENTRICLE, RIGHT_ATRIUM = (
+    schema.STRUCTURES.index(s) for s in schema.STRUCTURES)
+KEEP = -1
+
+
 class _Canvas:
-  """Painter's algorithm over broadcast points: later layers cover earlier ones."""
+  """Painter's algorithm over broadcast points: later layers cover earlier ones.
+
+  out: float32 reflectivity; labels: int8 structure (see BACKGROUND ..), same shape."""
 
   def __init__(self, x, y, phase, base=TISSUE):
     self.shape = np.broadcast_shapes(np.shape(x), np.shape(phase))
     self.out = np.full(self.shape, base, np.float32)
+    self.labels = np.zeros(self.shape, np.int8)
 
-  def paint(self, mask, value):
+  def paint(self, mask, value, label: int = BACKGROUND):
     self.out = np.where(mask, np.float32(value), self.out)
+    if label != KEEP:
+      self.labels = np.where(mask, np.int8(label), self.labels)
 
 
 def _pericardium(cv, inside_at: Callable[[float], np.ndarray], h: Heart):
@@ -184,17 +203,17 @@ def _apical(x, y, phase, h: Heart, rv: bool, aorta: str | None, ang: float):
     ra_a, ra_b = 0.55 * h.rv_w * 1.05, 0.45 * h.rv_w
     ra_u, ra_v = rv_u * 0.85, rv_base + 0.25 + ra_a
     cv.paint(_q(u, v, ra_u, ra_v, ra_b + 0.2, ra_a + 0.2) <= 1, MYO)
-    cv.paint(_q(u, v, ra_u, ra_v, ra_b, ra_a) <= 1, BLOOD)
-    cv.paint(_q(u, v, rv_u, rv_cv, 0.5 * h.rv_w, rv_semi) <= 1, BLOOD)
+    cv.paint(_q(u, v, ra_u, ra_v, ra_b, ra_a) <= 1, BLOOD, RIGHT_ATRIUM)
+    cv.paint(_q(u, v, rv_u, rv_cv, 0.5 * h.rv_w, rv_semi) <= 1, BLOOD, RIGHT_VENTRICLE)
     # Lateral tricuspid annulus: the bright point TAPSE follows.
-    cv.paint(np.hypot(u - (rv_u - 0.5 * h.rv_w * 0.9), v - rv_base) < 0.3, VALVE)
-  cv.paint(_q(u, v, la_u, la_v, h.la_b, h.la_a) <= 1, BLOOD)
+    cv.paint(np.hypot(u - (rv_u - 0.5 * h.rv_w * 0.9), v - rv_base) < 0.3, VALVE, KEEP)
+  cv.paint(_q(u, v, la_u, la_v, h.la_b, h.la_a) <= 1, BLOOD, LEFT_ATRIUM)
   myo, cav, _, _, _ = _apical_lv(x, y, c, h, ax, ay, ang, t_sep, h.tp)
-  cv.paint(myo, MYO)
-  cv.paint(cav, BLOOD)
+  cv.paint(myo, MYO, LV_MYOCARDIUM)
+  cv.paint(cav, BLOOD, LV_CAVITY)
   r = h.radius(c)
   for s in (-1.0, 1.0):   # mitral annulus
-    cv.paint(np.hypot(u - s * 0.72 * r, v - length) < 0.22, VALVE)
+    cv.paint(np.hypot(u - s * 0.72 * r, v - length) < 0.22, VALVE, KEEP)
   if aorta is not None:
     o_u, o_v = (-0.1 * r, length - 0.4) if aorta == "center" else (0.55 * r, length - 0.5)
     ang_ao = 0.15 if aorta == "center" else -0.75
@@ -206,7 +225,7 @@ def _apical(x, y, phase, h: Heart, rv: bool, aorta: str | None, ang: float):
     cusp = 0.08 + 0.12 * h.as_severity
     cv.paint((np.abs(av - 0.3) < cusp) & (np.abs(au) < h.ao * 0.9) & (closed | (h.as_severity > 0.3)),
              VALVE)
-  return cv.out
+  return cv
 
 
 def a4c(x, y, phase, h):
@@ -231,12 +250,15 @@ def subcostal(x, y, phase, h):
   ca, sa = math.cos(tilt), math.sin(tilt)
   dx, dy = x - sx, y - sy
   dx, dy = ca * dx - sa * dy, sa * dx + ca * dy
-  out = a4c(hx + dy, hy - dx, phase, h)
+  cv = a4c(hx + dy, hy - dx, phase, h)
   liver = y < 5.0 - 0.3 * x + 0.25 * np.sin(1.3 * x)
   vessel = (np.hypot(x + 2.0, y - 3.2) < 0.55) | (np.hypot(x - 1.5, y - 2.0) < 0.4)
-  keep = (out == np.float32(PERI)) | (out == np.float32(EFF))
-  out = np.where(liver & ~keep, np.where(vessel, BLOOD, LIVER), out)
-  return out
+  keep = (cv.out == np.float32(PERI)) | (cv.out == np.float32(EFF))
+  # np.where, not paint: the float64 reflectivity this view always had keeps its frames bit
+  # for bit.
+  cv.out = np.where(liver & ~keep, np.where(vessel, BLOOD, LIVER), cv.out)
+  cv.labels = np.where(liver & ~keep, np.int8(BACKGROUND), cv.labels)
+  return cv
 
 
 # --------------------------------------------------------------- parasternal
@@ -261,8 +283,8 @@ def plax(x, y, phase, h: Heart):
   _pericardium(cv, envelope, h)
   cv.paint(_q(x, y, xl - 0.5, 1.4 + 0.5 * hrv, a + 0.6, 0.5 * hrv) <= 1, BLOOD)   # RV(OT)
   b = np.where(y < cy, r + ts, r + tp)
-  cv.paint((_q(x, y, xl, cy, a + 0.9, b) <= 1) & (x < xb + 0.2), MYO)
-  cv.paint((_q(x, y, xl, cy, a, r) <= 1) & (x < xb + 0.2), BLOOD)
+  cv.paint((_q(x, y, xl, cy, a + 0.9, b) <= 1) & (x < xb + 0.2), MYO, LV_MYOCARDIUM)
+  cv.paint((_q(x, y, xl, cy, a, r) <= 1) & (x < xb + 0.2), BLOOD, LV_CAVITY)
   # Aorta: anterior wall continues the septum, posterior wall the anterior mitral leaflet.
   yao = cy - h.rd + h.ao
   tube = (x > xb - 0.1) & (x < xb + 6.0) & (np.abs(y - yao) < h.ao + 0.22)
@@ -270,7 +292,7 @@ def plax(x, y, phase, h: Heart):
   cv.paint(tube & (np.abs(y - yao) < h.ao), BLOOD)
   la_cy = yao + h.ao + 0.3 + h.la_b
   cv.paint(_q(x, y, xb + 2.3, la_cy, 1.25 * h.la_b + 0.2, h.la_b + 0.2) <= 1, MYO)
-  cv.paint(_q(x, y, xb + 2.3, la_cy, 1.25 * h.la_b, h.la_b) <= 1, BLOOD)
+  cv.paint(_q(x, y, xb + 2.3, la_cy, 1.25 * h.la_b, h.la_b) <= 1, BLOOD, LEFT_ATRIUM)
   closed = (p < 0.04) | (p > 0.36)
   cusp = 0.08 + 0.12 * h.as_severity
   cv.paint((np.abs(x - xb - 0.4) < cusp) & (np.abs(y - yao) < h.ao) & (closed | (h.as_severity > 0.3)),
@@ -279,13 +301,13 @@ def plax(x, y, phase, h: Heart):
   opening = np.where((p > 0.55) & (p < 0.95), 1.0, 0.15)
   tip_x = xb - 0.4 - 1.6 * opening
   tip_y = cy + 0.25 * r
-  cv.paint(_seg(x, y, xb, yao + h.ao + 0.1, tip_x, tip_y - 0.3 * opening * r) < 0.09, VALVE)
-  cv.paint(_seg(x, y, xb, cy + r, tip_x + 0.6, tip_y + 0.2 * opening * r) < 0.09, VALVE)
+  cv.paint(_seg(x, y, xb, yao + h.ao + 0.1, tip_x, tip_y - 0.3 * opening * r) < 0.09, VALVE, KEEP)
+  cv.paint(_seg(x, y, xb, cy + r, tip_x + 0.6, tip_y + 0.2 * opening * r) < 0.09, VALVE, KEEP)
   # Descending aorta behind the LA: effusion lies in front of it, pleural fluid behind.
   dy_ao = bottom + h.eff + 1.6
   cv.paint(np.hypot(x - xb - 0.6, y - dy_ao) < 1.1, WALL)
   cv.paint(np.hypot(x - xb - 0.6, y - dy_ao) < 0.9, BLOOD)
-  return cv.out
+  return cv
 
 
 def psax_mid(x, y, phase, h: Heart):
@@ -309,11 +331,11 @@ def psax_mid(x, y, phase, h: Heart):
     return lv | (_q(x, y, rv_cx, rv_cy, rv_a + 0.35 + d, rv_b + 0.35 + d) <= 1)
   _pericardium(cv, envelope, h)
   cv.paint(_q(x, y, rv_cx, rv_cy, rv_a, rv_b) <= 1, BLOOD)
-  cv.paint(rr <= r + wall, MYO)
-  cv.paint(rr <= r, BLOOD)
+  cv.paint(rr <= r + wall, MYO, LV_MYOCARDIUM)
+  cv.paint(rr <= r, BLOOD, LV_CAVITY)
   for s in (-1.0, 1.0):   # papillary muscles
-    cv.paint(np.hypot(dx - s * 0.55 * r, dy - 0.45 * r) < 0.22 * h.rd, MYO)
-  return cv.out
+    cv.paint(np.hypot(dx - s * 0.55 * r, dy - 0.45 * r) < 0.22 * h.rd, MYO, KEEP)
+  return cv
 
 
 def psax_av(x, y, phase, h: Heart):
@@ -330,7 +352,8 @@ def psax_av(x, y, phase, h: Heart):
   rvot = (rr > h.ao + 0.4) & (rr < h.ao + 0.4 + 0.45 * h.rv_w) & (ang > -1.9) & (ang < 1.5)
   cv.paint(rvot, BLOOD)
   cv.paint(_seg(x, y, cx + h.ao + 1.6, cy - 0.5, cx + h.ao + 2.6, cy + 4.0) < 1.05, BLOOD)  # PA
-  cv.paint(_q(x, y, cx + 0.3, cy + h.ao + 0.35 + h.la_b, 1.2 * h.la_b, h.la_b) <= 1, BLOOD)
+  cv.paint(_q(x, y, cx + 0.3, cy + h.ao + 0.35 + h.la_b, 1.2 * h.la_b, h.la_b) <= 1, BLOOD,
+           LEFT_ATRIUM)
   cv.paint(_q(x, y, cx - h.ao - 1.7, cy + 1.0, 0.45 * h.rv_w + 0.2, 0.4 * h.rv_w) <= 1, BLOOD)
   cv.paint(rr < h.ao + 0.25, WALL)
   cv.paint(rr < h.ao, BLOOD)
@@ -339,7 +362,7 @@ def psax_av(x, y, phase, h: Heart):
   for a0 in (math.pi, math.pi / 3, -math.pi / 3):
     line = _seg(x, y, cx, cy, cx + h.ao * math.sin(a0), cy - h.ao * math.cos(a0)) < cusp
     cv.paint(line & (closed | (h.as_severity > 0.3)), VALVE)
-  return cv.out
+  return cv
 
 
 def suprasternal(x, y, phase, h: Heart):
@@ -357,13 +380,43 @@ def suprasternal(x, y, phase, h: Heart):
   cv.paint(arch & (np.abs(rr - ra) < half), BLOOD)
   cv.paint(_q(x, y, cx, cy + 0.2, 1.3, 0.9) <= 1, WALL)
   cv.paint(_q(x, y, cx, cy + 0.2, 1.1, 0.7) <= 1, BLOOD)
-  return cv.out
+  return cv
 
 
 ANATOMY: dict[str, Callable] = {
     "plax": plax, "psax_av": psax_av, "psax_mid": psax_mid, "a4c": a4c, "a2c": a2c,
     "a3c": a3c, "a5c": a5c, "subcostal": subcostal, "suprasternal": suprasternal,
 }
+
+# Named points a view shows, in its anatomy frame (cm): the apical views' mitral annulus hinge
+# points (1: the u < 0 side, screen-left; 2: screen-right) and endocardial LV apex, and PLAX's
+# caliper line through the LV centre, perpendicular to its long axis, as EchoNet-LVH's
+# IVSd / LVID / LVPWd: IVSd = ivs_anterior .. lv_septal_endocardium, LVID = that ..
+# lv_posterior_endocardium, LVPWd = that .. lvpw_epicardium (diastolic values at phase 0).
+LANDMARKS = schema.LANDMARKS
+_APICAL = {"a4c": (0.9, -0.12), "a5c": (0.9, -0.12), "a2c": (0.0, 0.05), "a3c": (0.0, 0.12)}
+
+
+def landmarks(view: str, phase: float, h: Heart) -> dict[str, tuple[float, float]]:
+  """name -> (x, y) cm in `view`'s anatomy frame at `phase`; {} for a view without any."""
+  c = float(contraction(phase))
+  r = float(h.radius(c))
+  if view in _APICAL:
+    ax, ang = _APICAL[view]
+    ca, sa = math.cos(ang), math.sin(ang)
+    length = h.lv_len - h.mapse * c
+    def point(u, v):  # the inverse of _local about the apex at (ax, 1.8)
+      return (ax + ca * u + sa * v, 1.8 - sa * u + ca * v)
+    return {"mitral_annulus_1": point(-0.72 * r, length), "mitral_annulus_2": point(0.72 * r, length),
+            "lv_apex": point(0.0, 0.0)}
+  if view == "plax":
+    ys = 1.4 + float(np.clip(0.6 * h.rv_w, 1.6, 4.0))
+    cy, xl = ys + h.ts + h.rd, -1.6
+    ts, tp = float(h.thickness(c, h.ts)), float(h.thickness(c, h.tp))
+    return {"ivs_anterior": (xl, cy - r - ts), "lv_septal_endocardium": (xl, cy - r),
+            "lv_posterior_endocardium": (xl, cy + r), "lvpw_epicardium": (xl, cy + r + tp)}
+  return {}
+
 
 # Imaging depth range (cm) a sonographer would pick per window, and the point the
 # probe pivots about for jitter.

@@ -7,6 +7,7 @@ compression) and burns in the overlays of synthetic_layout. numpy only.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Mapping
 
@@ -46,9 +47,35 @@ def _rayleigh(rng: np.random.Generator, shape) -> np.ndarray:
   return np.sqrt(-2.0 * np.log1p(-rng.random(shape, dtype=np.float32))) / 1.2533
 
 
+@dataclasses.dataclass(frozen=True)
+class _Probe:
+  """Where the probe sat: the anatomy frame seen rotated by `ang` about (0, py) and shifted by
+  (tx, ty) cm; `depth` cm spans the sector's radius."""
+  ang: float
+  tx: float
+  ty: float
+  py: float
+  depth: float
+
+  def to_anatomy(self, x, y):
+    ca, sa = math.cos(self.ang), math.sin(self.ang)
+    return (ca * (x - self.tx) - sa * (y - self.ty - self.py),
+            sa * (x - self.tx) + ca * (y - self.ty - self.py) + self.py)
+
+  def to_pixel(self, lay: lay_mod.Layout, xa: float, ya: float) -> tuple[float, float]:
+    """(row, col) in pixel-index units (pixel i's centre at i) of an anatomy point."""
+    ca, sa = math.cos(self.ang), math.sin(self.ang)
+    u, v = xa, ya - self.py
+    x, y = self.tx + ca * u + sa * v, self.ty + self.py - sa * u + ca * v   # to_anatomy^-1
+    scale = lay.radius / self.depth                                         # pixels per cm
+    return lay.apex[0] + y * scale - 0.5, lay.apex[1] + x * scale - 0.5
+
+
 def _bmode(view: str, heart: anat.Heart, lay: lay_mod.Layout, phases: np.ndarray, depth: float,
-           rng: np.random.Generator, gain: float, dyn_range: float) -> np.ndarray:
-  """float [T, H, W] in 0..255 inside the fan, 0 outside."""
+           rng: np.random.Generator, gain: float, dyn_range: float
+           ) -> tuple[np.ndarray, np.ndarray, _Probe]:
+  """(float [T, H, W] in 0..255 inside the fan, 0 outside; int8 [T, H, W] structure labels,
+  0 outside the fan; the probe's placement)."""
   rho, theta, fan = lay_mod.polar_grid(lay)
   s = lay.size
   d = rho * depth
@@ -56,12 +83,12 @@ def _bmode(view: str, heart: anat.Heart, lay: lay_mod.Layout, phases: np.ndarray
   # The probe is never held the same way twice: small rotation and shift of the anatomy.
   ang = rng.uniform(-0.12, 0.12)
   tx, ty = rng.uniform(-0.5, 0.5), rng.uniform(-0.4, 0.4)
-  py = 0.45 * depth
-  ca, sa = math.cos(ang), math.sin(ang)
-  xa = ca * (x - tx) - sa * (y - ty - py)
-  ya = sa * (x - tx) + ca * (y - ty - py) + py
+  probe = _Probe(ang, tx, ty, 0.45 * depth, depth)
+  xa, ya = probe.to_anatomy(x, y)
   func = anat.ANATOMY[view]
-  refl = np.stack([func(xa, ya, float(p), heart) for p in phases])          # [T, H, W]
+  canvases = [func(xa, ya, float(p), heart) for p in phases]
+  refl = np.stack([cv.out for cv in canvases])                                # [T, H, W]
+  labels = np.where(fan, np.stack([cv.labels for cv in canvases]), np.int8(0))
   # Speckle lives on the beam grid (axial x lateral), so it stretches with depth.
   n_ax, n_lat = s, max(8, s // 3)
   ri = np.clip((rho * n_ax).astype(np.int32), 0, n_ax - 1)
@@ -75,7 +102,7 @@ def _bmode(view: str, heart: anat.Heart, lay: lay_mod.Layout, phases: np.ndarray
   tgc_slope = rng.uniform(-0.25, 0.15)
   img = img * np.exp(tgc_slope * rho - 0.25 * rho ** 2) * (1.0 + 0.8 * np.exp(-rho * 12))
   out = _log_compress(img, gain, dyn_range)
-  return np.where(fan, out, 0.0)
+  return np.where(fan, out, 0.0), labels, probe
 
 
 def _mmode(view: str, heart: anat.Heart, lay: lay_mod.Layout, span_cm: float, phase0: float,
@@ -91,7 +118,7 @@ def _mmode(view: str, heart: anat.Heart, lay: lay_mod.Layout, span_cm: float, ph
     cx, cy, ang = anat.mmode_cursor(view, heart, which)
     t = (np.arange(h, dtype=np.float32) - h / 2 + 0.5)[:, None] / px_cm
     xs, ys = cx + t * math.sin(ang), cy + t * math.cos(ang)
-    refl = anat.ANATOMY[view](xs, ys, phases[:, start:start + pw], heart)
+    refl = anat.ANATOMY[view](xs, ys, phases[:, start:start + pw], heart).out
     # M-mode speckle streaks along time: the same tissue returns the same echo.
     sp = 0.75 * _rayleigh(rng, (h, 1)) + 0.25 * _rayleigh(rng, (h, pw))
     out.append(refl * sp)
@@ -199,15 +226,44 @@ def _defaults(measurements: Mapping[str, float]) -> dict[str, float]:
   return m
 
 
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+  """One rendered image / clip and its exact ground truth, in the frame's pixel grid.
+
+  frames: uint8 [T, H, W]. labels: uint8 [T, H, W] structure per pixel
+    (synthetic_anatomy.BACKGROUND .. RIGHT_ATRIUM; 0 outside the B-mode sector and for
+    Doppler). landmarks: float32 [T, K, 2] (row, col) pixel-index coordinates of
+    schema.LANDMARKS, NaN where the view has no such point. phases: float32 [T] cardiac phase
+    in cycles (schema.ED_PHASE = 0 end-diastole, ES_PHASE end-systole; NaN for Doppler).
+    pixel_spacing_mm: mm per pixel of the B-mode sector (isotropic; NaN for Doppler).
+  """
+  frames: np.ndarray
+  labels: np.ndarray
+  landmarks: np.ndarray
+  phases: np.ndarray
+  pixel_spacing_mm: float
+
+
 def render_view(view: str, measurements: Mapping[str, float], sex: str | None,
-                rng: np.random.Generator, image_size: int = 128, num_frames: int = 1, *,
-                bsa: float = 1.9, depth_cm: float | None = None,
-                velocity_scale: int | None = None, overlays: bool = True) -> np.ndarray:
-  """Renders one image / clip of a known `view`: uint8 [T, H, W].
+                rng: np.random.Generator, image_size: int = 128, num_frames: int = 1,
+                **kwargs) -> np.ndarray:
+  """Renders one image / clip of a known `view`: uint8 [T, H, W] (see `render`)."""
+  return render(view, measurements, sex, rng, image_size, num_frames, **kwargs).frames
+
+
+def render(view: str, measurements: Mapping[str, float], sex: str | None,
+           rng: np.random.Generator, image_size: int = 128, num_frames: int = 1, *,
+           bsa: float = 1.9, depth_cm: float | None = None,
+           velocity_scale: int | None = None, overlays: bool = True,
+           phases: np.ndarray | None = None) -> Rendered:
+  """Renders one image / clip of a known `view` with its ground truth (`Rendered`).
 
   `measurements` are the patient's true values (absent ones default to normal);
   depth_cm / velocity_scale fix what is otherwise drawn at random; with
   overlays=False the burned-in layer is left out but the same random draws are made.
+  `phases` [T] (cycles) draws the B-mode frames at those phases instead of a still at
+  end-diastole (T = 1) or T frames over one cycle from a random phase; the same random
+  draws are made either way.
   `sex` is accepted for symmetry with the captions; the anatomy is set by the values.
   """
   del sex
@@ -223,7 +279,10 @@ def render_view(view: str, measurements: Mapping[str, float], sex: str | None,
   phase0 = rng.random()
   mask = lay_mod.ultrasound_mask(lay)
   frames = np.zeros((num_frames, image_size, image_size), np.float32)
+  labels = np.zeros((num_frames, image_size, image_size), np.uint8)
+  points = np.full((num_frames, len(anat.LANDMARKS), 2), np.nan, np.float32)
   depth, vscale, base_row, span = 0.0, 0, 0, 0.0
+  given_phases = phases
   if info.kind == "doppler":
     vmax = m["av_vmax"] if view == "cw_av" else m["tr_vmax"]
     vscale = velocity_scale or int(min(8, math.ceil(vmax * 1.1 + rng.uniform(0.2, 1.6))))
@@ -240,7 +299,13 @@ def render_view(view: str, measurements: Mapping[str, float], sex: str | None,
     depth = depth_cm or float(np.clip(max(rng.uniform(lo, hi), anat.needed_depth(view, heart)),
                                       lo, hi + 4))
     phases = np.array([0.0]) if num_frames == 1 else phase0 + np.arange(num_frames) / num_frames
-    frames[:] = _bmode(view, heart, lay, phases, depth, rng, gain, dyn_range)
+    if given_phases is not None:
+      phases = np.asarray(given_phases, np.float64).reshape(num_frames)
+    frames[:], lab, probe = _bmode(view, heart, lay, phases, depth, rng, gain, dyn_range)
+    labels[:] = lab
+    for t, p in enumerate(phases):
+      for name, (xa, ya) in anat.landmarks(view, float(p), heart).items():
+        points[t, anat.LANDMARKS.index(name)] = probe.to_pixel(lay, xa, ya)
     cycles = 2.5 * hr / 60.0
     if lay.kind == "sector_mmode":
       r0, r1, c0, c1 = lay.strip
@@ -266,4 +331,7 @@ def render_view(view: str, measurements: Mapping[str, float], sex: str | None,
       for t, p in enumerate(phases):
         col = e_c0 + int((p - ecg_start) / ecg_cycles * (e_c1 - e_c0))
         out[t, e_r0:e_r1, col:col + 1] = 230
-  return out
+  spacing = 10.0 * depth / lay.radius if depth else float("nan")
+  if info.kind == "doppler":
+    phases = np.full(num_frames, np.nan)   # a spectral strip spans several beats
+  return Rendered(out, labels, points, np.asarray(phases, np.float32), spacing)

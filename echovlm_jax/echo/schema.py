@@ -115,6 +115,21 @@ LABEL_INPUTS: dict[str, tuple[str, ...]] = {
 
 SEXES = ("M", "F")
 
+# Dense ground truth (the `masks`, `landmarks`, `phases`, `pixel_spacing_mm` features).
+# Structures of a segmentation mask, by value: CAMUS's convention (0-3) plus the right heart
+# where a view shows it (apical and subcostal views).
+STRUCTURES = ("background", "lv_cavity", "lv_myocardium", "left_atrium", "right_ventricle",
+              "right_atrium")
+# Named points, (row, col) in pixels, NaN where a view has none: the apical views' mitral
+# annulus hinge points (1 screen-left, 2 screen-right) and endocardial LV apex; PLAX's
+# caliper endpoints (EchoNet-LVH's segments: IVSd = ivs_anterior .. lv_septal_endocardium,
+# LVID = lv_septal_endocardium .. lv_posterior_endocardium, LVPWd = lv_posterior_endocardium
+# .. lvpw_epicardium, at end-diastole).
+LANDMARKS = ("mitral_annulus_1", "mitral_annulus_2", "lv_apex", "ivs_anterior",
+             "lv_septal_endocardium", "lv_posterior_endocardium", "lvpw_epicardium")
+# Cardiac phase in cycles: end-diastole at the R wave, end-systole at the end of ejection.
+ED_PHASE, ES_PHASE = 0.0, 0.35
+
 
 @dataclasses.dataclass(frozen=True)
 class GradeInfo:

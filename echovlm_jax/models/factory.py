@@ -11,6 +11,7 @@ from typing import Any, Callable
 from flax import nnx
 
 from echovlm_jax.echo import schema
+from echovlm_jax.models import dense
 from echovlm_jax.models import vit_classifier
 from echovlm_jax.models.dual_encoder import DualEncoder
 
@@ -29,3 +30,10 @@ def view_classifier(model_config: Any, *, seed: int = 0) -> Builder:
   """The ViewClassifier of config.model (its image tower): logits [B, len(KNOWN_VIEWS)]."""
   return lambda: vit_classifier.ViewClassifier(model_config, num_classes=vit_classifier.NUM_CLASSES,
                                                rngs=nnx.Rngs(seed))
+
+
+def dense_model(model_config: Any, *, num_outputs: int, decoder_features: int,
+                seed: int = 0) -> Builder:
+  """The DenseModel of config.model (its image tower and a decoder): [B, T, H, W, num_outputs]."""
+  return lambda: dense.DenseModel(model_config, num_outputs=num_outputs,
+                                  decoder_features=decoder_features, rngs=nnx.Rngs(seed))

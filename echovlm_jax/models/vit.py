@@ -73,6 +73,28 @@ class ViT(nnx.Module):
 
   def __call__(self, frames: jax.Array) -> jax.Array:
     """frames [B, T, H, W, C] float in [-1, 1] -> [B, width] (mean over T of per-frame features)."""
+    b, t = frames.shape[:2]
+    x = self.encode(frames)
+    if self.pool == "map":
+      y = self.head(x)
+    elif self.pool == "gap":
+      y = x.mean(axis=1)
+    else:
+      y = x[:, 0]
+    # Average in float32 so long clips do not lose precision in bf16.
+    return y.astype(jnp.float32).reshape(b, t, -1).mean(axis=1)
+
+  def patch_tokens(self, frames: jax.Array) -> jax.Array:
+    """frames [B, T, H, W, C] -> the encoder's normed patch tokens [B*T, H/p, W/p, width] on
+    the patch grid (the class token left out): what a dense decoder reads."""
+    b, t, h, w, _ = frames.shape
+    x = self.encode(frames)
+    if self.cls is not None:
+      x = x[:, 1:]
+    return x.reshape(b * t, h // self.patch, w // self.patch, x.shape[-1])
+
+  def encode(self, frames: jax.Array) -> jax.Array:
+    """frames [B, T, H, W, C] -> normed tokens [B*T, N (+1 class token), width]."""
     b, t, h, w, c = frames.shape
     if c != self.channels:
       raise ValueError(f"ViT: frames have {c} channels, config.model.image.channels={self.channels}.")
@@ -86,12 +108,4 @@ class ViT(nnx.Module):
                                             (x.shape[0], 1, x.shape[-1])), x], axis=1)
     if self.ln_pre is not None:
       x = self.ln_pre(x)
-    x = self.norm(self.encoder(x))
-    if self.pool == "map":
-      y = self.head(x)
-    elif self.pool == "gap":
-      y = x.mean(axis=1)
-    else:
-      y = x[:, 0]
-    # Average in float32 so long clips do not lose precision in bf16.
-    return y.astype(jnp.float32).reshape(b, t, -1).mean(axis=1)
+    return self.norm(self.encoder(x))

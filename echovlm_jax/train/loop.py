@@ -126,7 +126,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   # saved position gives exactly the batches an uninterrupted run would have seen.
   train_iter = input_pipeline.make_train_iterator(
       config.input, config.batch_size, mesh, seed=config.seed, start_step=data_position,
-      keep=task.keep(config))
+      keep=task.keep(config), kind=task.batch_kind)
   loss_fn = task.make_loss_fn(config, graphdef, mesh, train_iter)
 
   batch_sharding = sharding.batch_sharding(mesh)

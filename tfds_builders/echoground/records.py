@@ -77,6 +77,33 @@ def _frames(frames: Any, num_frames: int, image_size: int) -> np.ndarray:
   return np.ascontiguousarray(frames)[..., None]
 
 
+def _dense_truth(record: Mapping[str, Any], num_frames: int, image_size: int) -> dict[str, Any]:
+  """The record's segmentation masks, landmarks, phases and pixel spacing, checked; a record
+  without them (MIMIC) gets empty ones with dense_truth False. A present but misshapen
+  field skips the record: a wrong mask is never stored."""
+  t, s, k = num_frames, image_size, len(schema.LANDMARKS)
+  if not record.get("dense_truth"):
+    return {"dense_truth": False, "masks": np.zeros((t, s, s, 1), np.uint8),
+            "landmarks": np.full((t, k, 2), np.nan, np.float32),
+            "phases": np.full((t,), np.nan, np.float32), "pixel_spacing_mm": np.float32(np.nan)}
+  masks, points = record.get("masks"), record.get("landmarks")
+  phases, spacing = record.get("phases"), record.get("pixel_spacing_mm")
+  if (not isinstance(masks, np.ndarray) or masks.dtype != np.uint8 or masks.shape != (t, s, s)
+      or masks.max(initial=0) >= len(schema.STRUCTURES)):
+    raise SkipRecord("masks_invalid")
+  points = np.asarray(points, np.float32) if points is not None else None
+  # Points may lie outside the frame (a structure the sector cuts off): only the shape is checked.
+  if points is None or points.shape != (t, k, 2) or np.isinf(points).any():
+    raise SkipRecord("landmarks_invalid")
+  phases = np.asarray(phases, np.float32) if phases is not None else None
+  if phases is None or phases.shape != (t,):
+    raise SkipRecord("phases_invalid")
+  if spacing is None or not (np.isnan(spacing) or 0 < float(spacing) < np.inf):
+    raise SkipRecord("pixel_spacing_invalid")
+  return {"dense_truth": True, "masks": np.ascontiguousarray(masks)[..., None],
+          "landmarks": points, "phases": phases, "pixel_spacing_mm": np.float32(spacing)}
+
+
 def clean_grades(grades: Any, counts: collections.Counter) -> dict[str, str]:
   """Keeps grades with a known name and level (echo/grades.py); others are counted."""
   from echovlm_jax.echo import grades as grades_lib  # pylint: disable=g-import-not-at-top
@@ -136,6 +163,7 @@ def make_example(key: str, record: Mapping[str, Any], *, num_frames: int, image_
     sex = None
   sex = sex or None
   frames = _frames(record.get("frames"), num_frames, image_size)
+  dense = _dense_truth(record, num_frames, image_size)
   measurements = clean_measurements(record.get("measurements") or {}, value_counts)
   grades = clean_grades(record.get("grades"), value_counts)
   if not measurements and not grades:
@@ -183,6 +211,7 @@ def make_example(key: str, record: Mapping[str, Any], *, num_frames: int, image_
       "patient_id": stable_int64("patient", source, str(patient_key)),
       "study_id": stable_int64("study", source, str(study_key)),
       "source": source,
+      **dense,
   }
 
 

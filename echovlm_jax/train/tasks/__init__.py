@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 from echovlm_jax.train.tasks import contrastive
+from echovlm_jax.train.tasks import segmentation
 from echovlm_jax.train.tasks import view_classifier
 from echovlm_jax.train.tasks.task import Task
 
 TASKS: dict[str, Task] = {
     "contrastive": contrastive.TASK,
     "view_classifier": view_classifier.TASK,
+    "segmentation": segmentation.TASK,
 }
 
 

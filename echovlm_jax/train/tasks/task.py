@@ -50,3 +50,5 @@ class Task:
   make_evaluator: Callable[[Config, jax.sharding.Mesh, Any], Evaluator]
   # Whether `python -m echovlm_jax.tools.export` writes its checkpoints as artifacts.
   exports_artifact: bool
+  # What its batches hold (input_pipeline.KINDS): images and captions, or frames with masks.
+  batch_kind: str = "contrastive"

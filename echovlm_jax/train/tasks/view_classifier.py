@@ -8,9 +8,8 @@ source, evaluated by evaluation/view_classification.py. Its predictions label vi
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -18,6 +17,7 @@ from flax import nnx
 
 from echovlm_jax.models import factory
 from echovlm_jax.models import vit_classifier
+from echovlm_jax.train.tasks import image_tower
 from echovlm_jax.train.tasks.task import Task
 
 NUM_CLASSES = vit_classifier.NUM_CLASSES
@@ -29,56 +29,11 @@ def _model(config, vocab_size: int) -> factory.Builder:
   return factory.view_classifier(config.model, seed=config.seed)
 
 
-# ----------------------------------------------------------------------------
-# Initialisation
-# ----------------------------------------------------------------------------
-def _put_like(value: Any, old: Any) -> Any:
-  value = np.asarray(value).astype(old.dtype)
-  if isinstance(old, jax.Array):
-    return jax.make_array_from_callback(value.shape, old.sharding, lambda idx: value[idx])
-  return value
-
-
-def tower_from_artifact(params: nnx.State, path: str) -> nnx.State:
-  """params with the image tower of an exported EchoVLM artifact (python -m
-  echovlm_jax.tools.export); the head keeps its (zero) initialisation. ValueError lists every
-  parameter that does not fit."""
-  from echovlm_jax.inference import artifact  # pylint: disable=g-import-not-at-top
-  art_config = artifact.verify_artifact(path)
-  source = nnx.to_pure_dict(nnx.state(artifact.restore_model(path, art_config).image, nnx.Param))
-  pure = nnx.to_pure_dict(params)
-  ours = pure["image"]
-  src_flat = dict(jax.tree_util.tree_leaves_with_path(source))
-  our_flat = dict(jax.tree_util.tree_leaves_with_path(ours))
-  problems = [f"{jax.tree_util.keystr(k)}: ours {our_flat[k].shape}, artifact "
-              f"{np.shape(src_flat[k]) if k in src_flat else 'missing'}"
-              for k in our_flat if k not in src_flat or np.shape(src_flat[k]) != our_flat[k].shape]
-  if problems:
-    raise ValueError(f"config.view_classifier.init_artifact={path}: its image tower does not fit "
-                     f"config.model.image ({len(problems)} parameter(s)): " + "; ".join(problems[:10])
-                     + ". Use the config size / res / scan_layers the artifact was trained with.")
-  pure["image"] = jax.tree.map(_put_like, source, ours)
-  nnx.replace_by_pure_dict(params, pure)
-  logging.info("view classifier: image tower from %s (%d arrays).", path, len(our_flat))
-  return params
-
-
 def init_params(params: nnx.State, config, init_checkpoint=None) -> nnx.State:
-  """From config.view_classifier.init_artifact (an exported EchoVLM), else config.model_init
-  (pretrained CLIP/SigLIP towers, init_checkpoint when already read; their text tower is
-  dropped), else as initialised."""
-  artifact = config.view_classifier.init_artifact
-  if artifact and config.model_init:
-    raise ValueError("config.view_classifier.init_artifact and config.model_init are both set: "
-                     "pick one source for the image tower.")
-  if artifact:
-    return tower_from_artifact(params, artifact)
-  if config.model_init:
-    # The trainer's own hook: the checkpoint's input normalisation is folded in as for EchoVLM;
-    # config.model_init_skip (configs/view_classifier.py) drops what has no place here.
-    from echovlm_jax.interop import init_from_checkpoint  # pylint: disable=g-import-not-at-top
-    return init_from_checkpoint.load_towers(params, config, init_checkpoint)
-  return params
+  """The image tower from config.view_classifier.init_artifact, config.model_init or scratch
+  (image_tower.py); the head keeps its (zero) initialisation."""
+  return image_tower.init_image_tower(params, config, init_checkpoint,
+                                      "view_classifier.init_artifact")
 
 
 # ----------------------------------------------------------------------------

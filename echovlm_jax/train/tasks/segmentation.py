@@ -1,0 +1,102 @@
+"""config.task = "segmentation": EchoVLM's image tower and a light decoder (models/dense.py)
+initialised from an exported EchoVLM artifact, CLIP / SigLIP towers or scratch, trained with
+cross-entropy + soft Dice on the frames with ground truth (schema.STRUCTURES), evaluated by
+evaluation/segmentation.py. `--config.lr_mult.image=0` freezes the tower (a linear-probe style
+evaluation of its features, ETAB's protocol); the default fine-tunes it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from echovlm_jax.echo import schema
+from echovlm_jax.models import factory
+from echovlm_jax.train.tasks import image_tower
+from echovlm_jax.train.tasks.task import Task
+
+NUM_CLASSES = len(schema.STRUCTURES)
+DICE_EPS = 1.0   # pixels: keeps the Dice of a structure absent from the batch finite
+
+
+def _model(config, vocab_size: int) -> factory.Builder:
+  del vocab_size  # no text tower
+  return factory.dense_model(config.model, num_outputs=NUM_CLASSES,
+                             decoder_features=config.dense.decoder_features, seed=config.seed)
+
+
+def init_params(params: nnx.State, config, init_checkpoint=None) -> nnx.State:
+  """The image tower from config.dense.init_artifact, config.model_init or scratch; the
+  decoder keeps its initialisation."""
+  return image_tower.init_image_tower(params, config, init_checkpoint, "dense.init_artifact")
+
+
+def keep_fn(config) -> Callable:
+  """The frames with ground truth (the renderer's B-mode frames; builds of real datasets with
+  masks later); MIMIC has none, so a segmentation run on it has nothing to learn."""
+  del config
+  return lambda ex: ex["dense_truth"]
+
+
+def segmentation_loss(logits: jax.Array, masks: jax.Array, weight: jax.Array,
+                      dice_weight: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """logits float32 [B, T, H, W, C], masks int32 [B, T, H, W], weight [B] (valid rows) ->
+  (cross-entropy + dice_weight x (1 - mean soft Dice), terms).
+
+  Cross-entropy is the mean over the weighted rows' pixels. The soft Dice is nnU-Net's
+  batch Dice: per foreground structure, sums over every weighted pixel of the batch, so a
+  structure absent from one frame does not count as a perfect or a failed match there;
+  averaged over the structures, each kept finite by DICE_EPS.
+  """
+  w = weight[:, None, None, None]                                     # [B, 1, 1, 1]
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, masks)  # [B, T, H, W]
+  n_pix = jnp.maximum(jnp.sum(w * jnp.ones_like(ce)), 1.0)
+  ce = jnp.sum(w * ce) / n_pix
+  probs = jax.nn.softmax(logits, axis=-1)[..., 1:]                     # foreground
+  onehot = jax.nn.one_hot(masks, NUM_CLASSES, dtype=probs.dtype)[..., 1:]
+  ww = w[..., None]
+  inter = jnp.sum(ww * probs * onehot, axis=(0, 1, 2, 3))             # [C-1]
+  total = jnp.sum(ww * (probs + onehot), axis=(0, 1, 2, 3))
+  dice = (2.0 * inter + DICE_EPS) / (total + DICE_EPS)
+  soft_dice = jnp.mean(dice)
+  return ce + dice_weight * (1.0 - soft_dice), {"ce": ce, "soft_dice": soft_dice}
+
+
+def _make_loss_fn(config, graphdef, mesh, train_iter) -> Callable:
+  del mesh, train_iter  # per-pixel terms: under jit the sums are global on any sharding
+  dice_weight = float(config.dense.dice_weight)
+
+  def loss_fn(params, batch):
+    logits = nnx.merge(graphdef, params)(batch["frames"])
+    loss, terms = segmentation_loss(logits, batch["masks"], batch["valid"] * batch["dense_truth"],
+                                    dice_weight)
+    return loss, (terms, None)
+  return loss_fn
+
+
+def _check_config(config) -> None:
+  if config.dense.dice_weight < 0:
+    raise ValueError(f"config.dense.dice_weight={config.dense.dice_weight}: expected >= 0.")
+  if config.dense.decoder_features < 1:
+    raise ValueError(f"config.dense.decoder_features={config.dense.decoder_features}: expected >= 1.")
+  if config.input.builder_config != "synthetic":
+    raise ValueError(f"config.input.builder_config={config.input.builder_config!r}: segmentation "
+                     "needs masks, which only the synthetic build has so far.")
+  if config.evals:
+    from echovlm_jax.evaluation import segmentation  # pylint: disable=g-import-not-at-top
+    segmentation.check_evals_config(config.evals)
+
+
+def _make_evaluator(config, mesh, tokenizer):
+  del tokenizer  # no text
+  from echovlm_jax.evaluation import segmentation  # pylint: disable=g-import-not-at-top
+  return segmentation.Evaluator(config, mesh, keep_fn(config))
+
+
+TASK = Task(name="segmentation", model=_model, init_params=init_params, keep=keep_fn,
+            make_loss_fn=_make_loss_fn, check_config=_check_config,
+            make_evaluator=_make_evaluator, exports_artifact=False, batch_kind="dense")
