@@ -2,9 +2,10 @@
 tokens to per-pixel outputs (segmentation logits, or landmark heatmaps).
 
 The decoder is SETR's progressive upsampling (PUP: conv, x2 upsample, conv, ... from the 1/p
-patch grid to full resolution) with one full-resolution skip from the frame itself, as
-UNETR's first skip: a ViT's tokens are 16 px apart, and the myocardium is a few pixels thick,
-so the last convolutions see the image's own edges. Intermediate ViT blocks are not tapped
+patch grid) with one skip from the frame itself, as UNETR's first skip: a ViT's tokens are
+16 px apart, and the myocardium is a few pixels thick, so the last convolutions see the
+image's own edges. It runs to half resolution and predicts full resolution by a pixel
+shuffle (see Decoder). Intermediate ViT blocks are not tapped
 (UNETR's other skips): the tower stays exactly the pretrained module, and its output alone is
 what a frozen-tower (linear-probe style) evaluation measures. docs/design.md says why.
 Parameters are float32; the decoder computes in config.model.dtype.
@@ -41,37 +42,61 @@ class Conv(nnx.Module):
 
 
 def _up2(x: jax.Array) -> jax.Array:
+  """x2 nearest-neighbour upsampling [N, H, W, C] -> [N, 2H, 2W, C]; the conv after it
+  smooths. Not jax.image.resize's bilinear: its gradient is a scatter-add, which took most of
+  the step on CPU (docs/performance.md)."""
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def _space_to_depth(x: jax.Array, k: int) -> jax.Array:
+  """[N, H, W, C] -> [N, H/k, W/k, k*k*C]: each k x k block of pixels as channels."""
   n, h, w, c = x.shape
-  return jax.image.resize(x, (n, 2 * h, 2 * w, c), "bilinear")
+  x = x.reshape(n, h // k, k, w // k, k, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, h // k, w // k, k * k * c)
+
+
+def _depth_to_space(x: jax.Array, k: int) -> jax.Array:
+  """[N, H, W, k*k*C] -> [N, kH, kW, C] (the inverse of _space_to_depth: a pixel shuffle)."""
+  n, h, w, kkc = x.shape
+  c = kkc // (k * k)
+  x = x.reshape(n, h, w, k, k, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, h * k, w * k, c)
 
 
 class Decoder(nnx.Module):
-  """Patch tokens [N, g, g, width] and frames [N, H, W, C] -> [N, H, W, num_outputs] float32."""
+  """Patch tokens [N, g, g, width] and frames [N, H, W, C] -> [N, H, W, num_outputs] float32.
+
+  Upsamples the token grid to half resolution (x2 steps of nearest + 3x3 conv), fuses the
+  frame's own pixels there (each 2 x 2 block as 4 channels, so no detail is lost), and
+  predicts every full-resolution pixel with a pixel shuffle (a 1x1 conv to 4 x num_outputs
+  channels, one per sub-pixel). Working at half resolution keeps the decoder's convolutions,
+  which XLA runs slowly on CPU, to about a quarter of the cost (docs/performance.md).
+  """
 
   def __init__(self, width: int, channels: int, patch: int, features: int, num_outputs: int, *,
                dtype, rngs: nnx.Rngs):
-    if patch & (patch - 1):
+    if patch & (patch - 1) or patch < 2:
       raise ValueError(f"config.model.image.patch={patch}: the decoder upsamples by 2, so the "
-                       "patch must be a power of two.")
+                       "patch must be a power of two, at least 2.")
     self.proj = Conv(width, features, 1, dtype=dtype, rngs=rngs)
     self.ups = nnx.List([Conv(features, features, 3, dtype=dtype, rngs=rngs)
-                         for _ in range(int(math.log2(patch)))])
-    self.skip = nnx.List([Conv(channels, SKIP_CHANNELS, 3, dtype=dtype, rngs=rngs),
+                         for _ in range(int(math.log2(patch)) - 1)])
+    self.skip = nnx.List([Conv(4 * channels, SKIP_CHANNELS, 3, dtype=dtype, rngs=rngs),
                           Conv(SKIP_CHANNELS, SKIP_CHANNELS, 3, dtype=dtype, rngs=rngs)])
     self.fuse = Conv(features + SKIP_CHANNELS, features, 3, dtype=dtype, rngs=rngs)
     # Zero-initialised: the first steps start from uniform outputs (the view classifier's habit).
-    self.out = Conv(features, num_outputs, 1, dtype=dtype, rngs=rngs,
+    self.out = Conv(features, 4 * num_outputs, 1, dtype=dtype, rngs=rngs,
                     kernel_init=nnx.initializers.zeros)
 
   def __call__(self, tokens: jax.Array, frames: jax.Array) -> jax.Array:
     x = jax.nn.gelu(self.proj(tokens))
     for conv in self.ups:
       x = jax.nn.gelu(conv(_up2(x)))
-    s = frames
+    s = _space_to_depth(frames, 2)
     for conv in self.skip:
       s = jax.nn.gelu(conv(s))
     x = jax.nn.gelu(self.fuse(jnp.concatenate([x, s.astype(x.dtype)], axis=-1)))
-    return self.out(x).astype(jnp.float32)
+    return _depth_to_space(self.out(x), 2).astype(jnp.float32)
 
 
 class DenseModel(nnx.Module):
