@@ -36,6 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                    # config.model_init (CLIP/SigLIP towers); "" = scratch
         decoder_features=32,       # the decoder's channels (models/dense.py)
         dice_weight=1.0,           # loss = cross-entropy + dice_weight x (1 - soft Dice)
+        labelled_patient_fraction=1.0,  # < 1: train on this share of the patients' masks
+                                        # (by a hash of the id); evaluation reads all held-out
     )
     c.model_init_skip = common.IMAGE_TOWER_ONLY
     c.total_steps = 10 if runlocal else 1000

@@ -32,6 +32,15 @@ def tiny_echoground(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_dense_echoground(tmp_path_factory):
+  """(input_config, prepared builder) of the tiny synthetic dataset as ED + ES pairs (the
+  dense tasks' data, input.frames_at="ed_es")."""
+  from echovlm_jax.data import build  # pylint: disable=g-import-not-at-top
+  ic = tiny_input_config(tmp_path_factory.mktemp("tfds_dense"), frames_at="ed_es")
+  return ic, build.ensure_dataset(ic)
+
+
+@pytest.fixture(scope="session")
 def release_tree(tmp_path_factory):
   """A MIMIC-IV-ECHO v1.0-layout tree at the release's geometry (708 x 1016 YBR_FULL_422 JPEG
   cines and spectral stills, PHI in the headers; tests/mimic_tree.py), written once."""

@@ -25,9 +25,10 @@ from tests import echoground_fixtures
 CAVITY = schema.STRUCTURES.index("lv_cavity")
 
 
-def tiny_config(data_dir: str):
-  """configs/segmentation.py shrunk as tests/train_tiny_config.py shrinks echovlm."""
-  c = seg_config.get_config("size=ti,res=32")
+def tiny_config(data_dir: str, config_module=seg_config):
+  """configs/segmentation.py (or landmarks.py) shrunk as tests/train_tiny_config.py shrinks
+  echovlm."""
+  c = config_module.get_config("size=ti,res=32")
   for k in ("synthetic_patients", "synthetic_seed", "image_size", "vocab_size", "num_shards",
             "shuffle_buffer", "prefetch"):
     c.input[k] = echoground_fixtures.TINY[k]
@@ -39,7 +40,9 @@ def tiny_config(data_dir: str):
   c.dense.decoder_features = 8
   c.total_steps, c.batch_size, c.warmup_steps, c.log_every, c.ckpt_every = 8, 8, 1, 1, 4
   c.lr = 3e-3
-  c.evals.validation_segmentation.every = 4
+  for cfg in c.evals.values():
+    if cfg.split == "validation":
+      cfg.every = 4
   return c
 
 
@@ -138,8 +141,8 @@ def test_method_of_discs_matches_the_ellipsoid_and_ignores_rotation():
   assert ef == pytest.approx(100 * (1 - 0.8 * 0.7 ** 2), abs=1.5)
 
 
-def test_the_config_trains_and_reports_held_out_metrics(tmp_path, num_devices):
-  c = tiny_config(tmp_path / "tfds")
+def test_the_config_trains_and_reports_held_out_metrics(tiny_dense_echoground, tmp_path, num_devices):
+  c = tiny_config(tiny_dense_echoground[0].data_dir)
   workdir = str(tmp_path / "run")
   last = loop.train_and_evaluate(c, workdir)
   for split in ("val", "test"):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from echovlm_jax.train.tasks import contrastive
+from echovlm_jax.train.tasks import landmarks
 from echovlm_jax.train.tasks import segmentation
 from echovlm_jax.train.tasks import view_classifier
 from echovlm_jax.train.tasks.task import Task
@@ -12,6 +13,7 @@ TASKS: dict[str, Task] = {
     "contrastive": contrastive.TASK,
     "view_classifier": view_classifier.TASK,
     "segmentation": segmentation.TASK,
+    "landmarks": landmarks.TASK,
 }
 
 

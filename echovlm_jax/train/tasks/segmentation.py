@@ -35,11 +35,20 @@ def init_params(params: nnx.State, config, init_checkpoint=None) -> nnx.State:
   return image_tower.init_image_tower(params, config, init_checkpoint, "dense.init_artifact")
 
 
+def has_truth(ex):
+  """tf predicate: the example's frames have ground truth (the renderer's B-mode frames)."""
+  return ex["dense_truth"]
+
+
 def keep_fn(config) -> Callable:
-  """The frames with ground truth (the renderer's B-mode frames; builds of real datasets with
-  masks later); MIMIC has none, so a segmentation run on it has nothing to learn."""
-  del config
-  return lambda ex: ex["dense_truth"]
+  """What training reads: the frames with ground truth, of config.dense.labelled_patient_fraction
+  of the patients (by a hash of the id: the label-efficiency benchmark's 1 % / 10 %).
+  Evaluation reads every held-out frame with truth (has_truth)."""
+  fraction = float(config.dense.labelled_patient_fraction)
+  if fraction >= 1.0:
+    return has_truth
+  from echovlm_jax.data import labelled  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  return lambda ex: has_truth(ex) & labelled.in_patient_share(ex["patient_id"], fraction)
 
 
 def segmentation_loss(logits: jax.Array, masks: jax.Array, weight: jax.Array,
@@ -78,14 +87,22 @@ def _make_loss_fn(config, graphdef, mesh, train_iter) -> Callable:
   return loss_fn
 
 
-def _check_config(config) -> None:
+def check_dense_config(config) -> None:
+  """What both dense tasks need of config.dense and config.input; ValueError naming the key."""
   if config.dense.dice_weight < 0:
     raise ValueError(f"config.dense.dice_weight={config.dense.dice_weight}: expected >= 0.")
   if config.dense.decoder_features < 1:
     raise ValueError(f"config.dense.decoder_features={config.dense.decoder_features}: expected >= 1.")
+  if not 0.0 < config.dense.labelled_patient_fraction <= 1.0:
+    raise ValueError(f"config.dense.labelled_patient_fraction={config.dense.labelled_patient_fraction}: "
+                     "expected a share in (0, 1].")
   if config.input.builder_config != "synthetic":
-    raise ValueError(f"config.input.builder_config={config.input.builder_config!r}: segmentation "
-                     "needs masks, which only the synthetic build has so far.")
+    raise ValueError(f"config.input.builder_config={config.input.builder_config!r}: the dense "
+                     "tasks need masks and points, which only the synthetic build has so far.")
+
+
+def _check_config(config) -> None:
+  check_dense_config(config)
   if config.evals:
     from echovlm_jax.evaluation import segmentation  # pylint: disable=g-import-not-at-top
     segmentation.check_evals_config(config.evals)
@@ -94,7 +111,7 @@ def _check_config(config) -> None:
 def _make_evaluator(config, mesh, tokenizer):
   del tokenizer  # no text
   from echovlm_jax.evaluation import segmentation  # pylint: disable=g-import-not-at-top
-  return segmentation.Evaluator(config, mesh, keep_fn(config))
+  return segmentation.Evaluator(config, mesh, has_truth)
 
 
 TASK = Task(name="segmentation", model=_model, init_params=init_params, keep=keep_fn,

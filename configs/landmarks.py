@@ -1,0 +1,28 @@
+r"""Landmark detection trained by the one trainer (config.task = "landmarks"): EchoVLM's image
+tower and the dense decoder with one heatmap per schema.LANDMARKS point, read out by a
+soft-argmax and trained with an L1 loss in pixels; evaluated by the point error in px and mm
+and PLAX's IVSd / LVIDd / LVPWd in mm on held-out patients. Everything else (data: ED + ES
+pairs, tower sources, freezing, the labelled share) is configs/segmentation.py's.
+
+  python -m echovlm_jax.main --config configs/landmarks.py --workdir RUN
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+from configs import echovlm
+from configs import segmentation
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = segmentation.get_config(arg)
+  runlocal = common.parse_arg(arg, **dict(echovlm.ARG_SPEC, frames=2)).runlocal
+  with c.unlocked():
+    c.task = "landmarks"
+    c.evals = ml_collections.ConfigDict()
+    every = 5 if runlocal else 250
+    c.evals.validation_landmarks = dict(type="landmarks", split="validation", every=every)
+    c.evals.test_landmarks = dict(type="landmarks", split="test", every=0)
+  return c

@@ -1,0 +1,56 @@
+"""Landmark detection through the one trainer (configs/landmarks.py, tiny model): the
+soft-argmax reads a heatmap's peak, the loss asks only for the points a frame shows, and a
+run trains, evaluates on held-out patients and reports point errors and PLAX calipers."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import landmarks as lm_config
+from echovlm_jax.echo import schema
+from echovlm_jax.evaluation import landmarks as lm_eval
+from echovlm_jax.train import loop
+from echovlm_jax.train.tasks import landmarks
+from tests.test_segmentation import tiny_config
+
+
+def test_soft_argmax_finds_a_sharp_peak_to_sub_pixel():
+  h = np.full((1, 1, 20, 30, 2), -50.0, np.float32)
+  h[0, 0, 5, 7, 0] = 50.0
+  h[0, 0, 12, 20, 1] = h[0, 0, 12, 21, 1] = 50.0     # two equal peaks: their midpoint
+  pts = np.asarray(landmarks.soft_argmax(jnp.asarray(h)))
+  np.testing.assert_allclose(pts[0, 0], [[5, 7], [12, 20.5]], atol=1e-3)
+
+
+def test_the_loss_asks_only_for_the_points_a_frame_shows():
+  h = np.full((2, 1, 16, 16, len(schema.LANDMARKS)), -50.0, np.float32)
+  h[..., 4, 6, :] = 50.0                               # every map peaks at (4, 6)
+  pts = np.full((2, 1, len(schema.LANDMARKS), 2), np.nan, np.float32)
+  pts[0, 0, 0] = (4, 9)                                # 3 px off
+  pts[0, 0, 1] = (40, 9)                               # outside the frame: not asked for
+  pts[1, 0, 2] = (0, 0)                                # a padding row's point
+  loss, _ = landmarks.landmark_loss(jnp.asarray(h), jnp.asarray(pts), jnp.array([1.0, 0.0]))
+  assert float(loss) == pytest.approx(3.0, abs=1e-3)
+
+
+def test_the_config_trains_and_reports_point_errors(tiny_dense_echoground, tmp_path, num_devices):
+  c = tiny_config(tiny_dense_echoground[0].data_dir, lm_config)
+  assert c.task == "landmarks"
+  workdir = str(tmp_path / "run")
+  last = loop.train_and_evaluate(c, workdir)
+  for split in ("val", "test"):
+    err = last[f"{split}/landmarks/error_mm/mean"]
+    assert np.isfinite(err) and err > 0, split
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  l1 = [r["train/loss/l1_px"] for r in rows if "train/loss/l1_px" in r]
+  assert len(l1) == 8 and np.isfinite(l1).all() and len(set(l1[2:])) > 1
+  report = open(os.path.join(workdir, "report.md")).read()
+  assert "Landmark report" in report and "| lv_apex |" in report and "PLAX at end-diastole" in report
+  metrics = json.load(open(os.path.join(workdir, "metrics.json")))["metrics"]
+  assert "test/landmarks/error_px/lv_apex/ed" in metrics
+  assert set(lm_eval.EVAL_TYPES) == {c.evals.test_landmarks.type}
