@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import echovlm_jax
 from configs import landmarks as lm_config
+from echovlm_jax.tools import export
 from echovlm_jax.echo import schema
 from echovlm_jax.evaluation import landmarks as lm_eval
 from echovlm_jax.train import loop
@@ -54,3 +56,12 @@ def test_the_config_trains_and_reports_point_errors(tiny_dense_echoground, tmp_p
   metrics = json.load(open(os.path.join(workdir, "metrics.json")))["metrics"]
   assert "test/landmarks/error_px/lv_apex/ed" in metrics
   assert set(lm_eval.EVAL_TYPES) == {c.evals.test_landmarks.type}
+  # Exported, it reads points back in the caller's pixel grid.
+  model = echovlm_jax.load_pretrained(export.export(workdir, str(tmp_path / "art")))
+  frames = np.random.default_rng(0).integers(0, 255, (2, 1, 32, 32), dtype=np.uint8)
+  pts = model.landmarks(frames)
+  big = model.landmarks(np.repeat(np.repeat(frames, 3, axis=2), 3, axis=3))
+  assert pts.shape == (2, 1, len(schema.LANDMARKS), 2) and (pts >= 0).all() and (pts <= 31).all()
+  # The same frames at 96 px (each pixel 3 x 3) go to the model as nearly the same 32 px
+  # frames: the same points, scaled by 95 / 31 to the bigger grid.
+  assert big.shape == pts.shape and np.abs(big / (95 / 31) - pts).max() < 1.5

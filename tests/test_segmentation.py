@@ -13,7 +13,13 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage
 
+import echovlm_jax
 from configs import segmentation as seg_config
+from echovlm_jax import distributed
+from echovlm_jax.inference.frames import prepare_frames
+from echovlm_jax.tools import export, predict
+from echovlm_jax.train import checkpointing, workdir_config
+from tests import dicom_fixtures as fm
 from echovlm_jax.data import build, dense_transforms, input_pipeline, synthetic_render
 from echovlm_jax.echo import schema
 from echovlm_jax.evaluation import segmentation as seg_eval
@@ -161,3 +167,32 @@ def test_the_config_trains_and_reports_held_out_metrics(tiny_dense_echoground, t
   metrics = json.load(open(os.path.join(workdir, "metrics.json")))["metrics"]
   assert "test/segmentation/dice/lv_myocardium/es" in metrics
   assert "LVEF by the method of discs" in report and "test/segmentation/lvef/mae_vs_reported" in metrics
+  _export_and_segment(workdir, tmp_path)
+
+
+def _export_and_segment(workdir, tmp_path):
+  """The run exports as an artifact that load_pretrained reads back as a segmenter: its masks
+  are the trained model's argmax in the caller's pixel grid, and predict writes them for a
+  DICOM."""
+  art = export.export(workdir, str(tmp_path / "art"))
+  model = echovlm_jax.load_pretrained(art)
+  assert model.task == "segmentation" and model.outputs == list(schema.STRUCTURES)
+  rng = np.random.default_rng(0)
+  frames = rng.integers(0, 255, (3, 2, 32, 32), dtype=np.uint8)
+  masks = model.segment(frames)
+  assert masks.shape == (3, 2, 32, 32) and masks.dtype == np.uint8
+  restored, _ = checkpointing.restore_params(workdir_config.load(workdir), workdir,
+                                             distributed.create_mesh({"data": -1, "fsdp": 1, "tensor": 1}),
+                                             vocab_size=1)
+  want = np.asarray(seg_eval.make_predict_fn(restored)(prepare_frames(frames, 32)))
+  np.testing.assert_array_equal(masks, want)              # res == frame size: the same grid
+  big = model.segment(np.repeat(np.repeat(frames, 2, axis=2), 2, axis=3))
+  assert big.shape == (3, 2, 64, 64)
+  with pytest.raises(ValueError, match="needs a landmark one"):
+    model.landmarks(frames)
+  dcm = fm.write_dicom(tmp_path / "clip.dcm", fm.cine_frames(4, 48, 64, seed=2)[0], mode="mono")
+  out = tmp_path / "masks"
+  assert predict.main(["--artifact", art, "--out", str(out), "--frames", "2", dcm]) == 0
+  assert sorted(os.listdir(out)) == ["clip_f0_mask.png", "clip_f0_overlay.png",
+                                     "clip_f1_mask.png", "clip_f1_overlay.png"]
+  assert predict.main(["--artifact", art, "--task", "views", dcm]) == 2   # not a dual encoder

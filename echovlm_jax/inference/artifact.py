@@ -19,9 +19,14 @@ from echovlm_jax.inference import artifact_tokenizer
 from echovlm_jax.models import factory
 
 # 1: the dataset's sentencepiece `tokenizer.model`; 2: adds a checkpoint tokenizer in
-# `tokenizer/` (artifact_tokenizer.py). Export writes 1 where that describes the artifact.
+# `tokenizer/` (artifact_tokenizer.py); 3: a dense model (config.json `task` segmentation /
+# landmarks: config.json, params/, README.md; no text side). Export writes the lowest that
+# describes the artifact.
 FORMAT_VERSION = 2
-READ_VERSIONS = (1, 2)
+DENSE_FORMAT_VERSION = 3
+READ_VERSIONS = (1, 2, 3)
+# config.json `task` of a dense artifact -> what its outputs are (schema names, in order).
+DENSE_TASKS = ("segmentation", "landmarks")
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
 TOKENIZER_FILE = artifact_tokenizer.SENTENCEPIECE_FILE
@@ -30,6 +35,7 @@ PROMPTS_FILE = "prompts.json"
 CARD_FILE = "README.md"
 MANIFEST_FILE = "MANIFEST.json"
 REQUIRED_FILES = (CONFIG_FILE, STATS_FILE, PROMPTS_FILE)  # and the tokenizer of its kind
+DENSE_REQUIRED_FILES = (CONFIG_FILE,)
 
 
 class ArtifactError(ValueError):
@@ -81,8 +87,11 @@ def verify_artifact(path: str, *, check_hashes: bool = True) -> dict[str, Any]:
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise ArtifactError(path, f"{MANIFEST_FILE} is unreadable ({type(e).__name__}: {e}).") from None
   _check_version(path, manifest.get("format_version"), MANIFEST_FILE)
-  problems = [f"{rel}: required file missing" for rel in REQUIRED_FILES if rel not in files]
-  problems += _tokenizer_problems(path, files)
+  dense = _task_of(path) in DENSE_TASKS
+  required = DENSE_REQUIRED_FILES if dense else REQUIRED_FILES
+  problems = [f"{rel}: required file missing" for rel in required if rel not in files]
+  if not dense:
+    problems += _tokenizer_problems(path, files)
   if not any(rel.startswith(PARAMS_DIR + os.sep) for rel in files):
     problems.append(f"{PARAMS_DIR}/: no parameter files listed")
   for rel, info in sorted(files.items()):
@@ -101,13 +110,24 @@ def verify_artifact(path: str, *, check_hashes: bool = True) -> dict[str, Any]:
   except ValueError as e:
     raise ArtifactError(path, f"{CONFIG_FILE} is not valid JSON ({e}).") from None
   _check_version(path, config.get("format_version"), CONFIG_FILE)
-  missing = [k for k in ("model", "input", "vocab_size", "num_measurements", "views", "labels",
-                         "measurements") if k not in config]
+  keys = (("model", "input", "task", "outputs", "decoder_features") if dense else
+          ("model", "input", "vocab_size", "num_measurements", "views", "labels", "measurements"))
+  missing = [k for k in keys if k not in config]
   if missing:
     raise ArtifactError(path, f"{CONFIG_FILE} lacks keys {missing}.")
   # An artifact exported before a config.model key existed gets that key's default, here once.
   config["model"] = echovlm.with_defaults(config["model"], echovlm.get_config().model.to_dict())
   return config
+
+
+def _task_of(path: str) -> str:
+  """config.json's `task` ("contrastive" when absent: formats 1 and 2); "" when unreadable
+  (reported as a missing / invalid config.json)."""
+  try:
+    with open(os.path.join(path, CONFIG_FILE)) as f:
+      return str(json.load(f).get("task", "contrastive"))
+  except (OSError, ValueError, TypeError, AttributeError):
+    return ""
 
 
 def _tokenizer_problems(path: str, files: Mapping[str, Any]) -> list[str]:
@@ -133,13 +153,17 @@ def _check_version(path: str, version: Any, where: str) -> None:
 
 def restore_model(path: str, config: Mapping[str, Any], device: jax.Device | None = None
                   ) -> nnx.Module:
-  """The artifact's DualEncoder (config: its config.json) with its params on `device`
-  (default: the first device)."""
+  """The artifact's model (config: its config.json; a DualEncoder, or for a dense task the
+  DenseModel) with its params on `device` (default: the first device)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   model_config = ml_collections.ConfigDict(dict(config["model"]))
-  abstract = nnx.eval_shape(factory.dual_encoder(
-      model_config, vocab_size=int(config["vocab_size"]),
-      num_measurements=int(config["num_measurements"])))
+  if config.get("task") in DENSE_TASKS:
+    build = factory.dense_model(model_config, num_outputs=len(config["outputs"]),
+                                decoder_features=int(config["decoder_features"]))
+  else:
+    build = factory.dual_encoder(model_config, vocab_size=int(config["vocab_size"]),
+                                 num_measurements=int(config["num_measurements"]))
+  abstract = nnx.eval_shape(build)
   graphdef, params = nnx.split(abstract, nnx.Param)
   sharding = jax.sharding.SingleDeviceSharding(device or jax.devices()[0])
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),

@@ -37,8 +37,9 @@ def _load_tokenizer(path: str, config: Mapping[str, Any]):
 
 def load_pretrained(path: str | os.PathLike, *, batch_size: int = 32,
                     device: jax.Device | None = None, check_hashes: bool = True,
-                    tokenizer: str | None = None, act: str | None = None) -> Pretrained:
-  """Loads an artifact written by `python -m echovlm_jax.tools.export`, or an outside checkpoint:
+                    tokenizer: str | None = None, act: str | None = None):
+  """Loads an artifact written by `python -m echovlm_jax.tools.export` (a `Pretrained` dual
+  encoder, or a `PretrainedDense` for a segmentation / landmark model), or an outside checkpoint:
   a Hugging Face CLIP / SigLIP directory, an open_clip state dict (.safetensors / .bin / .pt)
   or a big_vision .npz (tokenizer: its tokenizer when not in path; act: see
   interop/external_model.load).
@@ -59,6 +60,10 @@ def load_pretrained(path: str | os.PathLike, *, batch_size: int = 32,
     return Pretrained(path, parts.config, parts.model, parts.tokenizer, parts.stats,
                       parts.prompts, batch_size=batch_size, device=device, prepare=parts.prepare)
   config = artifact.verify_artifact(path, check_hashes=check_hashes)
+  if config.get("task") in artifact.DENSE_TASKS:
+    from echovlm_jax.inference import dense_pretrained  # pylint: disable=g-import-not-at-top
+    return dense_pretrained.PretrainedDense(path, config, artifact.restore_model(path, config, device),
+                                            batch_size=batch_size, device=device)
   tokenizer = _load_tokenizer(path, config)
   try:
     with open(os.path.join(path, artifact.STATS_FILE)) as f:

@@ -160,6 +160,8 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
   if not tasks.from_config(cfg).exports_artifact:
     raise ValueError(f"{workdir} is a config.task={cfg.task!r} run, which does not export as an "
                      "artifact (docs/artifacts.md).")
+  if cfg.task in artifact.DENSE_TASKS:
+    return export_dense(cfg, workdir, out, step)
   ckpt_tok = checkpoint_tokenizer_path(cfg, tokenizer)
   ddir = dataset_dir(cfg, data_dir)
   tok_path = "" if ckpt_tok else os.path.join(ddir, tokenizer_lib.TOKENIZER_FILENAME)
@@ -221,6 +223,76 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
     with open(os.path.join(tmp, artifact.CARD_FILE), "w") as f:
       f.write(model_card(artifact_config, cfg, _metrics(workdir)))
     artifact.write_manifest(tmp, artifact_config["format_version"])
+    if os.path.exists(out):
+      shutil.rmtree(out)
+    os.replace(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return out
+
+
+def _dense_card(config: Mapping[str, Any], train_config, metrics: Mapping[str, Any]) -> str:
+  m, inp = config["model"], config["input"]
+  method = "segment(frames)" if config["task"] == "segmentation" else "landmarks(frames)"
+  lines = [f"# EchoVLM {config['task']} model", "",
+           "> **Not a medical device.** A research model. Its outputs must not be used for "
+           "diagnosis, triage or any decision about a patient.", "",
+           f"Exported {config['exported']} from step {config['step']} of `{config['source_workdir']}` "
+           f"(artifact format {config['format_version']}).", "",
+           "```python", "import echovlm_jax", "model = echovlm_jax.load_pretrained('PATH')",
+           f"model.{method}      # frames: uint8 [N, H, W] or [N, T, H, W]", "```", "",
+           "or `python -m echovlm_jax.tools.predict --artifact PATH --out DIR FILE.dcm ...`.", "",
+           f"ViT image tower (width {m['image']['width']}, depth {m['image']['depth']}, patch "
+           f"{m['image']['patch']}, {inp['res']} x {inp['res']} grayscale) and a decoder "
+           f"({config['decoder_features']} channels) to {len(config['outputs'])} outputs: "
+           + ", ".join(config["outputs"]) + ".", "",
+           f"Trained on {_data_description(train_config)}, {train_config.total_steps} steps at "
+           f"global batch {train_config.batch_size}.", "", "## Evaluation", ""]
+  scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k.startswith("test/")}
+  if scalars:
+    lines += ["Test-split metrics of the training run's last evaluation:", "",
+              "| metric | value |", "|---|---|"]
+    lines += [f"| `{k}` | {v:.4f} |" for k, v in sorted(scalars.items())]
+  else:
+    lines.append("No evaluation metrics were found in the workdir (no `metrics.json`).")
+  return "\n".join(lines) + "\n"
+
+
+def export_dense(cfg: ml_collections.ConfigDict, workdir: str, out: str, step: int | None) -> str:
+  """The artifact of a segmentation / landmarks run: config.json (task, outputs, model, input),
+  params/, README.md, MANIFEST.json (format 3; no text side)."""
+  from echovlm_jax import distributed  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
+  mesh = distributed.create_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+  model, step = checkpointing.restore_params(cfg, workdir, mesh, step, vocab_size=1)
+  outputs = schema.STRUCTURES if cfg.task == "segmentation" else schema.LANDMARKS
+  config = {
+      "format_version": artifact.DENSE_FORMAT_VERSION, "package_version": package_version(),
+      "exported": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+      "source_workdir": workdir, "step": step, "task": cfg.task, "outputs": list(outputs),
+      "decoder_features": int(cfg.dense.decoder_features),
+      "model": cfg.model.to_dict(),
+      "input": {"res": int(cfg.input.res), "num_frames": int(cfg.input.num_frames),
+                "image_size": int(cfg.input.image_size), "pixel_range": [-1.0, 1.0]},
+      "training": {"dataset": "echoground", "builder_config": cfg.input.builder_config,
+                   "frames_at": cfg.input.frames_at, "dense": cfg.dense.to_dict(),
+                   "total_steps": int(cfg.total_steps), "batch_size": int(cfg.batch_size),
+                   "seed": int(cfg.seed)},
+  }
+  tmp = f"{out}.tmp-{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  try:
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    _, params = nnx.split(model, nnx.Param)
+    with ocp.StandardCheckpointer() as ckptr:
+      ckptr.save(os.path.join(tmp, artifact.PARAMS_DIR), nnx.to_pure_dict(params))
+    with open(os.path.join(tmp, artifact.CONFIG_FILE), "w") as f:
+      json.dump(config, f, indent=2, sort_keys=True)
+    with open(os.path.join(tmp, artifact.CARD_FILE), "w") as f:
+      f.write(_dense_card(config, cfg, _metrics(workdir)))
+    artifact.write_manifest(tmp, artifact.DENSE_FORMAT_VERSION)
     if os.path.exists(out):
       shutil.rmtree(out)
     os.replace(tmp, out)

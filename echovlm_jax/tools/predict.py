@@ -1,6 +1,12 @@
-r"""Zero-shot view and finding prediction for DICOM / PNG / JPEG files with an exported artifact.
+r"""Predictions for DICOM / PNG / JPEG files with an exported artifact: zero-shot views and
+findings (an EchoVLM dual encoder), chamber masks or landmarks (a segmentation / landmark one).
 
   python -m echovlm_jax.tools.predict --artifact ARTIFACT FILE_OR_FOLDER [...] [--json]
+  python -m echovlm_jax.tools.predict --artifact SEG_ARTIFACT --task segment --out MASKS FILE ...
+  python -m echovlm_jax.tools.predict --artifact LM_ARTIFACT --task landmarks FILE ... --json
+
+--task defaults to what the artifact does. Masks are written to --out as PNGs (the label
+image, values schema.STRUCTURES, and a colour overlay) per file and frame.
 
 Unreadable files are reported on stderr and skipped; the exit code is 1 when any was.
 """
@@ -118,6 +124,61 @@ def format_table(results: Sequence[dict], labels: Sequence[str]) -> str:
   return "\n".join(lines)
 
 
+TASKS = {"views": "contrastive", "segment": "segmentation", "landmarks": "landmarks"}
+
+
+def read_all(paths: Sequence[str], num_frames: int, size: int) -> tuple[list, list[str], list[dict]]:
+  """(frames per readable file, their paths, {file, error} per unreadable one)."""
+  frames, ok, errors = [], [], []
+  for p in expand(paths):
+    try:
+      frames.append(read_frames(p, num_frames, size))
+      ok.append(p)
+    except UnreadableFile as e:
+      errors.append({"file": p, "error": str(e)})
+  return frames, ok, errors
+
+
+def segment_files(model: Any, paths: Sequence[str], out_dir: str, num_frames: int
+                  ) -> tuple[list[dict], list[dict]]:
+  """Masks of each readable file's frames, written to out_dir; per file the PNGs written and
+  each structure's share of the frame (frame 0)."""
+  from PIL import Image
+  from echovlm_jax.evaluation import segmentation_report
+  frames, ok, errors = read_all(paths, num_frames, model.image_size)
+  results = []
+  if ok:
+    os.makedirs(out_dir, exist_ok=True)
+    masks = model.segment(np.stack(frames))                     # [N, T, S, S]
+    for i, p in enumerate(ok):
+      stem = os.path.splitext(os.path.basename(p))[0]
+      written = []
+      for t in range(masks.shape[1]):
+        base = os.path.join(out_dir, f"{stem}_f{t}")
+        Image.fromarray(masks[i, t]).save(base + "_mask.png")
+        gray = frames[i][t].astype(np.float32) / 127.5 - 1.0
+        Image.fromarray(segmentation_report.overlay(gray, masks[i, t])).save(base + "_overlay.png")
+        written += [base + "_mask.png", base + "_overlay.png"]
+      share = np.bincount(masks[i, 0].ravel(), minlength=len(model.outputs)) / masks[i, 0].size
+      results.append({"file": p, "written": written,
+                      "share": {n: float(v) for n, v in zip(model.outputs, share)}})
+  return results, errors
+
+
+def landmark_files(model: Any, paths: Sequence[str], num_frames: int) -> tuple[list[dict], list[dict]]:
+  """Each readable file's points (row, col) per frame, in the model's input frame
+  (image_size x image_size, the square the DICOM reader makes)."""
+  frames, ok, errors = read_all(paths, num_frames, model.image_size)
+  results = []
+  if ok:
+    pts = model.landmarks(np.stack(frames))
+    for i, p in enumerate(ok):
+      results.append({"file": p, "points": [{n: [float(v) for v in pts[i, t, k]]
+                                             for k, n in enumerate(model.outputs)}
+                                            for t in range(pts.shape[1])]})
+  return results, errors
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m echovlm_jax.tools.predict", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,6 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="directory written by echovlm_jax.tools.export")
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
   parser.add_argument("--batch_size", type=int, default=32)
+  parser.add_argument("--task", choices=("auto", *TASKS), default="auto",
+                      help="what to predict; auto: what the artifact was trained for")
+  parser.add_argument("--out", default="", help="--task segment: folder for the mask PNGs")
+  parser.add_argument("--frames", type=int, default=1,
+                      help="--task segment / landmarks: frames per file, evenly sampled")
   parser.add_argument("files", nargs="+", help="DICOM / PNG / JPEG files or folders")
   args = parser.parse_args(argv)
 
@@ -134,11 +200,29 @@ def main(argv: Sequence[str] | None = None) -> int:
   except artifact.ArtifactError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  results, errors = predict_files(model, args.files)
+  have = getattr(model, "task", "contrastive")
+  task = next((k for k, v in TASKS.items() if v == have), "views") if args.task == "auto" else args.task
+  if TASKS[task] != have:
+    print(f"error: --task {task} needs a {TASKS[task]} artifact; {args.artifact} is a {have} one.",
+          file=sys.stderr)
+    return 2
+  if task == "segment" and not args.out:
+    print("error: --task segment writes mask PNGs: pass --out DIR.", file=sys.stderr)
+    return 2
+  if task == "segment":
+    results, errors = segment_files(model, args.files, args.out, args.frames)
+  elif task == "landmarks":
+    results, errors = landmark_files(model, args.files, args.frames)
+  else:
+    results, errors = predict_files(model, args.files)
   for e in errors:
     print(f"skipped {e['error']}", file=sys.stderr)
-  if args.json:
+  if args.json or task == "landmarks":
     print(json.dumps({"results": results, "errors": errors}, indent=1))
+  elif task == "segment":
+    for r in results:
+      print(f"{r['file']}: " + ", ".join(f"{n} {v:.1%}" for n, v in r["share"].items() if n != "background")
+            + f" (frame 0); {len(r['written'])} PNGs in {args.out}")
   elif results:
     print(format_table(results, model.labels))
   if not results and not errors:

@@ -116,4 +116,4 @@ def _make_evaluator(config, mesh, tokenizer):
 
 TASK = Task(name="segmentation", model=_model, init_params=init_params, keep=keep_fn,
             make_loss_fn=_make_loss_fn, check_config=_check_config,
-            make_evaluator=_make_evaluator, exports_artifact=False, batch_kind="dense")
+            make_evaluator=_make_evaluator, exports_artifact=True, batch_kind="dense")
