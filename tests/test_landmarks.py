@@ -16,6 +16,7 @@ from configs import landmarks as lm_config
 from echovlm_jax.tools import export
 from echovlm_jax.echo import schema
 from echovlm_jax.evaluation import landmarks as lm_eval
+from echovlm_jax.models import dense
 from echovlm_jax.train import loop
 from echovlm_jax.train.tasks import landmarks
 from tests.test_segmentation import tiny_config
@@ -25,7 +26,7 @@ def test_soft_argmax_finds_a_sharp_peak_to_sub_pixel():
   h = np.full((1, 1, 20, 30, 2), -50.0, np.float32)
   h[0, 0, 5, 7, 0] = 50.0
   h[0, 0, 12, 20, 1] = h[0, 0, 12, 21, 1] = 50.0     # two equal peaks: their midpoint
-  pts = np.asarray(landmarks.soft_argmax(jnp.asarray(h)))
+  pts = np.asarray(dense.soft_argmax(jnp.asarray(h)))
   np.testing.assert_allclose(pts[0, 0], [[5, 7], [12, 20.5]], atol=1e-3)
 
 

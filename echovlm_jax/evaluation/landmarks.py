@@ -20,6 +20,7 @@ from echovlm_jax.echo import schema
 from echovlm_jax.evaluation import embeddings as emb_lib
 from echovlm_jax.evaluation import registry
 from echovlm_jax.evaluation import segmentation
+from echovlm_jax.models import dense
 
 EVAL_TYPES = ("landmarks",)
 # PLAX calipers: (measurement, its two points), EchoNet-LVH's segments.
@@ -40,8 +41,7 @@ def make_predict_fn(model: nnx.Module) -> Callable[[jax.Array], jax.Array]:
 
 @jax.jit(static_argnums=0)
 def _points(graphdef, state, frames):
-  from echovlm_jax.train.tasks import landmarks  # pylint: disable=g-import-not-at-top
-  return landmarks.soft_argmax(nnx.merge(graphdef, state)(frames))
+  return dense.soft_argmax(nnx.merge(graphdef, state)(frames))
 
 
 def score_split(model, input_config, split: str, batch_size: int, mesh, keep) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from echovlm_jax.inference import frames as frames_lib
+from echovlm_jax.models import dense
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -24,12 +25,7 @@ def _labels_fn(graphdef, params, frames):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _points_fn(graphdef, params, frames):
-  heat = nnx.merge(graphdef, params)(frames)          # [N, T, H, W, K]
-  *lead, h, w, k = heat.shape
-  p = jax.nn.softmax(heat.reshape(*lead, h * w, k), axis=-2).reshape(heat.shape)
-  rows = jnp.einsum("...hwk,h->...k", p, jnp.arange(h, dtype=p.dtype))
-  cols = jnp.einsum("...hwk,w->...k", p, jnp.arange(w, dtype=p.dtype))
-  return jnp.stack([rows, cols], axis=-1)
+  return dense.soft_argmax(nnx.merge(graphdef, params)(frames))   # [N, T, K, 2]
 
 
 def _frame_size(frames: Any) -> tuple[int, int]:

@@ -116,3 +116,13 @@ class DenseModel(nnx.Module):
     b, t, h, w, c = frames.shape
     y = self.decoder(self.image.patch_tokens(frames), frames.reshape(b * t, h, w, c))
     return y.reshape(b, t, h, w, -1)
+
+
+def soft_argmax(heatmaps: jax.Array) -> jax.Array:
+  """heatmaps float32 [..., H, W, K] (logits) -> points [..., K, 2] (row, col) in pixels: the
+  mean pixel under each map's softmax (integral regression: differentiable, sub-pixel)."""
+  *lead, h, w, k = heatmaps.shape
+  p = jax.nn.softmax(heatmaps.reshape(*lead, h * w, k), axis=-2).reshape(heatmaps.shape)
+  rows = jnp.einsum("...hwk,h->...k", p, jnp.arange(h, dtype=p.dtype))
+  cols = jnp.einsum("...hwk,w->...k", p, jnp.arange(w, dtype=p.dtype))
+  return jnp.stack([rows, cols], axis=-1)

@@ -1,5 +1,5 @@
 """config.task = "landmarks": EchoVLM's image tower and the dense decoder (models/dense.py)
-with one heatmap per schema.LANDMARKS point, read out by a soft-argmax (integral regression:
+with one heatmap per schema.LANDMARKS point, read out by a soft-argmax (models/dense.soft_argmax:
 the softmax-weighted mean pixel, differentiable, sub-pixel) and trained with an L1 loss in
 pixels on the points a frame has (the others are NaN and masked). Evaluated by
 evaluation/landmarks.py: point error in px and mm, and PLAX's IVSd / LVIDd / LVPWd in mm.
@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from echovlm_jax.echo import schema
+from echovlm_jax.models import dense
 from echovlm_jax.models import factory
 from echovlm_jax.train.tasks import image_tower
 from echovlm_jax.train.tasks import segmentation
@@ -32,24 +33,13 @@ def init_params(params: nnx.State, config, init_checkpoint=None) -> nnx.State:
   return image_tower.init_image_tower(params, config, init_checkpoint, "dense.init_artifact")
 
 
-def soft_argmax(heatmaps: jax.Array) -> jax.Array:
-  """heatmaps float32 [..., H, W, K] (logits) -> points [..., K, 2] (row, col) in pixels: the
-  mean pixel under each map's softmax."""
-  *lead, h, w, k = heatmaps.shape
-  flat = heatmaps.reshape(*lead, h * w, k)
-  p = jax.nn.softmax(flat, axis=-2).reshape(*lead, h, w, k)
-  rows = jnp.einsum("...hwk,h->...k", p, jnp.arange(h, dtype=p.dtype))
-  cols = jnp.einsum("...hwk,w->...k", p, jnp.arange(w, dtype=p.dtype))
-  return jnp.stack([rows, cols], axis=-1)
-
-
 def landmark_loss(heatmaps: jax.Array, points: jax.Array, weight: jax.Array
                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """heatmaps [B, T, H, W, K], true points [B, T, K, 2] (NaN absent), weight [B] -> (mean L1
   distance in pixels over the present points inside the frame, terms). A point the crop cut
   off (outside [0, H) x [0, W)) is not asked for: a soft-argmax cannot reach it."""
   h, w = heatmaps.shape[2:4]
-  pred = soft_argmax(heatmaps)                                          # [B, T, K, 2]
+  pred = dense.soft_argmax(heatmaps)                                          # [B, T, K, 2]
   present = jnp.all(jnp.isfinite(points), axis=-1)
   inside = ((points[..., 0] >= 0) & (points[..., 0] <= h - 1) &
             (points[..., 1] >= 0) & (points[..., 1] <= w - 1))
