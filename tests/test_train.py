@@ -181,8 +181,11 @@ def test_config_errors_name_the_key(num_devices):
       run_config.validate_config(c, mesh)
   c = _config()
   with c.unlocked():
-    c.task = "segmentation"
-  with pytest.raises(run_config.ConfigError, match="config.task='segmentation': expected one of"):
+    c.task = "detection"
+  with pytest.raises(run_config.ConfigError, match="config.task='detection': expected one of"):
+    run_config.validate_config(c, mesh)
+  c.task = "segmentation"   # a task whose own config keys this config lacks
+  with pytest.raises(run_config.ConfigError, match="reads config.dense.*configs/segmentation.py"):
     run_config.validate_config(c, mesh)
   with pytest.raises(run_config.ConfigError,
                      match="model_init_format='bigvision': expected one of 'auto', 'big_vision'"):

@@ -89,6 +89,9 @@ def _make_loss_fn(config, graphdef, mesh, train_iter) -> Callable:
 
 def check_dense_config(config) -> None:
   """What both dense tasks need of config.dense and config.input; ValueError naming the key."""
+  if "dense" not in config:
+    raise ValueError(f"config.task={config.task!r} reads config.dense, which this config lacks: "
+                     f"start from configs/{'segmentation' if config.task == 'segmentation' else 'landmarks'}.py.")
   if config.dense.dice_weight < 0:
     raise ValueError(f"config.dense.dice_weight={config.dense.dice_weight}: expected >= 0.")
   if config.dense.decoder_features < 1:
