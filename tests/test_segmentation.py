@@ -26,7 +26,7 @@ from echovlm_jax.evaluation import segmentation as seg_eval
 from echovlm_jax.evaluation import segmentation_metrics, simpson
 from echovlm_jax.train import loop
 from echovlm_jax.train.tasks import segmentation
-from tests import echoground_fixtures
+from tests import train_tiny_config
 
 CAVITY = schema.STRUCTURES.index("lv_cavity")
 
@@ -34,15 +34,7 @@ CAVITY = schema.STRUCTURES.index("lv_cavity")
 def tiny_config(data_dir: str, config_module=seg_config):
   """configs/segmentation.py (or landmarks.py) shrunk as tests/train_tiny_config.py shrinks
   echovlm."""
-  c = config_module.get_config("size=ti,res=32")
-  for k in ("synthetic_patients", "synthetic_seed", "image_size", "vocab_size", "num_shards",
-            "shuffle_buffer", "prefetch"):
-    c.input[k] = echoground_fixtures.TINY[k]
-  c.input.data_dir = str(data_dir)
-  c.input.max_text_len = 32
-  c.model.image.update(width=32, depth=1, heads=2)
-  c.model.text.update(width=32, depth=1, heads=2)
-  c.model.embed_dim = 16
+  c = train_tiny_config.shrink(config_module.get_config("size=ti,res=32"), data_dir)
   c.dense.decoder_features = 8
   c.total_steps, c.batch_size, c.warmup_steps, c.log_every, c.ckpt_every = 8, 8, 1, 1, 4
   c.lr = 3e-3

@@ -18,20 +18,12 @@ from echovlm_jax.echo import schema
 from echovlm_jax.evaluation import view_classification as view_eval
 from echovlm_jax.train import loop, run_config, state as train_state
 from echovlm_jax.train.tasks import view_classifier
-from tests import echoground_fixtures
+from tests import train_tiny_config
 
 
 def tiny_config(data_dir: str, **overrides):
   """configs/view_classifier.py shrunk as tests/train_tiny_config.py shrinks echovlm."""
-  c = vc_config.get_config("size=ti,res=32,frames=2")
-  for k in ("synthetic_patients", "synthetic_seed", "image_size", "num_frames", "vocab_size",
-            "num_shards", "shuffle_buffer", "prefetch"):
-    c.input[k] = echoground_fixtures.TINY[k]
-  c.input.data_dir = str(data_dir)
-  c.input.max_text_len = 32
-  c.model.image.update(width=32, depth=1, heads=2)
-  c.model.text.update(width=32, depth=1, heads=2)
-  c.model.embed_dim = 16
+  c = train_tiny_config.shrink(vc_config.get_config("size=ti,res=32,frames=2"), data_dir)
   c.total_steps, c.batch_size, c.warmup_steps, c.log_every, c.ckpt_every = 8, 8, 1, 1, 4
   c.lr = 3e-3
   c.evals.validation_views.every = 4

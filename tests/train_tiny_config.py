@@ -13,21 +13,28 @@ import ml_collections
 from configs import echovlm
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """arg: "evals" adds three cheap test-split evaluators (views, retrieval, negation);
-  any other items are an echovlm arg string (default "size=ti,res=32,frames=2")."""
+def shrink(c: ml_collections.ConfigDict, data_dir: str | None = None) -> ml_collections.ConfigDict:
+  """Any task's config with the tiny dataset (tests/echoground_fixtures.TINY) and towers of
+  width 32, depth 1; data_dir sets config.input.data_dir."""
   from tests import echoground_fixtures  # pylint: disable=g-import-not-at-top
-  items = [a for a in (arg or "").split(",") if a.strip()]
-  with_evals = "evals" in items
-  c = echovlm.get_config(",".join(a for a in items if a != "evals") or "size=ti,res=32,frames=2")
-  tiny = echoground_fixtures.TINY
   for k in ("synthetic_patients", "synthetic_seed", "image_size", "num_frames", "vocab_size",
             "num_shards", "shuffle_buffer", "prefetch"):
-    c.input[k] = tiny[k]
+    c.input[k] = echoground_fixtures.TINY[k]
+  if data_dir is not None:
+    c.input.data_dir = str(data_dir)
   c.input.max_text_len = 32
   c.model.image.update(width=32, depth=1, heads=2)
   c.model.text.update(width=32, depth=1, heads=2)
   c.model.embed_dim = 16
+  return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """arg: "evals" adds three cheap test-split evaluators (views, retrieval, negation);
+  any other items are an echovlm arg string (default "size=ti,res=32,frames=2")."""
+  items = [a for a in (arg or "").split(",") if a.strip()]
+  with_evals = "evals" in items
+  c = shrink(echovlm.get_config(",".join(a for a in items if a != "evals") or "size=ti,res=32,frames=2"))
   c.model.meas_hidden = 8
   c.total_steps = 8
   c.batch_size = 8

@@ -20,6 +20,7 @@ from echovlm_jax.echo import schema
 from echovlm_jax.evaluation import embeddings as emb_lib
 from echovlm_jax.evaluation import registry
 from echovlm_jax.evaluation import segmentation
+from echovlm_jax.evaluation import split_evaluator
 from echovlm_jax.models import dense
 
 EVAL_TYPES = ("landmarks",)
@@ -94,33 +95,13 @@ def summarise(out: Mapping[str, Any]) -> dict[str, float]:
   return res
 
 
-class Evaluator:
+class Evaluator(split_evaluator.SplitEvaluator):
   """What the trainer holds for config.task = "landmarks"."""
+  EVAL_TYPES = EVAL_TYPES
 
-  def __init__(self, config, mesh: jax.sharding.Mesh, keep):
-    check_evals_config(config.evals)
-    self.evals_config, self.input_config, self.mesh = config.evals, config.input, mesh
-    self.batch_size = registry.eval_batch_size(config)
-    self.keep = keep
-    self.details: dict[str, dict] = {}
-
-  def due(self, step: int, last_step: bool = False) -> bool:
-    return any(registry.is_due(cfg, step, last_step) for cfg in self.evals_config.values())
-
-  def maybe_run(self, model, step: int, last_step: bool = False) -> dict[str, float]:
-    flat: dict[str, float] = {}
-    for name, cfg in self.evals_config.items():
-      if not registry.is_due(cfg, step, last_step):
-        continue
-      out = score_split(model, self.input_config, cfg["split"], self.batch_size, self.mesh,
-                        self.keep)
-      prefix = registry.metric_prefix(cfg)
-      entry = {f"{prefix}/{k}": v for k, v in summarise(out).items()}
-      flat.update(entry)
-      self.details[name] = dict(split=cfg["split"], step=int(step), metrics=entry,
-                                plax_frames=len(out["calipers"]))
-    registry.log_metrics(step, flat)
-    return flat
+  def score(self, model, cfg):
+    out = score_split(model, self.input_config, cfg["split"], self.batch_size, self.mesh, self.keep)
+    return summarise(out), dict(plax_frames=len(out["calipers"]))
 
   def write_report(self, workdir: str, metrics_history: list[dict]) -> str | None:
     """report.md and metrics.json: the point errors and calipers per split."""

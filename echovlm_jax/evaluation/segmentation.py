@@ -21,6 +21,7 @@ from echovlm_jax.evaluation import embeddings as emb_lib
 from echovlm_jax.evaluation import registry
 from echovlm_jax.evaluation import segmentation_metrics
 from echovlm_jax.evaluation import simpson
+from echovlm_jax.evaluation import split_evaluator
 
 EVAL_TYPES = ("segmentation",)
 # Structures with surface distances in the report (the LV's and LA's, as CAMUS reports them).
@@ -154,35 +155,14 @@ def summarise(scores: Mapping[tuple[str, str, str], list[float]]) -> dict[str, f
   return out
 
 
-class Evaluator:
-  """What the trainer holds for config.task = "segmentation" (registry.Evaluator's methods)."""
+class Evaluator(split_evaluator.SplitEvaluator):
+  """What the trainer holds for config.task = "segmentation"."""
+  EVAL_TYPES = EVAL_TYPES
 
-  def __init__(self, config, mesh: jax.sharding.Mesh, keep):
-    check_evals_config(config.evals)
-    self.evals_config, self.input_config, self.mesh = config.evals, config.input, mesh
-    self.batch_size = registry.eval_batch_size(config)
-    self.keep = keep
-    self.details: dict[str, dict] = {}
-
-  def due(self, step: int, last_step: bool = False) -> bool:
-    return any(registry.is_due(cfg, step, last_step) for cfg in self.evals_config.values())
-
-  def maybe_run(self, model, step: int, last_step: bool = False) -> dict[str, float]:
-    flat: dict[str, float] = {}
-    for name, cfg in self.evals_config.items():
-      if not registry.is_due(cfg, step, last_step):
-        continue
-      out = score_split(model, self.input_config, cfg["split"], self.batch_size, self.mesh,
-                        self.keep)
-      prefix = registry.metric_prefix(cfg)
-      summary = {**summarise(out["scores"]), **summarise_lvef(out["lvef"])}
-      entry = {f"{prefix}/{k}": v for k, v in summary.items()}
-      flat.update(entry)
-      self.details[name] = dict(type=cfg["type"], split=cfg["split"], step=int(step),
-                                metrics=entry, frames=out["frames"], overlays=out["overlays"],
-                                lvef=out["lvef"])
-    registry.log_metrics(step, flat)
-    return flat
+  def score(self, model, cfg):
+    out = score_split(model, self.input_config, cfg["split"], self.batch_size, self.mesh, self.keep)
+    return ({**summarise(out["scores"]), **summarise_lvef(out["lvef"])},
+            dict(frames=out["frames"], overlays=out["overlays"], lvef=out["lvef"]))
 
   def write_report(self, workdir: str, metrics_history: list[dict]) -> str | None:
     """report.md, metrics.json and the overlays of the latest results; None when none ran."""

@@ -18,6 +18,7 @@ from echovlm_jax.echo import schema
 from echovlm_jax.evaluation import embeddings as emb_lib
 from echovlm_jax.evaluation import metrics
 from echovlm_jax.evaluation import registry
+from echovlm_jax.evaluation import split_evaluator
 from echovlm_jax.models import vit_classifier
 
 EVAL_TYPES = ("view_classification",)
@@ -106,40 +107,20 @@ def classification_metrics(probs: np.ndarray, y: np.ndarray, threshold: float) -
               calibration=cal["bins"], coverage_curve=curve)
 
 
-class Evaluator:
+class Evaluator(split_evaluator.SplitEvaluator):
   """What the trainer holds for config.task = "view_classifier" (the contrastive run's
   registry.Evaluator has the same three methods)."""
+  EVAL_TYPES = EVAL_TYPES
 
-  def __init__(self, config, mesh: jax.sharding.Mesh, keep):
-    """keep: the examples the task learns from (the trusted views), as the iterators take it."""
-    check_evals_config(config.evals)
-    self.evals_config, self.input_config, self.mesh = config.evals, config.input, mesh
-    self.batch_size = registry.eval_batch_size(config)
-    self.threshold = float(config.view_classifier.confidence_threshold)
-    self.keep = keep
-    self.details: dict[str, dict] = {}
-
-  def due(self, step: int, last_step: bool = False) -> bool:
-    return any(registry.is_due(cfg, step, last_step) for cfg in self.evals_config.values())
-
-  def maybe_run(self, model, step: int, last_step: bool = False) -> dict[str, float]:
-    flat: dict[str, float] = {}
-    for name, cfg in self.evals_config.items():
-      if not registry.is_due(cfg, step, last_step):
-        continue
-      out = predict_split(model, self.input_config, cfg["split"], self.batch_size, self.mesh,
-                          self.keep)
-      res = classification_metrics(out["probs"], out["y"], self.threshold)
-      prefix = registry.metric_prefix(cfg)
-      scalars = {k: res[k] for k in ("accuracy", "balanced_accuracy", "ece", "coverage",
-                                     "accuracy_at_threshold")}
-      scalars.update({f"recall/{v}": r for v, r in res["per_view_recall"].items()})
-      entry = {f"{prefix}/{k}": float(v) for k, v in scalars.items()}
-      flat.update(entry)
-      self.details[name] = dict(type=cfg["type"], split=cfg["split"], step=int(step),
-                                metrics=entry, **res)
-    registry.log_metrics(step, flat)
-    return flat
+  def score(self, model, cfg):
+    out = predict_split(model, self.input_config, cfg["split"], self.batch_size, self.mesh,
+                        self.keep)
+    res = classification_metrics(out["probs"], out["y"],
+                                 float(self.config.view_classifier.confidence_threshold))
+    scalars = {k: res[k] for k in ("accuracy", "balanced_accuracy", "ece", "coverage",
+                                   "accuracy_at_threshold")}
+    scalars.update({f"recall/{v}": r for v, r in res["per_view_recall"].items()})
+    return scalars, res
 
   def write_report(self, workdir: str, metrics_history: list[dict]) -> str | None:
     """report.md + metrics.json + plots of the latest results; None when none ran."""

@@ -144,6 +144,27 @@ def checkpoint_tokenizer_path(cfg: ml_collections.ConfigDict, tokenizer: str | N
   return path
 
 
+def _write_atomically(out: str, model, write_rest, format_version: int) -> None:
+  """The artifact directory `out`: params/ (Orbax, params only), what write_rest(tmp) adds,
+  MANIFEST.json last; written beside `out` and renamed into place when complete."""
+  tmp = f"{out}.tmp-{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  try:
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    _, params = nnx.split(model, nnx.Param)
+    with ocp.StandardCheckpointer() as ckptr:
+      ckptr.save(os.path.join(tmp, artifact.PARAMS_DIR), nnx.to_pure_dict(params))
+    write_rest(tmp)
+    artifact.write_manifest(tmp, format_version)
+    if os.path.exists(out):
+      shutil.rmtree(out)
+    os.replace(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
 def export(workdir: str, out: str, step: int | None = None, data_dir: str | None = None,
            overwrite: bool = False, tokenizer: str | None = None) -> str:
   """Writes the artifact for `step` (None = latest) of `workdir` to `out`; returns `out`.
@@ -204,14 +225,7 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
   }
   prompts = prompts_lib.prompt_sets()
 
-  tmp = f"{out}.tmp-{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  try:
-    import orbax.checkpoint as ocp
-    _, params = nnx.split(model, nnx.Param)
-    with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(os.path.join(tmp, artifact.PARAMS_DIR), nnx.to_pure_dict(params))
+  def write_rest(tmp: str) -> None:
     if ckpt_tok:
       tok.save(os.path.join(tmp, artifact_tokenizer.CHECKPOINT_DIR))
     else:
@@ -222,13 +236,7 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
         json.dump(obj, f, indent=2, sort_keys=True)
     with open(os.path.join(tmp, artifact.CARD_FILE), "w") as f:
       f.write(model_card(artifact_config, cfg, _metrics(workdir)))
-    artifact.write_manifest(tmp, artifact_config["format_version"])
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.replace(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+  _write_atomically(out, model, write_rest, artifact_config["format_version"])
   return out
 
 
@@ -280,25 +288,12 @@ def export_dense(cfg: ml_collections.ConfigDict, workdir: str, out: str, step: i
                    "total_steps": int(cfg.total_steps), "batch_size": int(cfg.batch_size),
                    "seed": int(cfg.seed)},
   }
-  tmp = f"{out}.tmp-{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  try:
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-    _, params = nnx.split(model, nnx.Param)
-    with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(os.path.join(tmp, artifact.PARAMS_DIR), nnx.to_pure_dict(params))
+  def write_rest(tmp: str) -> None:
     with open(os.path.join(tmp, artifact.CONFIG_FILE), "w") as f:
       json.dump(config, f, indent=2, sort_keys=True)
     with open(os.path.join(tmp, artifact.CARD_FILE), "w") as f:
       f.write(_dense_card(config, cfg, _metrics(workdir)))
-    artifact.write_manifest(tmp, artifact.DENSE_FORMAT_VERSION)
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.replace(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+  _write_atomically(out, model, write_rest, artifact.DENSE_FORMAT_VERSION)
   return out
 
 
