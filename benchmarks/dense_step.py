@@ -51,7 +51,9 @@ def _dense_batch(config, batch: int) -> dict[str, np.ndarray]:
           "landmarks": pts, "phases": np.zeros((batch, t), np.float32),
           "pixel_spacing_mm": np.ones(batch, np.float32), "dense_truth": np.ones(batch, np.float32),
           "view": np.zeros(batch, np.int32), "study_id": np.arange(batch, dtype=np.int32),
-          "lvef": np.full(batch, 60.0, np.float32), "valid": np.ones(batch, np.float32)}
+          "lvef": np.full(batch, 60.0, np.float32),
+          "labelled": np.ones((batch, len(schema.STRUCTURES)), np.float32),
+          "valid": np.ones(batch, np.float32)}
 
 
 def run(task: str, batch: int, steps: int, warmup: int) -> dict:

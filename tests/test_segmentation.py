@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import tensorflow as tf
 from scipy import ndimage
@@ -62,7 +64,7 @@ def test_masks_and_points_follow_the_frames_through_the_crop():
         "landmarks": tf.constant(r.landmarks), "phases": tf.constant(r.phases),
         "pixel_spacing_mm": tf.constant(np.float32(r.pixel_spacing_mm)),
         "dense_truth": tf.constant(True), "view": tf.constant(3, tf.int64),
-        "study_id": tf.constant(5, tf.int64),
+        "study_id": tf.constant(5, tf.int64), "source": tf.constant("synthetic"),
         "measurements": tf.constant(np.full(len(schema.MEASUREMENTS), 55.0, np.float32))}
   res = 64
   pre = dense_transforms.make_preprocess(res, 96, input_pipeline.model_frames, input_pipeline.crop_box)
@@ -102,6 +104,32 @@ def test_the_loss_is_cross_entropy_plus_batch_dice():
   a = segmentation.segmentation_loss(perfect[:1], masks[:1], jnp.ones(1), 1.0)[0]
   b = segmentation.segmentation_loss(bad, masks, jnp.array([1.0, 0.0]), 1.0)[0]
   assert float(a) == pytest.approx(float(b), abs=1e-6)
+
+
+def test_a_source_labelling_fewer_structures_is_not_taught_they_are_absent():
+  """EchoNet-Dynamic labels the LV only: a background pixel may be myocardium, so predicting
+  myocardium there costs nothing, while predicting it on a fully labelled source does."""
+  rng = np.random.default_rng(1)
+  masks = jnp.asarray(rng.integers(0, 2, (2, 1, 8, 8)), jnp.int32)   # background / LV cavity
+  logits = jnp.asarray(rng.normal(size=(2, 1, 8, 8, segmentation.NUM_CLASSES)), jnp.float32)
+  full = jnp.ones((2, segmentation.NUM_CLASSES))
+  lv_only = full.at[:, 2:].set(0.0)
+  # With every structure labelled it is exactly the plain cross-entropy.
+  plain = optax.softmax_cross_entropy_with_integer_labels(logits, masks).mean()
+  _, terms = segmentation.segmentation_loss(logits, masks, jnp.ones(2), 0.0, full)
+  assert float(terms["ce"]) == pytest.approx(float(plain), rel=1e-6)
+  # LV-only rows: a background pixel's term is -log(p_background + p_of the unlabelled 2..5).
+  p = np.asarray(jax.nn.softmax(logits, axis=-1))
+  m = np.asarray(masks)
+  want = np.where(m == 1, -np.log(p[..., 1]), -np.log(p[..., 0] + p[..., 2:].sum(-1))).mean()
+  _, terms = segmentation.segmentation_loss(logits, masks, jnp.ones(2), 0.0, lv_only)
+  assert float(terms["ce"]) == pytest.approx(float(want), rel=1e-5)
+  # Myocardium predicted on background: free for LV-only rows, costly for fully labelled ones.
+  myo_on_bg = 20.0 * jax.nn.one_hot(jnp.where(masks == 1, 1, 2), segmentation.NUM_CLASSES)
+  free = segmentation.segmentation_loss(myo_on_bg, masks, jnp.ones(2), 1.0, lv_only)
+  costly = segmentation.segmentation_loss(myo_on_bg, masks, jnp.ones(2), 1.0, full)
+  assert float(free[0]) < 1e-3 and float(free[1]["soft_dice"]) == pytest.approx(1.0, abs=1e-3)
+  assert float(costly[0]) > 5.0
 
 
 def test_dice_and_surface_distances():

@@ -27,6 +27,7 @@ from echovlm_jax.data import artifacts
 from echovlm_jax.data import build_report
 from echovlm_jax.data import fileio
 from echovlm_jax.data import reader_options
+from echovlm_jax.echo import schema
 from tfds_builders.echoground import Builder, EchogroundConfig
 
 def _registered(name: str) -> EchogroundConfig:
@@ -42,11 +43,13 @@ def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
   so two differently-sized datasets never share a directory.
   """
   kind = input_config["builder_config"]
-  if kind not in ("synthetic", "mimic"):
-    raise ValueError(f"config.input.builder_config={kind!r}: expected 'synthetic' or 'mimic'.")
+  if kind not in schema.SOURCES:
+    raise ValueError(f"config.input.builder_config={kind!r}: expected one of {schema.SOURCES}.")
   image_size = int(input_config["image_size"])
   params = dict(image_size=image_size, num_frames=int(input_config["num_frames"]),
                 vocab_size=int(input_config["vocab_size"]), num_shards=int(input_config["num_shards"]))
+  if kind in schema.DENSE_RELEASES:
+    return _dense_release_config(kind, input_config, params)
   if kind == "synthetic":
     params.update(num_patients=int(input_config["synthetic_patients"]),
                   seed=int(input_config["synthetic_seed"]),
@@ -80,6 +83,21 @@ def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
     name += ("_h" if kind == "synthetic" else "_r") + fingerprint
   description = f"{base.description.split(',')[0]}: {name}." if kind == "synthetic" else f"{base.description} ({name})"
   return dataclasses.replace(cfg, name=name, description=description)
+
+
+def _dense_release_config(kind: str, input_config: Mapping[str, Any], params: dict
+                          ) -> EchogroundConfig:
+  """camus / echonet_dynamic / echonet_lvh: ED and ES pairs, named by size and vocabulary."""
+  if int(input_config["num_frames"]) != 2 or input_config["frames_at"] != "ed_es":
+    raise ValueError(f"config.input.builder_config={kind!r} gives an ED and an ES frame per "
+                     "example: set config.input.num_frames=2 and config.input.frames_at='ed_es' "
+                     "(configs/segmentation.py and configs/landmarks.py do).")
+  base = _registered(kind)
+  cfg = dataclasses.replace(base, **params)
+  if (cfg.image_size, cfg.vocab_size) == (base.image_size, base.vocab_size):
+    return base
+  name = f"{kind}_i{cfg.image_size}_v{cfg.vocab_size}"
+  return dataclasses.replace(cfg, name=name, description=f"{base.description} ({name})")
 
 
 def _checked_frames_at(input_config: Mapping[str, Any]) -> str:
@@ -189,15 +207,18 @@ def build_commands(input_config: Mapping[str, Any]) -> list[str]:
     default = _registered("mimic").mimic
     flags += [f"--config.input.mimic.{k}={v}" for k, v in ic["mimic"].items()
               if getattr(default, k) != v]
-  else:
+  elif ic["builder_config"] == "synthetic":
     default = _registered("synthetic").synthetic
     flags += [f"--config.input.synthetic.{k}={v}" for k, v in ic["synthetic"].items()
               if getattr(default, k) != v]
+  else:
+    flags += [f"--config.input.{k}={ic[k]}" for k in ("frames_at",)]
   beam = ('--beam_pipeline_options="runner=DirectRunner,direct_num_workers=8,'
           'direct_running_mode=multi_processing"')
   out = [" ".join(["python -m echovlm_jax.data.build --config configs/echovlm.py", *flags, beam])]
-  if builder_config_for(ic).name == "mimic":
-    out.append(f"tfds build tfds_builders/echoground --config mimic --manual_dir {ic['manual_dir']} "
+  name = builder_config_for(ic).name
+  if name in ("mimic", *schema.DENSE_RELEASES):
+    out.append(f"tfds build tfds_builders/echoground --config {name} --manual_dir {ic['manual_dir']} "
                f"--data_dir {os.path.abspath(os.path.expanduser(ic['data_dir']))} {beam}")
   return out
 
@@ -209,7 +230,8 @@ def ensure_dataset(input_config: Mapping[str, Any], *, build_real: bool = True,
   build_real=False (training and evaluation jobs): a missing real (`mimic`) dataset stops the
   job on every host, before any device work, with the command that builds it; building it
   is a job of its own (hours on one core for the release; Beam spreads it over workers).
-  The synthetic dataset is still built on first use. beam_options: "k=v,k=v" Beam pipeline
+  The synthetic dataset and the dense releases (CAMUS, EchoNet: minutes) are still built on
+  first use. beam_options: "k=v,k=v" Beam pipeline
   options for a `mimic` build (as `tfds build --beam_pipeline_options`).
   Multi-host: process 0 builds (data_dir must be shared, e.g. GCS or NFS) and
   the others wait at a barrier. TFDS shows progress bars; the build report is
@@ -217,7 +239,7 @@ def ensure_dataset(input_config: Mapping[str, Any], *, build_real: bool = True,
   the tokenizer and measurement_stats.json.
   """
   builder = get_builder(input_config)
-  if not build_real and builder.builder_config.source != "synthetic" and not _is_prepared(builder):
+  if not build_real and builder.builder_config.source == "mimic" and not _is_prepared(builder):
     raise FileNotFoundError(
         f"The {builder.builder_config.name} dataset is not built in {builder.data_dir}. A training "
         "job never builds real data; build it first (once, on a machine or cluster of its own):\n  "

@@ -17,10 +17,21 @@ from echovlm_jax.echo import schema
 # in [-1, 1]; masks int32 [B, T, r, r]; landmarks float32 [B, T, K, 2] (NaN absent);
 # phases float32 [B, T]; pixel_spacing_mm float32 [B] at the model's resolution;
 # dense_truth, valid float32 [B]; view, study_id int32 [B]; lvef float32 [B], the study's
-# reported LVEF (%; NaN when absent), what volumes from masks are compared with.
+# reported LVEF (%; NaN when absent), what volumes from masks are compared with; labelled
+# float32 [B, len(STRUCTURES)]: 1 where the example's source labels the structure
+# (schema.LABELLED_STRUCTURES), so a source that labels fewer is not taught they are absent.
 BATCH_KEYS = ("frames", "masks", "landmarks", "phases", "pixel_spacing_mm", "dense_truth",
-              "view", "study_id", "lvef", "valid")
+              "view", "study_id", "lvef", "labelled", "valid")
 _LVEF = schema.MEASUREMENTS.index("lvef")
+# [len(SOURCES), len(STRUCTURES)]: row s says which structures source s labels.
+_LABELLED = [[float(c in schema.LABELLED_STRUCTURES[s]) for c in schema.STRUCTURES]
+             for s in schema.SOURCES]
+
+
+def labelled_structures(source: tf.Tensor) -> tf.Tensor:
+  """The `source` string -> float32 [len(STRUCTURES)], its row of schema.LABELLED_STRUCTURES."""
+  row = tf.argmax(tf.cast(tf.equal(source, tf.constant(schema.SOURCES)), tf.int32))
+  return tf.gather(tf.constant(_LABELLED, tf.float32), row)
 
 
 def model_masks(masks: tf.Tensor, res: int, box: tf.Tensor) -> tf.Tensor:
@@ -63,6 +74,7 @@ def make_preprocess(res: int, size: int, model_frames, crop_box):
         "view": tf.cast(ex["view"], tf.int32),
         "study_id": tf.cast(tf.bitwise.bitwise_and(ex["study_id"], 0x7FFFFFFF), tf.int32),
         "lvef": ex["measurements"][_LVEF],
+        "labelled": labelled_structures(ex["source"]),
         "valid": tf.constant(1.0, tf.float32),
     }
   return preprocess

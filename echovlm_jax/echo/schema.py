@@ -127,6 +127,16 @@ STRUCTURES = ("background", "lv_cavity", "lv_myocardium", "left_atrium", "right_
 # .. lvpw_epicardium, at end-diastole).
 LANDMARKS = ("mitral_annulus_1", "mitral_annulus_2", "lv_apex", "ivs_anterior",
              "lv_septal_endocardium", "lv_posterior_endocardium", "lvpw_epicardium")
+# Where an example comes from (the `source` feature): the renderer, MIMIC-IV-ECHO, or one of the
+# dense releases users hold (data/dense_records.py).
+SOURCES = ("synthetic", "mimic", "camus", "echonet_dynamic", "echonet_lvh")
+DENSE_RELEASES = ("camus", "echonet_dynamic", "echonet_lvh")
+# Which structures each source's masks label. A pixel labelled background in a source that
+# does not label, say, the RV may be RV: the segmentation loss treats such a label as "any of
+# the unlabelled structures" and scores only the labelled ones.
+LABELLED_STRUCTURES = {"synthetic": STRUCTURES, "mimic": (),
+                       "camus": STRUCTURES[:4], "echonet_dynamic": STRUCTURES[:2],
+                       "echonet_lvh": ()}
 # Cardiac phase in cycles: end-diastole at the R wave, end-systole at the end of ejection.
 ED_PHASE, ES_PHASE = 0.0, 0.35
 
@@ -185,7 +195,8 @@ GRADES: tuple[str, ...] = tuple(g.name for g in _GRADE_LIST)
 
 # Where an example's view came from (the `view_source` feature) and what its image is.
 # "classifier": a view predicted by a trained view classifier (python -m echovlm_jax.tools.label_views).
-VIEW_SOURCES: tuple[str, ...] = ("synthetic", "echoview", "view_csv", "classifier", "none")
+VIEW_SOURCES: tuple[str, ...] = ("synthetic", "echoview", "view_csv", "classifier", "none",
+                                 "dataset")   # dataset: the release names its view (CAMUS, EchoNet)
 # From the DICOM's ultrasound regions (RegionSpatialFormat): a spectral Doppler still is
 # told apart from a B-mode clip even when nobody labelled its view.
 IMAGE_KINDS: tuple[str, ...] = ("2d", "m_mode", "spectral", "unknown")

@@ -89,7 +89,8 @@ def score_split(model, input_config, split: str, batch_size: int, mesh: jax.shar
             continue
           pm = pred[i, t] == k
           scores[("dice", name, phase)].append(segmentation_metrics.dice(pm, tm))
-          if name in DISTANCE_STRUCTURES:
+          # A release without a pixel spacing (EchoNet-Dynamic) has no distances in mm.
+          if name in DISTANCE_STRUCTURES and np.isfinite(spacing[i]):
             hd95, msd = segmentation_metrics.surface_distances(pm, tm, float(spacing[i]))
             scores[("hd95", name, phase)].append(hd95)
             scores[("msd", name, phase)].append(msd)
@@ -116,9 +117,13 @@ def lvef_by_study(cavities: Mapping[int, Mapping], info: Mapping[int, Mapping]) 
       continue
     biplane = set(a2c) == {"ed", "es"}
     row = dict(study=sid, biplane=biplane, reported=info[sid]["lvef"])
+    # Without a pixel spacing (EchoNet-Dynamic) the volumes are in pixel units: their ratio,
+    # the ejection fraction, is the same (a monoplane A4C; both views share the unit).
+    spacing = {v: s if np.isfinite(s) else 1.0
+               for v, s in ((v, info[sid].get(v, 0.0)) for v in SIMPSON_VIEWS)}
     for which, k in (("predicted", 0), ("true_masks", 1)):
-      vol = {p: simpson.volume_ml(a4c[p][k], info[sid]["a4c"],
-                                  a2c[p][k] if biplane else None, info[sid].get("a2c", 0.0))
+      vol = {p: simpson.volume_ml(a4c[p][k], spacing["a4c"],
+                                  a2c[p][k] if biplane else None, spacing["a2c"])
              for p in ("ed", "es")}
       row[which] = simpson.ejection_fraction(vol["ed"], vol["es"])
     out.append(row)

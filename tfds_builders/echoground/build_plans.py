@@ -23,6 +23,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from echovlm_jax.data import reader_options
+from echovlm_jax.echo import schema
 from tfds_builders.echoground import records as records_lib
 from tfds_builders.echoground import split_artifacts
 
@@ -113,13 +114,21 @@ def _source_records(cfg, manual_dir: str, source_stats: collections.Counter
     from echovlm_jax.data import synthetic
     return synthetic.generate_records(cfg.num_patients, cfg.seed, image_size=cfg.image_size,
                                       num_frames=cfg.num_frames, frames_at=cfg.frames_at), None
+  if cfg.source in schema.DENSE_RELEASES:
+    if cfg.num_frames != 2 or cfg.frames_at != "ed_es":
+      raise ValueError(f"echoground/{cfg.name}: the dense releases give an ED and an ES frame: "
+                       "set config.input.num_frames=2 and config.input.frames_at='ed_es' "
+                       "(configs/segmentation.py does).")
+    from echovlm_jax.data import dense_records
+    return dense_records.generate_records(cfg.source, manual_dir, cfg.image_size,
+                                          source_stats), None
   if cfg.source == "mimic":
     from echovlm_jax.data import mimic
     items = mimic.plan(manual_dir, cfg.mimic, source_stats)
     patients = {records_lib.stable_int64("patient", "mimic", i.subject) for i in items}
     return (mimic.read_items(manual_dir, items, cfg.image_size, cfg.num_frames, source_stats),
             patients)
-  raise ValueError(f"EchogroundConfig.source={cfg.source!r}: expected 'synthetic' or 'mimic'.")
+  raise ValueError(f"EchogroundConfig.source={cfg.source!r}: expected one of {schema.SOURCES}.")
 
 
 def read_source(cfg, manual_dir: str, data_dir: str) -> LocalPlan:
@@ -130,12 +139,15 @@ def read_source(cfg, manual_dir: str, data_dir: str) -> LocalPlan:
   infos, offsets = [], []  # what the artifacts and the splits need: no frames in memory
   written = 0  # counted, not spill.tell(): a gfile-backed writer's tell() is not the offset
   stream, planned = _source_records(cfg, manual_dir, source_stats)
+  official: dict[int, str] = {}   # patient -> the release's own split (the dense releases)
   with epath.Path(spill_path).open("wb") as spill:
     for key, record in tfds.core.utils.tqdm(stream, desc="Reading source records",
                                             unit=" records", leave=False):
       made = maker(key, record)
       if made is None:
         continue
+      if record.get("split") in records_lib.SPLITS:
+        official[made[1]["patient_id"]] = record["split"]
       # Serialise first, then write: a record is in the spill whole or not at all.
       blob = pickle.dumps(made, protocol=pickle.HIGHEST_PROTOCOL)
       offsets.append(written)
@@ -146,6 +158,15 @@ def read_source(cfg, manual_dir: str, data_dir: str) -> LocalPlan:
   _check_patients(cfg, len({i.patient_id for i in infos}), f"{maker.read} source records read, "
                   f"skipped: {dict(maker.skipped)}, source skips: {dict(source_stats)}")
   split_of = records_lib.split_patients(patients)
+  if official:
+    # The release's split wins, so results compare with the papers'; a patient it does not
+    # list keeps its hash split. A split the release leaves empty cannot be written.
+    split_of.update(official)
+    empty = [s for s in records_lib.SPLITS if s not in split_of.values()]
+    if empty:
+      raise ValueError(f"echoground/{cfg.name}: the release's split lists no patient with "
+                       f"usable records for {empty} (source skips: {dict(source_stats)}). "
+                       "Check the split column / files in manual_dir.")
   split_artifacts.write(data_dir, cfg, infos, split_of, source_stats=source_stats,
                         records_read=maker.read, records_skipped=maker.skipped,
                         values_dropped=maker.values_dropped)

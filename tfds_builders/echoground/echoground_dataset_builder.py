@@ -30,12 +30,14 @@ class EchogroundConfig(tfds.core.BuilderConfig):
   """BuilderConfig for echoground.
 
   Attributes:
-    source: "synthetic" (rendered by echovlm_jax.data.synthetic) or "mimic" (manual_dir).
+    source: "synthetic" (rendered by echovlm_jax.data.synthetic), "mimic" (manual_dir), or a
+      dense release in manual_dir: "camus", "echonet_dynamic", "echonet_lvh"
+      (data/dense_records.py; T = 2, ED and ES, their official splits).
     num_patients, seed: size and seed of the synthetic dataset (ignored for mimic).
     image_size: stored H = W in pixels (the input pipeline crops and resizes from it).
     num_frames: frames per example, T (1 = still images, the paper's setting).
-    frames_at: synthetic only: "cycle" (frames over a cycle; a still at end-diastole) or
-      "ed_es" (T = 2: end-diastole, end-systole; synthetic.FRAMES_AT).
+    frames_at: "cycle" (frames over a cycle; a still at end-diastole) or "ed_es" (T = 2:
+      end-diastole, end-systole; synthetic.FRAMES_AT); the dense releases are "ed_es".
     num_shards: shards per split unless the DownloadConfig forces a number; several
       even for small data so per-host reading is exercised.
     vocab_size: requested sentencepiece vocabulary (a small corpus may give fewer).
@@ -74,6 +76,11 @@ downloaded, plus ECHOVIEW's CSV:
 Each DICOM study is linked to its report by measurement_id (v0.1's study list, without it,
 by nearest time); reports of other test types (tee, stress) are left out. docs/mimic.md lists
 the codes, grades and derived values read, and every count in build_report.json.
+
+The `camus`, `echonet_dynamic` and `echonet_lvh` configs read those releases as published
+(docs/dense_datasets.md): `manual_dir` holds CAMUS's database_nifti/ (and database_split/),
+EchoNet-Dynamic's FileList.csv, VolumeTracings.csv and Videos/, or EchoNet-LVH's
+MeasurementsList.csv and Batch1..4/.
 """
 
 
@@ -134,6 +141,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                        description="Procedurally rendered echo studies (no download), 2000 patients."),
       EchogroundConfig(name="mimic", source="mimic",
                        description="MIMIC-IV-ECHO DICOMs + structured measurements (manual_dir)."),
+      EchogroundConfig(name="camus", source="camus", num_frames=2, frames_at="ed_es",
+                       description="CAMUS's NIfTI release: A2C / A4C ED and ES with expert masks (manual_dir)."),
+      EchogroundConfig(name="echonet_dynamic", source="echonet_dynamic", num_frames=2,
+                       frames_at="ed_es",
+                       description="EchoNet-Dynamic: A4C ED and ES frames, traced LV (manual_dir)."),
+      EchogroundConfig(name="echonet_lvh", source="echonet_lvh", num_frames=2, frames_at="ed_es",
+                       description="EchoNet-LVH: PLAX ED and ES frames with caliper points (manual_dir)."),
   ]
   DEFAULT_CONFIG_NAME = "synthetic"
 
@@ -154,7 +168,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     beam = cfg.source == "mimic" and bool(download_config.beam_options or download_config.beam_runner)
     self.built_with_beam = beam  # which path this builder's last build took (tests read it)
-    manual_dir = os.fspath(dl_manager.manual_dir) if cfg.source == "mimic" else ""
+    manual_dir = os.fspath(dl_manager.manual_dir) if cfg.source != "synthetic" else ""
     make = build_plans.plan_beam if beam else build_plans.read_source
     self._plan = make(cfg, manual_dir, os.fspath(self.data_dir))
     try:

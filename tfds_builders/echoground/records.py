@@ -149,7 +149,7 @@ def make_example(key: str, record: Mapping[str, Any], *, num_frames: int, image_
   if not isinstance(record, Mapping):
     raise SkipRecord("record_not_a_mapping")
   source = str(record.get("source") or "")
-  if source not in ("synthetic", "mimic"):
+  if source not in schema.SOURCES:
     raise SkipRecord("unknown_source")
   patient_key, study_key = record.get("patient_key"), record.get("study_key")
   if not patient_key or not study_key:

@@ -52,26 +52,38 @@ def keep_fn(config) -> Callable:
 
 
 def segmentation_loss(logits: jax.Array, masks: jax.Array, weight: jax.Array,
-                      dice_weight: float) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """logits float32 [B, T, H, W, C], masks int32 [B, T, H, W], weight [B] (valid rows) ->
+                      dice_weight: float, labelled: jax.Array | None = None
+                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """logits float32 [B, T, H, W, C], masks int32 [B, T, H, W], weight [B] (valid rows),
+  labelled [B, C] (1 where the row's source labels structure c; None: all) ->
   (cross-entropy + dice_weight x (1 - mean soft Dice), terms).
 
-  Cross-entropy is the mean over the weighted rows' pixels. The soft Dice is nnU-Net's
-  batch Dice: per foreground structure, sums over every weighted pixel of the batch, so a
-  structure absent from one frame does not count as a perfect or a failed match there;
-  averaged over the structures, each kept finite by DICE_EPS.
+  Cross-entropy is the mean over the weighted rows' pixels. A background pixel of a source
+  that does not label every structure (EchoNet-Dynamic labels the LV only) may be any
+  unlabelled one: its term is -log of the summed probability of background and the
+  unlabelled structures (partial-label cross-entropy; with every structure labelled it is
+  the plain cross-entropy). The soft Dice is nnU-Net's batch Dice: per foreground structure,
+  sums over the weighted pixels of the rows that label it, so a structure absent from one
+  frame does not count as a perfect or a failed match there; averaged over the structures
+  some row labels, each kept finite by DICE_EPS.
   """
+  if labelled is None:
+    labelled = jnp.ones((logits.shape[0], NUM_CLASSES), logits.dtype)
   w = weight[:, None, None, None]                                     # [B, 1, 1, 1]
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, masks)  # [B, T, H, W]
+  onehot = jax.nn.one_hot(masks, NUM_CLASSES, dtype=logits.dtype)     # [B, T, H, W, C]
+  unlabelled = (1.0 - labelled)[:, None, None, None, :]
+  allowed = jnp.maximum(onehot, onehot[..., :1] * unlabelled) > 0     # label 0: any unlabelled
+  ce = (jax.nn.logsumexp(logits, axis=-1)
+        - jax.nn.logsumexp(jnp.where(allowed, logits, -jnp.inf), axis=-1))  # [B, T, H, W]
   n_pix = jnp.maximum(jnp.sum(w * jnp.ones_like(ce)), 1.0)
   ce = jnp.sum(w * ce) / n_pix
   probs = jax.nn.softmax(logits, axis=-1)[..., 1:]                     # foreground
-  onehot = jax.nn.one_hot(masks, NUM_CLASSES, dtype=probs.dtype)[..., 1:]
-  ww = w[..., None]
-  inter = jnp.sum(ww * probs * onehot, axis=(0, 1, 2, 3))             # [C-1]
-  total = jnp.sum(ww * (probs + onehot), axis=(0, 1, 2, 3))
+  ww = w[..., None] * labelled[:, None, None, None, 1:]                # [B, 1, 1, 1, C-1]
+  inter = jnp.sum(ww * probs * onehot[..., 1:], axis=(0, 1, 2, 3))    # [C-1]
+  total = jnp.sum(ww * (probs + onehot[..., 1:]), axis=(0, 1, 2, 3))
   dice = (2.0 * inter + DICE_EPS) / (total + DICE_EPS)
-  soft_dice = jnp.mean(dice)
+  scored = (jnp.sum(weight[:, None] * labelled[:, 1:], axis=0) > 0).astype(dice.dtype)  # [C-1]
+  soft_dice = jnp.sum(dice * scored) / jnp.maximum(jnp.sum(scored), 1.0)
   return ce + dice_weight * (1.0 - soft_dice), {"ce": ce, "soft_dice": soft_dice}
 
 
@@ -82,7 +94,7 @@ def _make_loss_fn(config, graphdef, mesh, train_iter) -> Callable:
   def loss_fn(params, batch):
     logits = nnx.merge(graphdef, params)(batch["frames"])
     loss, terms = segmentation_loss(logits, batch["masks"], batch["valid"] * batch["dense_truth"],
-                                    dice_weight)
+                                    dice_weight, batch["labelled"])
     return loss, (terms, None)
   return loss_fn
 
@@ -99,9 +111,10 @@ def check_dense_config(config) -> None:
   if not 0.0 < config.dense.labelled_patient_fraction <= 1.0:
     raise ValueError(f"config.dense.labelled_patient_fraction={config.dense.labelled_patient_fraction}: "
                      "expected a share in (0, 1].")
-  if config.input.builder_config != "synthetic":
+  if config.input.builder_config not in ("synthetic", *schema.DENSE_RELEASES):
     raise ValueError(f"config.input.builder_config={config.input.builder_config!r}: the dense "
-                     "tasks need masks and points, which only the synthetic build has so far.")
+                     "tasks need masks and points: the synthetic build or one of "
+                     f"{schema.DENSE_RELEASES} (docs/dense_datasets.md).")
 
 
 def _check_config(config) -> None:
