@@ -21,6 +21,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   runlocal = common.parse_arg(arg, **dict(echovlm.ARG_SPEC, frames=2)).runlocal
   with c.unlocked():
     c.task = "landmarks"
+    c.dense.heatmap_sigma = 2.0    # px at input.res: the Gaussian the heatmap is pulled towards
+    c.dense.heatmap_weight = 1.0   # loss = soft-argmax L1 (px) + this x heatmap KL; 0 = L1 only
     c.evals = ml_collections.ConfigDict()
     every = 5 if runlocal else 250
     c.evals.validation_landmarks = dict(type="landmarks", split="validation", every=every)

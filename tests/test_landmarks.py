@@ -41,6 +41,23 @@ def test_the_loss_asks_only_for_the_points_a_frame_shows():
   assert float(loss) == pytest.approx(3.0, abs=1e-3)
 
 
+def test_the_heatmap_term_is_a_kl_to_a_gaussian_at_the_point():
+  pts = np.full((1, 1, len(schema.LANDMARKS), 2), np.nan, np.float32)
+  pts[0, 0, 0] = (5.0, 9.5)
+  target = landmarks.gaussian_targets(jnp.asarray(pts), 16, 20, 1.5)
+  assert float(target[0, 0, ..., 0].sum()) == pytest.approx(1.0, rel=1e-5)
+  own = jnp.log(jnp.maximum(target, 1e-30))        # finite, as a network's heatmap is
+  np.testing.assert_allclose(dense.soft_argmax(own)[0, 0, 0], (5.0, 9.5), atol=1e-3)
+  # The Gaussian's own log as heatmap: KL 0; a flat map: KL log(H W) - the Gaussian's entropy.
+  _, terms = landmarks.landmark_loss(own, jnp.asarray(pts), jnp.ones(1), 1.5, 1.0)
+  assert float(terms["heatmap_kl"]) == pytest.approx(0.0, abs=1e-4)
+  flat = jnp.zeros_like(target)
+  _, terms = landmarks.landmark_loss(flat, jnp.asarray(pts), jnp.ones(1), 1.5, 1.0)
+  q = np.asarray(target[0, 0, ..., 0]).ravel()
+  entropy = -np.sum(q * np.log(np.maximum(q, 1e-30)))
+  assert float(terms["heatmap_kl"]) == pytest.approx(np.log(16 * 20) - entropy, rel=1e-4)
+
+
 def test_the_config_trains_and_reports_point_errors(tiny_dense_echoground, tmp_path, num_devices):
   c = tiny_config(tiny_dense_echoground[0].data_dir, lm_config)
   assert c.task == "landmarks"
