@@ -23,6 +23,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.task = "landmarks"
     c.dense.heatmap_sigma = 2.0    # px at input.res: the Gaussian the heatmap is pulled towards
     c.dense.heatmap_weight = 1.0   # loss = soft-argmax L1 (px) + this x heatmap KL; 0 = L1 only
+    c.dense.landmark_head = "heatmap"   # or "regression": points from the pooled tokens
+                                        # (models/dense.PointRegressor; set heatmap_weight=0)
     c.evals = ml_collections.ConfigDict()
     every = 5 if runlocal else 250
     c.evals.validation_landmarks = dict(type="landmarks", split="validation", every=every)

@@ -10,6 +10,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 import echovlm_jax
 from configs import landmarks as lm_config
@@ -71,6 +72,11 @@ def test_the_config_trains_and_reports_point_errors(tiny_dense_echoground, tmp_p
   assert len(l1) == 8 and np.isfinite(l1).all() and len(set(l1[2:])) > 1
   report = open(os.path.join(workdir, "report.md")).read()
   assert "Landmark report" in report and "| lv_apex |" in report and "PLAX at end-diastole" in report
+  assert "![points](report/points_test.png)" in report
+  png = np.asarray(Image.open(os.path.join(workdir, "report", "points_test.png")))
+  # Rows of (frame, frame with points) at 3x: the marked half differs from the plain one.
+  assert png.shape[1] == 2 * 3 * 32 and png.shape[0] % (3 * 32) == 0
+  assert (png[:, 96:] != png[:, :96]).any()
   metrics = json.load(open(os.path.join(workdir, "metrics.json")))["metrics"]
   assert "test/landmarks/error_px/lv_apex/ed" in metrics
   assert set(lm_eval.EVAL_TYPES) == {c.evals.test_landmarks.type}
@@ -83,3 +89,26 @@ def test_the_config_trains_and_reports_point_errors(tiny_dense_echoground, tmp_p
   # The same frames at 96 px (each pixel 3 x 3) go to the model as nearly the same 32 px
   # frames: the same points, scaled by 95 / 31 to the bigger grid.
   assert big.shape == pts.shape and np.abs(big / (95 / 31) - pts).max() < 1.5
+
+
+def test_the_direct_regression_head_trains_exports_and_predicts(tiny_dense_echoground, tmp_path,
+                                                               num_devices):
+  """config.dense.landmark_head="regression" (the comparison the heatmap head is measured
+  against): points from pooled tokens, starting at the frame's centre; the same evaluator,
+  export and load_pretrained(...).landmarks."""
+  c = tiny_config(tiny_dense_echoground[0].data_dir, lm_config)
+  c.dense.landmark_head = "regression"
+  with pytest.raises(ValueError, match="heatmap_weight=0"):
+    landmarks.TASK.check_config(c)
+  c.dense.heatmap_weight = 0.0
+  c.evals = {"test_landmarks": dict(type="landmarks", split="test", every=0)}
+  workdir = str(tmp_path / "run")
+  last = loop.train_and_evaluate(c, workdir)
+  assert np.isfinite(last["test/landmarks/error_px/lv_apex/ed"])
+  model = echovlm_jax.load_pretrained(export.export(workdir, str(tmp_path / "art")))
+  assert model.config["landmark_head"] == "regression"
+  pts = model.landmarks(np.zeros((2, 2, 32, 32), np.uint8))
+  assert pts.shape == (2, 2, len(schema.LANDMARKS), 2) and np.isfinite(pts).all()
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  l1 = [r["train/loss/l1_px"] for r in rows if "train/loss/l1_px" in r]
+  assert len(l1) == 8 and "train/loss/heatmap_kl" not in rows[0] and len(set(l1)) > 1

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from typing import Any, Mapping
 
@@ -254,6 +255,10 @@ def ensure_dataset(input_config: Mapping[str, Any], *, build_real: bool = True,
       cfg = builder.builder_config
       logging.info("Building echoground/%s into %s (first use).", cfg.name, builder.data_dir)
       print(f"Building dataset echoground/{cfg.name} into {builder.data_dir} (first use) ...", flush=True)
+      if not sys.stderr.isatty():
+        # Progress bars redraw with carriage returns: in a log file (a training job's, CI's)
+        # they are megabytes of one line. The report printed at the end says what was built.
+        tfds.disable_progress_bar()
       t0 = time.time()
       dl_config = tfds.download.DownloadConfig(
           num_shards=int(input_config["num_shards"]),

@@ -18,12 +18,14 @@ from flax import nnx
 
 from echovlm_jax.echo import schema
 from echovlm_jax.evaluation import embeddings as emb_lib
+from echovlm_jax.evaluation import point_overlays
 from echovlm_jax.evaluation import registry
 from echovlm_jax.evaluation import segmentation
 from echovlm_jax.evaluation import split_evaluator
 from echovlm_jax.models import dense
 
 EVAL_TYPES = ("landmarks",)
+NUM_OVERLAYS = 4
 # PLAX calipers: (measurement, its two points), EchoNet-LVH's segments.
 CALIPERS = (("ivsd", "ivs_anterior", "lv_septal_endocardium"),
             ("lvidd", "lv_septal_endocardium", "lv_posterior_endocardium"),
@@ -42,7 +44,7 @@ def make_predict_fn(model: nnx.Module) -> Callable[[jax.Array], jax.Array]:
 
 @jax.jit(static_argnums=0)
 def _points(graphdef, state, frames):
-  return dense.soft_argmax(nnx.merge(graphdef, state)(frames))
+  return dense.points_of(nnx.merge(graphdef, state)(frames))
 
 
 def score_split(model, input_config, split: str, batch_size: int, mesh, keep) -> dict[str, Any]:
@@ -52,6 +54,7 @@ def score_split(model, input_config, split: str, batch_size: int, mesh, keep) ->
   predict = make_predict_fn(model)
   errors: dict[tuple[str, str, str], list[float]] = collections.defaultdict(list)
   calipers: list[dict] = []
+  overlays: list[dict] = []   # the first frames at ED of each view shown, for the report
   idx = {n: i for i, n in enumerate(schema.LANDMARKS)}
   for batch in input_pipeline.make_eval_iterator(input_config, split, batch_size, mesh, keep=keep,
                                                  kind="dense"):
@@ -62,6 +65,7 @@ def score_split(model, input_config, split: str, batch_size: int, mesh, keep) ->
     spacing = emb_lib.to_host(batch["pixel_spacing_mm"])[valid]
     views = emb_lib.to_host(batch["view"])[valid]
     res = batch["frames"].shape[2]
+    frames = emb_lib.to_host(batch["frames"])[valid] if len(overlays) < NUM_OVERLAYS else None
     for i in range(pred.shape[0]):
       for t in range(pred.shape[1]):
         phase = segmentation.phase_name(float(phases[i, t]))
@@ -72,14 +76,19 @@ def score_split(model, input_config, split: str, batch_size: int, mesh, keep) ->
           d = float(np.hypot(*(p - q)))
           errors[("error_px", name, phase)].append(d)
           errors[("error_mm", name, phase)].append(d * float(spacing[i]))
-        if schema.VIEWS[int(views[i])] == "plax" and phase == "ed":
+        view = schema.VIEWS[int(views[i])]
+        if (frames is not None and phase == "ed" and len(overlays) < NUM_OVERLAYS
+            and np.isfinite(truth[i, t]).all(-1).any() and view not in {o["view"] for o in overlays}):
+          overlays.append(dict(frame=frames[i, t, ..., 0], truth=truth[i, t], pred=pred[i, t],
+                               view=view))
+        if view == "plax" and phase == "ed":
           row = {}
           for meas, a, b in CALIPERS:
             for which, pts in (("predicted", pred), ("true", truth)):
               pa, pb = pts[i, t, idx[a]], pts[i, t, idx[b]]
               row[f"{meas}/{which}"] = float(np.hypot(*(pa - pb))) * float(spacing[i])
           calipers.append(row)
-  return dict(errors=dict(errors), calipers=calipers)
+  return dict(errors=dict(errors), calipers=calipers, overlays=overlays)
 
 
 def summarise(out: Mapping[str, Any]) -> dict[str, float]:
@@ -101,7 +110,7 @@ class Evaluator(split_evaluator.SplitEvaluator):
 
   def score(self, model, cfg):
     out = score_split(model, self.input_config, cfg["split"], self.batch_size, self.mesh, self.keep)
-    return summarise(out), dict(plax_frames=len(out["calipers"]))
+    return summarise(out), dict(plax_frames=len(out["calipers"]), overlays=out["overlays"])
 
   def write_report(self, workdir: str, metrics_history: list[dict]) -> str | None:
     """report.md and metrics.json: the point errors and calipers per split."""
@@ -125,6 +134,13 @@ class Evaluator(split_evaluator.SplitEvaluator):
       md += ["", f"PLAX at end-diastole ({r['plax_frames']} frames): MAE of the predicted "
              "calipers against the true points' (mm): " + ", ".join(
                  f"{meas.upper()} {fmt(m.get(f'{prefix}/{meas}/mae_mm'))}" for meas, _, _ in CALIPERS), ""]
+      if r.get("overlays"):
+        os.makedirs(os.path.join(workdir, "report"), exist_ok=True)
+        png = point_overlays.save(r["overlays"],
+                                  os.path.join(workdir, "report", f"points_{r['split']}.png"))
+        md += [f"Frame, and truth (green circles) against prediction (red crosses) at ED "
+               f"({', '.join(o['view'] for o in r['overlays'])}):", "",
+               f"![points]({os.path.relpath(png, workdir)})", ""]
     path = os.path.join(workdir, "report.md")
     with open(path, "w") as f:
       f.write("\n".join(md) + "\n")

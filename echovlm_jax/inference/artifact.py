@@ -159,7 +159,8 @@ def restore_model(path: str, config: Mapping[str, Any], device: jax.Device | Non
   model_config = ml_collections.ConfigDict(dict(config["model"]))
   if config.get("task") in DENSE_TASKS:
     build = factory.dense_model(model_config, num_outputs=len(config["outputs"]),
-                                decoder_features=int(config["decoder_features"]))
+                                decoder_features=int(config["decoder_features"]),
+                                head=str(config.get("landmark_head", "heatmap")))
   else:
     build = factory.dual_encoder(model_config, vocab_size=int(config["vocab_size"]),
                                  num_measurements=int(config["num_measurements"]))

@@ -25,7 +25,7 @@ def _labels_fn(graphdef, params, frames):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _points_fn(graphdef, params, frames):
-  return dense.soft_argmax(nnx.merge(graphdef, params)(frames))   # [N, T, K, 2]
+  return dense.points_of(nnx.merge(graphdef, params)(frames))   # [N, T, K, 2]
 
 
 def _frame_size(frames: Any) -> tuple[int, int]:

@@ -118,6 +118,37 @@ class DenseModel(nnx.Module):
     return y.reshape(b, t, h, w, -1)
 
 
+class PointRegressor(nnx.Module):
+  """The direct-regression alternative for landmarks: frames [B, T, H, W, C] -> points
+  [B, T, K, 2] (row, col) in pixels, from the mean patch token through a hidden layer. The
+  output layer is zero-initialised, so every point starts at the frame's centre."""
+
+  def __init__(self, model_config: Any, *, num_points: int, hidden: int, rngs: nnx.Rngs):
+    cfg = model_config
+    dtype = layers.dtype_of(cfg.dtype)
+    self.image = ViT(cfg.image, res=cfg.image.res, dtype=dtype, remat=cfg.remat,
+                     scan=cfg.scan_layers, rngs=rngs)
+    width, f32 = cfg.image.width, jnp.float32
+    self.norm = layers.LayerNorm(width, dtype=f32, rngs=rngs)
+    self.hidden = layers.Dense(width, hidden, (None, None), dtype=f32, rngs=rngs)
+    self.out = layers.Dense(hidden, num_points * 2, (None, None), dtype=f32, rngs=rngs,
+                            kernel_init=nnx.initializers.zeros)
+    self.num_points, self.res = num_points, int(cfg.image.res)
+
+  def __call__(self, frames: jax.Array) -> jax.Array:
+    b, t = frames.shape[:2]
+    pooled = self.image.patch_tokens(frames).astype(jnp.float32).mean(axis=(1, 2))   # [B*T, w]
+    y = self.out(jax.nn.gelu(self.hidden(self.norm(pooled))))                        # [B*T, 2K]
+    # In units of the frame: 0 is its centre, +-0.5 its edges.
+    return ((0.5 + y) * (self.res - 1)).reshape(b, t, self.num_points, 2)
+
+
+def points_of(outputs: jax.Array) -> jax.Array:
+  """A landmark model's output -> points [..., K, 2] (row, col) px: heatmaps [B, T, H, W, K]
+  through the soft-argmax, a regressor's points [B, T, K, 2] as they are."""
+  return soft_argmax(outputs) if outputs.ndim == 5 else outputs
+
+
 def soft_argmax(heatmaps: jax.Array) -> jax.Array:
   """heatmaps float32 [..., H, W, K] (logits) -> points [..., K, 2] (row, col) in pixels: the
   mean pixel under each map's softmax (integral regression: differentiable, sub-pixel)."""

@@ -33,7 +33,14 @@ def view_classifier(model_config: Any, *, seed: int = 0) -> Builder:
 
 
 def dense_model(model_config: Any, *, num_outputs: int, decoder_features: int,
-                seed: int = 0) -> Builder:
-  """The DenseModel of config.model (its image tower and a decoder): [B, T, H, W, num_outputs]."""
+                seed: int = 0, head: str = "heatmap") -> Builder:
+  """The DenseModel of config.model (its image tower and a decoder): [B, T, H, W, num_outputs];
+  head="regression" (landmarks only): dense.PointRegressor, points [B, T, num_outputs, 2]
+  (its hidden layer has 4 x decoder_features units)."""
+  if head == "regression":
+    return lambda: dense.PointRegressor(model_config, num_points=num_outputs,
+                                        hidden=4 * decoder_features, rngs=nnx.Rngs(seed))
+  if head != "heatmap":
+    raise ValueError(f"config.dense.landmark_head={head!r}: expected 'heatmap' or 'regression'.")
   return lambda: dense.DenseModel(model_config, num_outputs=num_outputs,
                                   decoder_features=decoder_features, rngs=nnx.Rngs(seed))

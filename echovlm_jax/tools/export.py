@@ -252,8 +252,11 @@ def _dense_card(config: Mapping[str, Any], train_config, metrics: Mapping[str, A
            f"model.{method}      # frames: uint8 [N, H, W] or [N, T, H, W]", "```", "",
            "or `python -m echovlm_jax.tools.predict --artifact PATH --out DIR FILE.dcm ...`.", "",
            f"ViT image tower (width {m['image']['width']}, depth {m['image']['depth']}, patch "
-           f"{m['image']['patch']}, {inp['res']} x {inp['res']} grayscale) and a decoder "
-           f"({config['decoder_features']} channels) to {len(config['outputs'])} outputs: "
+           f"{m['image']['patch']}, {inp['res']} x {inp['res']} grayscale) and "
+           + ("a regression head (pooled tokens, one hidden layer) to the points of "
+              if config.get("landmark_head") == "regression" else
+              f"a decoder ({config['decoder_features']} channels) to ")
+           + f"{len(config['outputs'])} outputs: "
            + ", ".join(config["outputs"]) + ".", "",
            f"Trained on {_data_description(train_config)}, {train_config.total_steps} steps at "
            f"global batch {train_config.batch_size}.", "", "## Evaluation", ""]
@@ -280,6 +283,7 @@ def export_dense(cfg: ml_collections.ConfigDict, workdir: str, out: str, step: i
       "exported": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
       "source_workdir": workdir, "step": step, "task": cfg.task, "outputs": list(outputs),
       "decoder_features": int(cfg.dense.decoder_features),
+      "landmark_head": str(cfg.dense.get("landmark_head", "heatmap")),
       "model": cfg.model.to_dict(),
       "input": {"res": int(cfg.input.res), "num_frames": int(cfg.input.num_frames),
                 "image_size": int(cfg.input.image_size), "pixel_range": [-1.0, 1.0]},

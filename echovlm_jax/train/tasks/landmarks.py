@@ -26,7 +26,8 @@ NUM_POINTS = len(schema.LANDMARKS)
 def _model(config, vocab_size: int) -> factory.Builder:
   del vocab_size
   return factory.dense_model(config.model, num_outputs=NUM_POINTS,
-                             decoder_features=config.dense.decoder_features, seed=config.seed)
+                             decoder_features=config.dense.decoder_features, seed=config.seed,
+                             head=config.dense.get("landmark_head", "heatmap"))
 
 
 def init_params(params: nnx.State, config, init_checkpoint=None) -> nnx.State:
@@ -44,11 +45,13 @@ def gaussian_targets(points: jax.Array, h: int, w: int, sigma: float) -> jax.Arr
 
 
 def landmark_loss(heatmaps: jax.Array, points: jax.Array, weight: jax.Array,
-                  heatmap_sigma: float = 0.0, heatmap_weight: float = 0.0
+                  heatmap_sigma: float = 0.0, heatmap_weight: float = 0.0,
+                  frame_hw: tuple[int, int] | None = None
                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """heatmaps [B, T, H, W, K], true points [B, T, K, 2] (NaN absent), weight [B] -> (loss,
-  terms), over the present points inside the frame. A point the crop cut off (outside
-  [0, H) x [0, W)) is not asked for: a soft-argmax cannot reach it.
+  """heatmaps [B, T, H, W, K] (or a regressor's points [B, T, K, 2], with frame_hw = (H, W)),
+  true points [B, T, K, 2] (NaN absent), weight [B] -> (loss, terms), over the present points
+  inside the frame. A point the crop cut off (outside [0, H) x [0, W)) is not asked for: a
+  soft-argmax cannot reach it (nor, for the comparison to be fair, is a regressor asked).
 
   loss = mean L1 distance (px) of the soft-argmax point + heatmap_weight x the mean KL
   divergence from a Gaussian of heatmap_sigma px at the true point to the heatmap's softmax
@@ -56,16 +59,10 @@ def landmark_loss(heatmaps: jax.Array, points: jax.Array, weight: jax.Array,
   pixel a gradient from the first step, where the L1's is spread thin over a flat map (the
   heatmap-plus-integral-regression recipe of pose estimation).
   """
+  if heatmaps.ndim == 4:           # a regressor's points (dense.PointRegressor): no heatmap
+    return _point_l1(heatmaps, points, weight, *frame_hw)
   b, t, h, w, k = heatmaps.shape
-  pred = dense.soft_argmax(heatmaps)                                          # [B, T, K, 2]
-  present = jnp.all(jnp.isfinite(points), axis=-1)
-  inside = ((points[..., 0] >= 0) & (points[..., 0] <= h - 1) &
-            (points[..., 1] >= 0) & (points[..., 1] <= w - 1))
-  m = (present & inside).astype(jnp.float32) * weight[:, None, None]        # [B, T, K]
-  n = jnp.maximum(jnp.sum(m), 1.0)
-  err = jnp.sum(jnp.abs(pred - jnp.nan_to_num(points)), axis=-1)         # [B, T, K]
-  l1 = jnp.sum(m * err) / n
-  terms = {"l1_px": l1}
+  l1, terms, m, n = _point_l1(dense.soft_argmax(heatmaps), points, weight, h, w, parts=True)
   if heatmap_weight <= 0.0:
     return l1, terms
   target = gaussian_targets(points, h, w, heatmap_sigma)
@@ -73,6 +70,20 @@ def landmark_loss(heatmaps: jax.Array, points: jax.Array, weight: jax.Array,
   kl = jnp.sum(target * (jnp.log(jnp.maximum(target, 1e-30)) - logp), axis=(2, 3))  # [B, T, K]
   terms["heatmap_kl"] = jnp.sum(m * kl) / n
   return l1 + heatmap_weight * terms["heatmap_kl"], terms
+
+
+def _point_l1(pred: jax.Array, points: jax.Array, weight: jax.Array, h: int, w: int,
+              parts: bool = False):
+  """Mean L1 (px) of predicted points [B, T, K, 2] over the present points inside an h x w
+  frame -> (loss, terms), and with parts also the mask [B, T, K] and its count."""
+  present = jnp.all(jnp.isfinite(points), axis=-1)
+  inside = ((points[..., 0] >= 0) & (points[..., 0] <= h - 1) &
+            (points[..., 1] >= 0) & (points[..., 1] <= w - 1))
+  m = (present & inside).astype(jnp.float32) * weight[:, None, None]        # [B, T, K]
+  n = jnp.maximum(jnp.sum(m), 1.0)
+  err = jnp.sum(jnp.abs(pred - jnp.nan_to_num(points)), axis=-1)         # [B, T, K]
+  l1 = jnp.sum(m * err) / n
+  return (l1, {"l1_px": l1}, m, n) if parts else (l1, {"l1_px": l1})
 
 
 def _make_loss_fn(config, graphdef, mesh, train_iter) -> Callable:
@@ -83,7 +94,7 @@ def _make_loss_fn(config, graphdef, mesh, train_iter) -> Callable:
   def loss_fn(params, batch):
     heatmaps = nnx.merge(graphdef, params)(batch["frames"])
     loss, terms = landmark_loss(heatmaps, batch["landmarks"], batch["valid"] * batch["dense_truth"],
-                                sigma, weight)
+                                sigma, weight, batch["frames"].shape[2:4])
     return loss, (terms, None)
   return loss_fn
 
@@ -91,6 +102,12 @@ def _make_loss_fn(config, graphdef, mesh, train_iter) -> Callable:
 def _check_config(config) -> None:
   segmentation.check_dense_config(config)
   d = config.dense
+  if d.get("landmark_head", "heatmap") not in ("heatmap", "regression"):
+    raise ValueError(f"config.dense.landmark_head={d.landmark_head!r}: expected 'heatmap' or "
+                     "'regression'.")
+  if d.get("landmark_head", "heatmap") == "regression" and d.get("heatmap_weight", 0.0) > 0:
+    raise ValueError("config.dense.landmark_head='regression' has no heatmap: set "
+                     "config.dense.heatmap_weight=0.")
   if d.get("heatmap_weight", 0.0) < 0 or (d.get("heatmap_weight", 0.0) > 0
                                           and not d.get("heatmap_sigma", 0.0) > 0):
     raise ValueError(f"config.dense.heatmap_weight={d.get('heatmap_weight')}, heatmap_sigma="
