@@ -1,7 +1,9 @@
 r"""Landmark detection trained by the one trainer (config.task = "landmarks"): EchoVLM's image
 tower and the dense decoder with one heatmap per schema.LANDMARKS point, read out by a
-soft-argmax and trained with an L1 loss in pixels; evaluated by the point error in px and mm
-and PLAX's IVSd / LVIDd / LVPWd in mm on held-out patients. Everything else (data: ED + ES
+soft-argmax and trained with its L1 error in pixels plus a KL term pulling each heatmap
+towards a Gaussian at the true point (docs/results.md measures this against L1 alone and a
+direct-regression head); evaluated by the point error in px and mm and PLAX's IVSd / LVIDd /
+LVPWd in mm on held-out patients. Everything else (data: ED + ES
 pairs, tower sources, freezing, the labelled share) is configs/segmentation.py's.
 
   python -m echovlm_jax.main --config configs/landmarks.py --workdir RUN
