@@ -193,5 +193,5 @@ def test_landmarks_train_on_echonet_lvh_and_report_calipers(releases, tmp_path, 
   for point in ("ivs_anterior", "lv_septal_endocardium", "lvpw_epicardium"):
     assert np.isfinite(last[f"test/landmarks/error_mm/{point}/ed"]), point
   assert not any("lv_apex" in k for k in last)                 # PLAX only: no apical points
-  for meas in ("ivsd", "lvidd", "lvpwd"):
+  for meas in ("ivsd", "lvidd", "lvpwd", "lvids"):      # LVIDs: at the ES frame
     assert np.isfinite(last[f"test/landmarks/{meas}/mae_mm"]), meas

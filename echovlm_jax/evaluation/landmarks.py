@@ -1,7 +1,7 @@
 """The landmark evaluators (config.task = "landmarks"): one pass over a held-out split's frames
 with ground truth; per point (schema.LANDMARKS) and phase, the error of the soft-argmax
 prediction in pixels and mm; and the clinical quantities the points measure: PLAX's IVSd,
-LVIDd and LVPWd at end-diastole in mm against the truth points' and the reported values.
+LVIDd and LVPWd at end-diastole and LVIDs at end-systole in mm, against the true points'.
 """
 
 from __future__ import annotations
@@ -27,9 +27,12 @@ from echovlm_jax.models import dense
 EVAL_TYPES = ("landmarks",)
 NUM_OVERLAYS = 4
 # PLAX calipers: (measurement, its two points), EchoNet-LVH's segments.
-CALIPERS = (("ivsd", "ivs_anterior", "lv_septal_endocardium"),
-            ("lvidd", "lv_septal_endocardium", "lv_posterior_endocardium"),
-            ("lvpwd", "lv_posterior_endocardium", "lvpw_epicardium"))
+# PLAX calipers: (measurement, its two points, phase), EchoNet-LVH's segments (LVIDs: the
+# internal diameter at end-systole).
+CALIPERS = (("ivsd", "ivs_anterior", "lv_septal_endocardium", "ed"),
+            ("lvidd", "lv_septal_endocardium", "lv_posterior_endocardium", "ed"),
+            ("lvpwd", "lv_posterior_endocardium", "lvpw_epicardium", "ed"),
+            ("lvids", "lv_septal_endocardium", "lv_posterior_endocardium", "es"))
 
 
 def check_evals_config(evals_config: Mapping[str, Any]) -> None:
@@ -81,9 +84,9 @@ def score_split(model, input_config, split: str, batch_size: int, mesh, keep) ->
             and np.isfinite(truth[i, t]).all(-1).any() and view not in {o["view"] for o in overlays}):
           overlays.append(dict(frame=frames[i, t, ..., 0], truth=truth[i, t], pred=pred[i, t],
                                view=view))
-        if view == "plax" and phase == "ed":
-          row = {}
-          for meas, a, b in CALIPERS:
+        if view == "plax" and phase in ("ed", "es"):
+          row = {"phase": phase}
+          for meas, a, b, _ in (c for c in CALIPERS if c[3] == phase):
             for which, pts in (("predicted", pred), ("true", truth)):
               pa, pb = pts[i, t, idx[a]], pts[i, t, idx[b]]
               row[f"{meas}/{which}"] = float(np.hypot(*(pa - pb))) * float(spacing[i])
@@ -95,8 +98,9 @@ def summarise(out: Mapping[str, Any]) -> dict[str, float]:
   """error_px|error_mm/<point>/<phase> means; <meas>/mae_mm of the predicted calipers against
   the true points' (NaN-free rows only)."""
   res = {f"{m}/{n}/{p}": float(np.mean(v)) for (m, n, p), v in sorted(out["errors"].items())}
-  for meas, _, _ in CALIPERS:
-    d = np.array([r[f"{meas}/predicted"] - r[f"{meas}/true"] for r in out["calipers"]])
+  for meas, *_ in CALIPERS:
+    d = np.array([r[f"{meas}/predicted"] - r[f"{meas}/true"] for r in out["calipers"]
+                  if f"{meas}/true" in r])
     d = d[np.isfinite(d)]
     res[f"{meas}/mae_mm"] = float(np.abs(d).mean()) if d.size else float("nan")
   mm = [v for k, v in res.items() if k.startswith("error_mm/")]
@@ -110,7 +114,8 @@ class Evaluator(split_evaluator.SplitEvaluator):
 
   def score(self, model, cfg):
     out = score_split(model, self.input_config, cfg["split"], self.batch_size, self.mesh, self.keep)
-    return summarise(out), dict(plax_frames=len(out["calipers"]), overlays=out["overlays"])
+    return summarise(out), dict(plax_frames=sum(r["phase"] == "ed" for r in out["calipers"]),
+                                overlays=out["overlays"])
 
   def write_report(self, workdir: str, metrics_history: list[dict]) -> str | None:
     """report.md and metrics.json: the point errors and calipers per split."""
@@ -131,9 +136,9 @@ class Evaluator(split_evaluator.SplitEvaluator):
         cells = [m.get(f"{prefix}/{u}/{n}/{p}") for p in ("ed", "es") for u in ("error_px", "error_mm")]
         if any(c is not None for c in cells):
           md.append(f"| {n} | " + " | ".join(fmt(c) for c in cells) + " |")
-      md += ["", f"PLAX at end-diastole ({r['plax_frames']} frames): MAE of the predicted "
-             "calipers against the true points' (mm): " + ", ".join(
-                 f"{meas.upper()} {fmt(m.get(f'{prefix}/{meas}/mae_mm'))}" for meas, _, _ in CALIPERS), ""]
+      md += ["", f"PLAX at end-diastole ({r['plax_frames']} frames; LVIDs at end-systole): MAE "
+             "of the predicted calipers against the true points' (mm): " + ", ".join(
+                 f"{meas.upper()} {fmt(m.get(f'{prefix}/{meas}/mae_mm'))}" for meas, *_ in CALIPERS), ""]
       if r.get("overlays"):
         os.makedirs(os.path.join(workdir, "report"), exist_ok=True)
         png = point_overlays.save(r["overlays"],
