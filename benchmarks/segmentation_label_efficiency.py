@@ -6,7 +6,9 @@ same steps, same seed; scored on the test split.
   .venv/bin/python benchmarks/segmentation_label_efficiency.py --workdir workdir/seg_labels \
       --artifact artifacts/echovlm-ti         # the demo's tower (python -m echovlm_jax.tools.export)
 
-Starts: `echovlm` (--artifact, config.dense.init_artifact), `scratch`; `--fractions` of the
+Starts: `echovlm` (--artifact, config.dense.init_artifact), `scratch`, and with --clip_control
+`clip_random` (a CLIP-shaped random tower through config.model_init, written by
+benchmarks/clip_shaped_init.py: the architecture without pretraining); `--fractions` of the
 training patients keep their masks (config.dense.labelled_patient_fraction; evaluation reads
 every held-out frame). Each run is a subprocess whose command is printed first and skipped
 when its workdir already has metrics.json (a killed benchmark resumes). Prints a table and
@@ -39,6 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--workdir", default="workdir/seg_labels")
   p.add_argument("--artifact", default="", help="an exported EchoVLM; without it only scratch runs")
   p.add_argument("--fractions", default="0.01,0.1,1.0")
+  p.add_argument("--clip_control", action="store_true",
+                 help="also start from a CLIP-shaped random tower (needs torch, transformers)")
+  p.add_argument("--starts", default="", help="comma-separated subset of the starts to run")
   p.add_argument("--steps", type=int, default=0, help="0 = configs/segmentation.py's")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--override", action="append", default=[],
@@ -69,6 +74,14 @@ def main(argv=None) -> None:
   starts = {"scratch": []}
   if args.artifact:
     starts = {"echovlm": [f"--config.dense.init_artifact={os.path.abspath(args.artifact)}"], **starts}
+  if args.clip_control:
+    import clip_shaped_init  # pylint: disable=g-import-not-at-top  (benchmarks/, torch)
+    clip_dir = os.path.join(os.path.abspath(args.workdir), "clip_ti_random")
+    if not os.path.exists(os.path.join(clip_dir, "config.json")):
+      clip_shaped_init.write(clip_dir, seed=args.seed)
+    starts["clip_random"] = [f"--config.model_init={clip_dir}"]
+  if args.starts:
+    starts = {k: v for k, v in starts.items() if k in args.starts.split(",")}
   results = {}
   for fraction in [float(f) for f in args.fractions.split(",")]:
     for start, extra in starts.items():

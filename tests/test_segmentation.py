@@ -216,3 +216,19 @@ def _export_and_segment(workdir, tmp_path):
   assert sorted(os.listdir(out)) == ["clip_f0_mask.png", "clip_f0_overlay.png",
                                      "clip_f1_mask.png", "clip_f1_overlay.png"]
   assert predict.main(["--artifact", art, "--task", "views", dcm]) == 2   # not a dual encoder
+
+
+def test_the_clip_shaped_control_is_a_clip_tower_of_the_config_size(tmp_path):
+  """benchmarks/clip_shaped_init.py writes a Hugging Face CLIP whose vision tower model_init
+  reads as CLIP's architecture at the `ti` width and depth (the label-efficiency control)."""
+  import sys  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.interop import init_from_checkpoint  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+  import clip_shaped_init  # pylint: disable=g-import-not-at-top
+  d = clip_shaped_init.write(str(tmp_path / "clip"), size="ti", res=32)
+  c = seg_config.get_config("size=ti,res=32")
+  ti = (c.model.image.width, c.model.image.depth, c.model.image.heads)
+  c.model_init = d
+  img = init_from_checkpoint.configure(c).model.image
+  assert (img.width, img.depth, img.heads) == ti
+  assert (img.act, img.qkv_bias, img.ln_pre, img.pool) == ("quick_gelu", True, True, "tok")
