@@ -107,6 +107,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   block = dict(act="gelu_tanh", ln_eps=1e-6, qkv_bias=False, mlp_dim=0, proj="dense")
   c.model = dict(
       image=dict(patch=16, mlp_ratio=4, pool="map", channels=1, ln_pre=False, **block,
+                 # How a clip's frames combine (models/temporal.py): "mean" of the per-frame
+                 # features, or "factorised" (a transformer over time, identity at init).
+                 temporal="mean", temporal_depth=2,
                  **size["image"]),
       text=dict(mlp_ratio=4, pool="eos", causal=False, pad_mask=True, pad_id=0, eos_id=1,
                 **block, **size["text"]),
@@ -122,6 +125,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The model's learned position tables are sized from the input; references keep them in step
   # with --config.input.res / --config.input.max_text_len overrides.
   c.model.image.res = c.input.get_ref("res")
+  c.model.image.frames = c.input.get_ref("num_frames")   # the temporal position table
   c.model.text.max_len = c.input.get_ref("max_text_len")
 
   # Initialise the towers from pretrained weights (echovlm_jax/interop/, docs/artifacts.md):
@@ -171,6 +175,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       ("kv", None),
       ("vocab", "tensor"),
       ("length", None),
+      ("time", None),
       ("patch", None),
       ("meas", None),
   ]

@@ -34,7 +34,9 @@ class ModelInitError(ValueError):
 
 
 # Our parameters a checkpoint need not provide: they keep their initialisation.
-OPTIONAL = ("meas_fc1/", "meas_fc2/", "logit_scale", "logit_bias", "image/head/")
+# The temporal encoder (models/temporal.py) starts as the identity over an image checkpoint.
+OPTIONAL = ("meas_fc1/", "meas_fc2/", "logit_scale", "logit_bias", "image/head/",
+            "image/temporal/")
 
 
 # ----------------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""The image tower: a ViT over single frames, pooled per frame ("map" | "gap" | "tok") and
-averaged over the T frames of a clip. Returns the pooled, un-projected width-d features.
+"""The image tower: a ViT over single frames, pooled per frame ("map" | "gap" | "tok"), then
+over the T frames of a clip: averaged (`temporal="mean"`), or averaged after a transformer
+over time (`"factorised"`, models/temporal.py). Returns the pooled, un-projected width-d
+features.
 
 Variants by config: `ln_pre` (a LayerNorm before the encoder, CLIP) and the block options of
 layers.block_options (CLIP: quick GELU + q/k/v biases; SigLIP: MAP head with biases). The
@@ -15,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from echovlm_jax.models import layers
+from echovlm_jax.models import temporal as temporal_lib
 
 POOLS = ("map", "gap", "tok")
 
@@ -63,6 +66,14 @@ class ViT(nnx.Module):
     self.norm = layers.LayerNorm(w, dtype=dtype, rngs=rngs, eps=opts["ln_eps"])
     self.head = (MAPHead(w, cfg.heads, opts, dtype=dtype, rngs=rngs)
                  if cfg.pool == "map" else None)
+    kind = cfg.get("temporal", "mean")
+    if kind not in temporal_lib.TEMPORAL:
+      raise ValueError(f"config.model.image.temporal={kind!r}: expected one of "
+                       f"{temporal_lib.TEMPORAL}.")
+    self.temporal = (temporal_lib.TemporalEncoder(w, cfg.temporal_depth, cfg.heads, cfg.frames,
+                                                  opts, dtype=dtype, remat=remat, scan=scan,
+                                                  rngs=rngs)
+                     if kind == "factorised" else None)
 
   def patchify(self, frames: jax.Array) -> jax.Array:
     """[N, H, W, C] -> [N, (H/p)(W/p), p*p*C]."""
@@ -72,7 +83,8 @@ class ViT(nnx.Module):
     return x.reshape(n, (h // p) * (w // p), p * p * c)
 
   def __call__(self, frames: jax.Array) -> jax.Array:
-    """frames [B, T, H, W, C] float in [-1, 1] -> [B, width] (mean over T of per-frame features)."""
+    """frames [B, T, H, W, C] float in [-1, 1] -> [B, width]: the mean over T of the per-frame
+    features, after the temporal encoder when there is one."""
     b, t = frames.shape[:2]
     x = self.encode(frames)
     if self.pool == "map":
@@ -81,8 +93,11 @@ class ViT(nnx.Module):
       y = x.mean(axis=1)
     else:
       y = x[:, 0]
+    y = y.reshape(b, t, -1)
+    if self.temporal is not None:
+      y = self.temporal(y)
     # Average in float32 so long clips do not lose precision in bf16.
-    return y.astype(jnp.float32).reshape(b, t, -1).mean(axis=1)
+    return y.astype(jnp.float32).mean(axis=1)
 
   def patch_tokens(self, frames: jax.Array) -> jax.Array:
     """frames [B, T, H, W, C] -> the encoder's normed patch tokens [B*T, H/p, W/p, width] on
