@@ -8,6 +8,7 @@ tests/camus_tree.py, echonet_dynamic_tree.py and echonet_lvh_tree.py lay trees o
 
 from __future__ import annotations
 
+import csv
 import os
 
 import cv2
@@ -53,3 +54,11 @@ def truncate(path: str, keep: float) -> None:
     data = f.read()
   with open(path, "wb") as f:
     f.write(data[:int(len(data) * keep)])
+
+
+def write_csv(path: str, header: list[str], rows: list) -> None:
+  """A release's CSV: header, then rows, as Python's csv module writes them."""
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    w = csv.writer(f)
+    w.writerow(header)
+    w.writerows(rows)

@@ -6,7 +6,6 @@ Each writer returns {record key: what the build must hold}.
 
 from __future__ import annotations
 
-import csv
 import os
 
 from tests import camus_tree, dense_fixtures, echonet_dynamic_tree, echonet_lvh_tree
@@ -67,8 +66,8 @@ def write_echonet_dynamic(root: str) -> dict[str, dict]:
     for frame, ellipse in ((3, t.SMALL), (9, t.LARGE)):
       traces.extend((name + ".avi", *xy, frame) for xy in t.tracing(ellipse))
     expected[name] = dict(frames=frames, split=split, ef=ef, ed=(9, t.LARGE), es=(3, t.SMALL))
-  _write_csv(os.path.join(root, "FileList.csv"), list(t._row("x")), files)
-  _write_csv(os.path.join(root, "VolumeTracings.csv"), ["FileName", "X1", "Y1", "X2", "Y2", "Frame"],
+  dense_fixtures.write_csv(os.path.join(root, "FileList.csv"), list(t._row("x")), files)
+  dense_fixtures.write_csv(os.path.join(root, "VolumeTracings.csv"), ["FileName", "X1", "Y1", "X2", "Y2", "Frame"],
              traces)
   return expected
 
@@ -86,13 +85,7 @@ def write_echonet_lvh(root: str) -> dict[str, dict]:
       table.append([name, calc, value, frame, x1, x2, y1, y2, t.NUM_FRAMES, t.FPS, t.WIDTH,
                     t.HEIGHT, {"validation": "val"}.get(split, split)])
     expected[name] = dict(split=split, rows=rows)
-  _write_csv(os.path.join(root, "MeasurementsList.csv"), t.HEADER,
+  dense_fixtures.write_csv(os.path.join(root, "MeasurementsList.csv"), t.HEADER,
              [[i] + row for i, row in enumerate(table)])
   return expected
 
-
-def _write_csv(path: str, header: list[str], rows: list) -> None:
-  with open(path, "w", newline="", encoding="utf-8") as f:
-    w = csv.writer(f)
-    w.writerow(header)
-    w.writerows(rows)

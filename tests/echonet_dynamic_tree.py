@@ -11,7 +11,6 @@ ED: the cases below list them in every order. `write_tree` returns what each rec
 from __future__ import annotations
 
 import collections
-import csv
 import os
 
 import numpy as np
@@ -123,14 +122,8 @@ def write_tree(root: str) -> dict[str, dict]:
   traces.extend([("0XQ7.avi", 20.0, 5.0, 20.0, 25.0, 9), ("0XQ7.avi", 15.0, 9.0, 25.0, 9.0, 9)])
   files.append(_row("0XA0"))                                                 # listed again
   add_traces("0XR8", [(3, SMALL), (9, LARGE)])                               # not in FileList
-  _write_csv(os.path.join(root, "FileList.csv"), list(_row("x")), [list(r.values()) for r in files])
-  _write_csv(os.path.join(root, "VolumeTracings.csv"),
+  dense_fixtures.write_csv(os.path.join(root, "FileList.csv"), list(_row("x")), [list(r.values()) for r in files])
+  dense_fixtures.write_csv(os.path.join(root, "VolumeTracings.csv"),
              ["FileName", "X1", "Y1", "X2", "Y2", "Frame"], traces)
   return expected
 
-
-def _write_csv(path: str, header: list[str], rows: list) -> None:
-  with open(path, "w", newline="", encoding="utf-8") as f:
-    w = csv.writer(f)
-    w.writerow(header)
-    w.writerows(rows)
