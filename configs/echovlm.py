@@ -4,8 +4,9 @@ measurement-grounded contrastive objectives on the `echoground` dataset.
   python -m echovlm_jax.main --config configs/echovlm.py:size=ti,runlocal --workdir /tmp/w
   python -m echovlm_jax.main --config configs/echovlm.py:objective=clip --config.total_steps=500 ...
 
-Arg string keys (see `ARG_SPEC`): size (ti|s|b|l), res, frames, objective
-(see `OBJECTIVES`), runlocal (tiny smoke run), seed.
+Arg string keys (see `ARG_SPEC`): size (ti|s|b|l), res, frames (T > 1: clips, the video
+tower), objective (see `OBJECTIVES`), runlocal (tiny smoke run), seed, temporal (how frames
+combine: "" = "mean" for frames=1, "factorised" for clips; models/temporal.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import ml_collections
 from configs import common
 from echovlm_jax.data import reader_options
 
-ARG_SPEC = dict(size="ti", res=128, frames=1, objective="echovlm", runlocal=False, seed=0)
+ARG_SPEC = dict(size="ti", res=128, frames=1, objective="echovlm", runlocal=False, seed=0,
+                temporal="")
 
 # Tower sizes. `ti` is the CPU demo; `b` is ViT-B/16 with a 12-layer text transformer.
 # `ti` has a 2-layer text tower: two captions per example made text most of the step's cost;
@@ -74,7 +76,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # resizes to res). At least res: `res=N` in the arg string raises both, a lone
       # --config.input.res override beyond it fails at start.
       image_size=max(128, arg.res),
-      num_frames=arg.frames,        # T: frames per example (the ViT averages over them)
+      num_frames=arg.frames,        # T: frames stored per example (a clip when > 1)
+      clip_fps=15.0,                # a clip's frame rate: synthetic cines are drawn at it, MIMIC
+                                    # cines sampled at its time step (16 frames ~ 1 s, one cycle
+                                    # or more); 0 = T frames over one cycle / the whole file
+      window=0,                     # frames the model reads per clip: training takes a random
+                                    # window of this many consecutive frames, evaluation
+      eval_windows=3,               # averages this many evenly spaced ones; 0 = all T frames
       frames_at="cycle",            # synthetic: "cycle" (a still at end-diastole; T frames over a
                                     # cycle) or "ed_es" (T = 2: end-diastole, end-systole; the
                                     # dense tasks', configs/segmentation.py)
@@ -109,7 +117,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       image=dict(patch=16, mlp_ratio=4, pool="map", channels=1, ln_pre=False, **block,
                  # How a clip's frames combine (models/temporal.py): "mean" of the per-frame
                  # features, or "factorised" (a transformer over time, identity at init).
-                 temporal="mean", temporal_depth=2,
+                 temporal=arg.temporal or ("factorised" if arg.frames > 1 else "mean"),
+                 temporal_depth=2,
                  **size["image"]),
       text=dict(mlp_ratio=4, pool="eos", causal=False, pad_mask=True, pad_id=0, eos_id=1,
                 **block, **size["text"]),
@@ -229,7 +238,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 _MAPS = ("evals", "report_targets")
 # Keys whose absence from a stored config means something other than today's default: runs
 # from before the text side of the measurement head existed trained without it.
-_ABSENT_MEANT = dict(loss=dict(meas_text_weight=0.0))
+# Clips from before clips had a frame rate were drawn over one cycle.
+_ABSENT_MEANT = dict(loss=dict(meas_text_weight=0.0), input=dict(clip_fps=0.0))
 
 
 def with_defaults(stored: Mapping[str, Any], default: Mapping[str, Any] | None = None
@@ -242,6 +252,7 @@ def with_defaults(stored: Mapping[str, Any], default: Mapping[str, Any] | None =
   if default is None:
     default = get_config().to_dict()
     default["loss"].update(_ABSENT_MEANT["loss"])
+    default["input"].update(_ABSENT_MEANT["input"])
   out = dict(stored)
   for k, v in default.items():
     if k not in out:

@@ -103,8 +103,17 @@ def test_ensure_dataset_reuses_a_prepared_dataset(tiny_echoground):
 def test_config_names_spell_out_non_default_parameters(tmp_path):
   ic = tiny_input_config(tmp_path)
   cfg = build.builder_config_for(ic)
-  assert cfg.name == "synthetic_p12_s0_i32_t2_v256"
+  assert cfg.name == "synthetic_p12_s0_i32_t2_v256_f15"           # clips at 15 frames / s
   assert (cfg.num_patients, cfg.image_size, cfg.num_frames, cfg.num_shards) == (12, 32, 2, 3)
+  assert cfg.clip_fps == 15.0
+  # A clip over one cycle (clip_fps 0) keeps the name it had before clips had a rate; a still
+  # has no rate at all, so the default config's frame rate names nothing there.
+  assert build.builder_config_for(tiny_input_config(tmp_path, clip_fps=0.0)).name == (
+      "synthetic_p12_s0_i32_t2_v256")
+  still = build.builder_config_for(tiny_input_config(tmp_path, num_frames=1))
+  assert (still.name, still.clip_fps) == ("synthetic_p12_s0_i32_t1_v256", 0.0)
+  with pytest.raises(ValueError, match="config.input.clip_fps"):
+    build.builder_config_for(tiny_input_config(tmp_path, clip_fps=-1.0))
   default = tiny_input_config(tmp_path, synthetic_patients=2000, image_size=128, res=112, num_frames=1,
                               vocab_size=1024)
   assert build.builder_config_for(default).name == "synthetic"
@@ -231,7 +240,8 @@ def test_the_stored_truth_is_the_renderers(tiny_echoground):
   ic, builder = tiny_echoground
   by_frames = {e["frames"].tobytes(): e for e in _all(builder)}
   for index in range(3):
-    for _, rec in synthetic.patient_records(ic.synthetic_seed, index, ic.image_size, ic.num_frames):
+    for _, rec in synthetic.patient_records(ic.synthetic_seed, index, ic.image_size, ic.num_frames,
+                                            clip_fps=ic.clip_fps):
       e = by_frames[rec["frames"][..., None].tobytes()]
       assert e["dense_truth"] == (rec["image_kind"] == "2d")   # Doppler strips have none
       if not e["dense_truth"]:

@@ -51,6 +51,7 @@ def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
                 vocab_size=int(input_config["vocab_size"]), num_shards=int(input_config["num_shards"]))
   if kind in schema.DENSE_RELEASES:
     return _dense_release_config(kind, input_config, params)
+  params["clip_fps"] = _clip_fps(input_config)
   if kind == "synthetic":
     params.update(num_patients=int(input_config["synthetic_patients"]),
                   seed=int(input_config["synthetic_seed"]),
@@ -78,6 +79,8 @@ def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
       name += f"_{cfg.frames_at}"
   else:
     name = f"{kind}_i{cfg.image_size}_t{cfg.num_frames}_v{cfg.vocab_size}"
+  if cfg.clip_fps:
+    name += f"_f{cfg.clip_fps:g}"
   fingerprint = _options_fingerprint(options, kind)
   if fingerprint:
     # Options change what the dataset holds: a short fingerprint keeps them apart.
@@ -88,17 +91,39 @@ def builder_config_for(input_config: Mapping[str, Any]) -> EchogroundConfig:
 
 def _dense_release_config(kind: str, input_config: Mapping[str, Any], params: dict
                           ) -> EchogroundConfig:
-  """camus / echonet_dynamic / echonet_lvh: ED and ES pairs, named by size and vocabulary."""
+  """camus / echonet_dynamic / echonet_lvh: ED and ES pairs, named by size and vocabulary;
+  EchoNet-Dynamic also as clips (frames_at "cycle"), named by T and frame rate too."""
+  from echovlm_jax.data import dense_records  # pylint: disable=g-import-not-at-top
+  if kind in dense_records.CLIP_READERS and input_config["frames_at"] == "cycle":
+    cfg = dataclasses.replace(_registered(kind), **params, frames_at="cycle",
+                              clip_fps=_clip_fps(input_config))
+    name = f"{kind}_i{cfg.image_size}_t{cfg.num_frames}_v{cfg.vocab_size}"
+    name += f"_f{cfg.clip_fps:g}" if cfg.clip_fps else ""
+    return dataclasses.replace(cfg, name=name, description=f"{cfg.description} ({name}, clips)")
   if int(input_config["num_frames"]) != 2 or input_config["frames_at"] != "ed_es":
     raise ValueError(f"config.input.builder_config={kind!r} gives an ED and an ES frame per "
                      "example: set config.input.num_frames=2 and config.input.frames_at='ed_es' "
-                     "(configs/segmentation.py and configs/landmarks.py do).")
+                     "(configs/segmentation.py and configs/landmarks.py do)"
+                     + ("; or frames_at='cycle' for clips." if kind in dense_records.CLIP_READERS
+                        else "."))
   base = _registered(kind)
   cfg = dataclasses.replace(base, **params)
   if (cfg.image_size, cfg.vocab_size) == (base.image_size, base.vocab_size):
     return base
   name = f"{kind}_i{cfg.image_size}_v{cfg.vocab_size}"
   return dataclasses.replace(cfg, name=name, description=f"{base.description} ({name})")
+
+
+def _clip_fps(input_config: Mapping[str, Any]) -> float:
+  """config.input.clip_fps as the builder takes it: 0 where it changes nothing (a still, or
+  frames at given phases), so it names no other dataset there."""
+  fps = float(input_config["clip_fps"])
+  if fps < 0:
+    raise ValueError(f"config.input.clip_fps={fps}: expected >= 0 (0 = frames over one cycle "
+                     "or the whole file).")
+  if int(input_config["num_frames"]) == 1 or input_config["frames_at"] != "cycle":
+    return 0.0
+  return fps
 
 
 def _checked_frames_at(input_config: Mapping[str, Any]) -> str:
@@ -202,8 +227,8 @@ def build_commands(input_config: Mapping[str, Any]) -> list[str]:
   and, for the registered `mimic` config, plain `tfds build`; both take Beam options."""
   ic = input_config
   flags = [f"--config.input.{k}={ic[k]}" for k in ("builder_config", "manual_dir", "data_dir",
-                                                   "image_size", "num_frames", "vocab_size",
-                                                   "num_shards")]
+                                                   "image_size", "num_frames", "clip_fps",
+                                                   "vocab_size", "num_shards")]
   if ic["builder_config"] == "mimic":
     default = _registered("mimic").mimic
     flags += [f"--config.input.mimic.{k}={v}" for k, v in ic["mimic"].items()

@@ -1,6 +1,7 @@
 """CAMUS, EchoNet-Dynamic and EchoNet-LVH as echoground records: an end-diastole and an
 end-systole frame (T = 2, input.frames_at="ed_es", as the synthetic dense build), resampled
-to the builder's square grid, with their masks, points, phases and pixel spacing.
+to the builder's square grid, with their masks, points, phases and pixel spacing; or, for
+EchoNet-Dynamic with frames_at="cycle", clips of T frames at a stated frame rate with the EF.
 
 The readers (camus.py, echonet_dynamic.py, echonet_lvh.py) keep each release's own pixel
 grid; here every frame goes onto an S x S grid of square pixels: the physical extent (rows x
@@ -23,6 +24,7 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
+from echovlm_jax.data import clip_windows
 from echovlm_jax.data import dense_skips
 from echovlm_jax.echo import schema
 
@@ -129,6 +131,23 @@ def echonet_dynamic_records(manual_dir: str, image_size: int, stats: collections
                        view="a4c", split=r["split"])
 
 
+def echonet_dynamic_clips(manual_dir: str, image_size: int, stats: collections.Counter,
+                          num_frames: int, clip_fps: float) -> Iterator[tuple[str, dict[str, Any]]]:
+  """One record per video as a clip (input.frames_at="cycle"): `num_frames` frames at
+  `clip_fps` from FileList's FPS, centred in the video (clip_windows.indices_at_rate; 0 =
+  evenly over the video), with FileList's EF as the LVEF. No masks: EF from motion is
+  configs/echonet_ef.py's task (the tracings stay in the ED / ES build)."""
+  from echovlm_jax.data import echonet_dynamic  # pylint: disable=g-import-not-at-top
+  for key, r in echonet_dynamic.generate_records(manual_dir, stats):
+    grid = SquareGrid(r["frames"].shape[1:], (1.0, 1.0), image_size)
+    idx = clip_windows.indices_at_rate(len(r["frames"]), num_frames, 1000.0 / r["fps"], clip_fps)
+    yield key, dict(
+        source="echonet_dynamic", patient_key=key, study_key=key,
+        frames=np.stack([grid.image(r["frames"][i]) for i in idx]), dense_truth=False,
+        measurements={"lvef": r["ef"]}, image_kind="2d", view="a4c", view_source="dataset",
+        view_confidence=1.0, split=r["split"])
+
+
 def lvh_spacing_mm(record: dict[str, Any]) -> float:
   """mm per pixel from the calipers themselves (value in cm over length in px; the release
   states no spacing), the median over the video's measurements; NaN when none has length."""
@@ -189,9 +208,20 @@ READERS = {"camus": camus_records, "echonet_dynamic": echonet_dynamic_records,
            "echonet_lvh": echonet_lvh_records}
 
 
-def generate_records(source: str, manual_dir: str, image_size: int, stats: collections.Counter
+# The releases whose videos can be read as clips (frames_at="cycle") instead of ED / ES pairs.
+CLIP_READERS = {"echonet_dynamic": echonet_dynamic_clips}
+
+
+def generate_records(source: str, manual_dir: str, image_size: int, stats: collections.Counter,
+                     num_frames: int = 2, frames_at: str = "ed_es", clip_fps: float = 0.0
                      ) -> Iterator[tuple[str, dict[str, Any]]]:
-  """(key, echoground record) of a dense release; `split` is the release's own."""
+  """(key, echoground record) of a dense release; `split` is the release's own. frames_at
+  "cycle" (CLIP_READERS only): clips of num_frames frames at clip_fps instead."""
   if source not in READERS:
     raise ValueError(f"dense source {source!r}: expected one of {SOURCES}.")
+  if frames_at == "cycle":
+    if source not in CLIP_READERS:
+      raise ValueError(f"config.input.frames_at='cycle' reads clips of {sorted(CLIP_READERS)}; "
+                       f"{source} gives an ED and an ES frame: set frames_at='ed_es'.")
+    return CLIP_READERS[source](manual_dir, image_size, stats, num_frames, clip_fps)
   return READERS[source](manual_dir, image_size, stats)

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
+from echovlm_jax.data import clip_windows
 from echovlm_jax.data import fileio
 
 
@@ -84,17 +85,22 @@ def _num_frames(ds: pydicom.Dataset) -> int:
     return 1
 
 
-def sample_indices(total: int, num_frames: int | None) -> np.ndarray:
-  """Evenly spaced frame indices: the centres of `num_frames` equal bins of the clip.
+# Which frames of a file: shared with the other video readers (data/clip_windows.py).
+sample_indices = clip_windows.sample_indices
+indices_at_rate = clip_windows.indices_at_rate
 
-  num_frames=1 gives the middle frame; num_frames > total repeats frames (nearest bin).
-  Returns int [num_frames] (or all indices when num_frames is None).
-  """
-  if num_frames is None:
-    return np.arange(total)
-  if num_frames < 1:
-    raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-  return np.minimum(((np.arange(num_frames) + 0.5) * total / num_frames).astype(int), total - 1)
+
+def frame_time_ms(ds: pydicom.Dataset) -> float | None:
+  """Milliseconds between frames: FrameTime, else 1000 / CineRate or
+  RecommendedDisplayFrameRate; None when the header states none."""
+  ft = _float_or_none(ds.get("FrameTime", None))
+  if ft and ft > 0:
+    return ft
+  for key in ("CineRate", "RecommendedDisplayFrameRate"):
+    rate = _float_or_none(ds.get(key, None))
+    if rate and rate > 0:
+      return 1000.0 / rate
+  return None
 
 
 _VALUE_TRANSFORMS = ("RescaleSlope", "RescaleIntercept", "ModalityLUTSequence", "WindowCenter",
@@ -316,11 +322,14 @@ def image_kind(ds: pydicom.Dataset) -> str:
 
 
 def load_clip(path: str | os.PathLike, num_frames: int | None = None, size: int | None = None,
-              *, mask: bool = True) -> tuple[np.ndarray, str]:
+              *, mask: bool = True, fps: float = 0.0) -> tuple[np.ndarray, str]:
   """(`load_frames`'s uint8 [T, H, W], `image_kind`) with one read of the file."""
   ds = read_dataset(path)
   total = _num_frames(ds)
-  idx = sample_indices(total, num_frames)
+  if fps > 0 and num_frames is not None:
+    idx = indices_at_rate(total, num_frames, frame_time_ms(ds), fps)
+  else:
+    idx = sample_indices(total, num_frames)
   frames = decode_frames(ds, idx, path)
   m = None
   if mask:
@@ -334,17 +343,19 @@ def load_clip(path: str | os.PathLike, num_frames: int | None = None, size: int 
 
 
 def load_frames(path: str | os.PathLike, num_frames: int | None = None, size: int | None = None,
-                *, mask: bool = True) -> np.ndarray:
+                *, mask: bool = True, fps: float = 0.0) -> np.ndarray:
   """A DICOM file as masked grayscale frames: uint8 [T, H, W].
 
   num_frames: T evenly spaced frames (see `sample_indices`); None = every frame; a still
     image with num_frames > 1 repeats its frame.
+  fps: > 0 takes the T frames at this frame rate instead, centred in the cine, from the
+    header's frame time (`indices_at_rate`: the time step a video model was trained at).
   size: None keeps the stored geometry [T, Rows, Columns]; an int S crops to the ultrasound
     mask's bounding box, resizes keeping the aspect ratio and pads to [T, S, S].
   mask: zero everything outside `ultrasound_mask` (burned-in text, ECG, overlays).
   Raises DicomError for missing, corrupt, truncated or unsupported files.
   """
-  return load_clip(path, num_frames, size, mask=mask)[0]
+  return load_clip(path, num_frames, size, mask=mask, fps=fps)[0]
 
 
 # ----------------------------------------------------------------------------- metadata

@@ -30,6 +30,7 @@ import tensorflow_datasets as tfds
 from echovlm_jax import sharding
 from echovlm_jax.data import build
 from echovlm_jax.data import caption_augment
+from echovlm_jax.data import clip_windows
 from echovlm_jax.data import dense_transforms
 from echovlm_jax.data import labelled
 from echovlm_jax.data import tokenizer as tokenizer_lib
@@ -156,14 +157,40 @@ def model_frames(frames: tf.Tensor, res: int, seed: tf.Tensor | None) -> tf.Tens
   return x * 2.0 - 1.0
 
 
-def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray):
+def _clip_frames(frames: tf.Tensor, num_frames: int, window: int, eval_windows: int,
+                 train_seed: tf.Tensor | None) -> tf.Tensor:
+  """A stored clip [T, S, S, 1] -> the frames the model reads (data/clip_windows.py): with a
+  window shorter than T, training gets [window, S, S, 1] from a random start (train_seed),
+  evaluation [K, window, S, S, 1] at fixed starts. Whole clips pass unchanged."""
+  if window == num_frames:
+    return frames
+  if train_seed is not None:
+    seed = tf.random.experimental.stateless_fold_in(train_seed, 13)
+    start = tf.random.stateless_uniform([], seed, 0, num_frames - window + 1, dtype=tf.int32)
+    return frames[start:start + window]
+  idx = clip_windows.starts(num_frames, window, eval_windows)[:, None] + np.arange(window)
+  return tf.gather(frames, tf.constant(idx, tf.int32))
+
+
+def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray, num_frames: int = 1,
+                     window: int = 0, eval_windows: int = 1):
   view_mask = tf.constant(view_measurement_mask())
   mean_t, std_t = tf.constant(mean, tf.float32), tf.constant(std, tf.float32)
+  window = clip_windows.resolve(num_frames, window)
+
+  def frames_of(ex, seed, text_seed):
+    x = _clip_frames(ex["frames"], num_frames, window, eval_windows, text_seed)
+    if x.shape.rank == 4:
+      return model_frames(x, res, seed)
+    # Evaluation windows [K, w, S, S, 1]: one crop for all (none: evaluation is not augmented).
+    k = x.shape[0]
+    y = model_frames(tf.reshape(x, [k * window, *x.shape[2:]]), res, seed)
+    return tf.reshape(y, [k, window, res, res, 1])
 
   def preprocess(ex: Mapping[str, tf.Tensor], seed: tf.Tensor | None,
                  text_seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
     """seed: frame augmentation (None = none); text_seed: a training example's caption
-    augmentation (None = evaluation: captions as stored)."""
+    augmentation and clip window (None = evaluation: captions as stored, fixed windows)."""
     meas = ex["measurements"]
     present = tf.math.is_finite(meas)
     view = tf.cast(ex["view"], tf.int32)
@@ -173,7 +200,7 @@ def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray):
     has_negation = ex["has_negation"]
     meas_mask = tf.cast(present, tf.float32) * tf.gather(view_mask, view)
     out = {
-        "frames": model_frames(ex["frames"], res, seed),
+        "frames": frames_of(ex, seed, text_seed),
         "caption": ex["caption"],
         "negated_caption": tf.where(has_negation, ex["negated_caption"], ""),
         "has_negation": tf.cast(has_negation, tf.float32),
@@ -259,7 +286,10 @@ class EchogroundData:
     self.batch_keys = BATCH_KEYS
     # The masks are zlib-compressed: images and captions never need them decompressed.
     self.decoders = {"masks": tfds.decode.SkipDecoding()}
-    self.preprocess = _make_preprocess(self.res, self.mean, self.std)
+    self.preprocess = _make_preprocess(self.res, self.mean, self.std,
+                                       self.builder.builder_config.num_frames,
+                                       int(input_config["window"]),
+                                       int(input_config["eval_windows"]))
     self.tokenizer = load_tokenizer(input_config, self.builder.data_dir)
     # `augment` switches off frame augmentation and statement subsampling; fitting long
     # captions is its own switch (without it the tokenizer cuts their tail).

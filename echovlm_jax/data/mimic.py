@@ -20,6 +20,8 @@ import logging
 import os
 from typing import Any, Iterator, NamedTuple
 
+import numpy as np
+
 from echovlm_jax.data import bug_guard
 from echovlm_jax.data import dicom
 from echovlm_jax.data import echoview
@@ -285,14 +287,17 @@ def plan(manual_dir: str | os.PathLike,
 
 
 def read_item(manual_dir: str, item: WorkItem, image_size: int, num_frames: int,
-              stats: collections.Counter, guard: bug_guard.BugGuard) -> dict[str, Any] | None:
-  """The source record of one work item (see `generate_records`), or None (counted in stats)."""
+              stats: collections.Counter, guard: bug_guard.BugGuard, clip_fps: float = 0.0
+              ) -> dict[str, Any] | None:
+  """The source record of one work item (see `generate_records`), or None (counted in stats).
+  clip_fps > 0: a cine's frames at that rate (dicom.indices_at_rate); stills repeat their frame
+  and are counted (frames:still_repeated)."""
   path = fileio.join(os.fspath(manual_dir), item.rel)
   if not fileio.isfile(path):
     stats["skip:missing_file"] += 1
     return None
   try:
-    frames, kind = dicom.load_clip(path, num_frames=num_frames, size=image_size)
+    frames, kind = dicom.load_clip(path, num_frames=num_frames, size=image_size, fps=clip_fps)
   except dicom.DicomError as e:
     _log.info("skipping %s", e)
     stats["skip:unreadable_dicom"] += 1
@@ -300,6 +305,8 @@ def read_item(manual_dir: str, item: WorkItem, image_size: int, num_frames: int,
   except Exception as e:  # noqa: BLE001 - a decoder may raise anything on a bad file
     guard(e, path)
     return None
+  if num_frames > 1 and not np.any(frames != frames[:1]):
+    stats["frames:still_repeated"] += 1
   return dict(
       frames=frames, view=item.view.view, view_source=item.view.source,
       view_confidence=float(item.view.confidence), image_kind=kind,
@@ -325,10 +332,12 @@ def generate_records(manual_dir: str | os.PathLike, image_size: int = 128, num_f
 
 
 def read_items(manual_dir: str | os.PathLike, items: list[WorkItem], image_size: int,
-               num_frames: int, stats: collections.Counter) -> Iterator[tuple[str, dict[str, Any]]]:
+               num_frames: int, stats: collections.Counter, clip_fps: float = 0.0
+               ) -> Iterator[tuple[str, dict[str, Any]]]:
   """(key, record) per planned item that reads; the others are counted in `stats`."""
   guard = bug_guard.BugGuard(stats, "skip:decoder_")
   for item in items:
-    record = read_item(os.fspath(manual_dir), item, image_size, num_frames, stats, guard)
+    record = read_item(os.fspath(manual_dir), item, image_size, num_frames, stats, guard,
+                       clip_fps)
     if record is not None:
       yield item.key, record

@@ -13,7 +13,8 @@ end-diastole above an M-mode strip that records ~2.5 s of wall motion along a
 cursor through the LV (a4c: beside a second one through the lateral tricuspid
 annulus). LV wall excursion in the strip follows the Teichholz diameters that
 give the stated EF; the annulus excursion is the TAPSE. Clips (num_frames > 1)
-instead show one cardiac cycle, whose LV area change follows the EF.
+instead show the 2D sector alone (no M-mode strip: motion is the only source of LVEF), over
+one cardiac cycle or at a stated frame rate (clip_fps), and the LV area change follows the EF.
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def phases_for(frames_at: str, num_frames: int) -> np.ndarray | None:
 
 
 def patient_records(seed: int, index: int, image_size: int = 128, num_frames: int = 1,
-                    frames_at: str = "cycle") -> Iterator[tuple[str, dict]]:
+                    frames_at: str = "cycle", clip_fps: float = 0.0
+                    ) -> Iterator[tuple[str, dict]]:
   """All records of patient `index` (1-2 studies, 4-7 views each); see generate_records."""
   phases = phases_for(frames_at, num_frames)
   rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
@@ -173,7 +175,7 @@ def patient_records(seed: int, index: int, image_size: int = 128, num_frames: in
     for i, vi in enumerate(sorted(views)):
       view = names[vi]
       shown = synthetic_render.render(view, true, patient["sex"], rng, image_size, num_frames,
-                                      bsa=patient["bsa"], phases=phases)
+                                      bsa=patient["bsa"], phases=phases, fps=clip_fps)
       label = schema.UNKNOWN_VIEW if rng.random() < UNKNOWN_RATE else view
       # A Doppler display is told apart by its layout even when its view was not recorded,
       # as a real DICOM's ultrasound regions tell.
@@ -188,10 +190,12 @@ def patient_records(seed: int, index: int, image_size: int = 128, num_frames: in
 
 
 def generate_records(num_patients: int, seed: int, image_size: int = 128,
-                     num_frames: int = 1, frames_at: str = "cycle") -> Iterator[tuple[str, dict]]:
+                     num_frames: int = 1, frames_at: str = "cycle", clip_fps: float = 0.0
+                     ) -> Iterator[tuple[str, dict]]:
   """Yields (key, record) for patients 0..num_patients-1 (see tfds_builders/echoground/records.py).
 
-  record: frames uint8 [T, H, W] (T = num_frames, H = W = image_size), view (in
+  record: frames uint8 [T, H, W] (T = num_frames, H = W = image_size; a clip spans one cycle,
+  or T / clip_fps seconds when clip_fps > 0: synthetic_render.render), view (in
   schema.VIEWS; ~3 % 'unknown', drawn as a real view), view_source / view_confidence
   ("synthetic" / 1.0, or "none" / 0.0 when unknown), drawn_view (the view rendered, also when
   its label is unknown: not stored, the truth synthetic_views scores predictions against),
@@ -203,4 +207,4 @@ def generate_records(num_patients: int, seed: int, image_size: int = 128,
   The builder owns the split (by patient_key); `patient_records` renders one patient.
   """
   for index in range(num_patients):
-    yield from patient_records(seed, index, image_size, num_frames, frames_at)
+    yield from patient_records(seed, index, image_size, num_frames, frames_at, clip_fps)

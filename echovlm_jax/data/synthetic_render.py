@@ -255,15 +255,16 @@ def render(view: str, measurements: Mapping[str, float], sex: str | None,
            rng: np.random.Generator, image_size: int = 128, num_frames: int = 1, *,
            bsa: float = 1.9, depth_cm: float | None = None,
            velocity_scale: int | None = None, overlays: bool = True,
-           phases: np.ndarray | None = None) -> Rendered:
+           phases: np.ndarray | None = None, fps: float = 0.0) -> Rendered:
   """Renders one image / clip of a known `view` with its ground truth (`Rendered`).
 
   `measurements` are the patient's true values (absent ones default to normal);
   depth_cm / velocity_scale fix what is otherwise drawn at random; with
   overlays=False the burned-in layer is left out but the same random draws are made.
   `phases` [T] (cycles) draws the B-mode frames at those phases instead of a still at
-  end-diastole (T = 1) or T frames over one cycle from a random phase; the same random
-  draws are made either way.
+  end-diastole (T = 1) or T frames from a random phase: over one cycle, or with `fps` > 0 at
+  that frame rate (a cine of T / fps seconds at the drawn heart rate, 55-100 bpm); the same
+  random draws are made either way.
   `sex` is accepted for symmetry with the captions; the anatomy is set by the values.
   """
   del sex
@@ -298,7 +299,9 @@ def render(view: str, measurements: Mapping[str, float], sex: str | None,
     lo, hi = anat.DEPTH_RANGE[view]
     depth = depth_cm or float(np.clip(max(rng.uniform(lo, hi), anat.needed_depth(view, heart)),
                                       lo, hi + 4))
-    phases = np.array([0.0]) if num_frames == 1 else phase0 + np.arange(num_frames) / num_frames
+    # Cycles per frame: a clip at a stated frame rate spans T / fps seconds of the heart rate.
+    per_frame = (hr / 60.0) / fps if fps > 0 else 1.0 / num_frames
+    phases = np.array([0.0]) if num_frames == 1 else phase0 + np.arange(num_frames) * per_frame
     if given_phases is not None:
       phases = np.asarray(given_phases, np.float64).reshape(num_frames)
     frames[:], lab, probe = _bmode(view, heart, lay, phases, depth, rng, gain, dyn_range)

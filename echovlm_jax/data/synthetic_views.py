@@ -111,7 +111,8 @@ def read_predictions(path: str, min_prob: float, counts: collections.Counter, *,
 
 
 def generate_records(num_patients: int, seed: int, image_size: int, num_frames: int,
-                     options: reader_options.SyntheticViewOptions, *, counts: collections.Counter
+                     options: reader_options.SyntheticViewOptions, *, counts: collections.Counter,
+                     clip_fps: float = 0.0
                      ) -> tuple[Iterator[tuple[str, dict]], set[int]]:
   """(the synthetic records with the train split's views hidden and relabelled, every planned
   patient_id). The predictions are read first: a bad CSV stops the build before rendering.
@@ -132,7 +133,8 @@ def generate_records(num_patients: int, seed: int, image_size: int, num_frames: 
 
   def stream():
     needing = matched = 0
-    for key, record in synthetic.generate_records(num_patients, seed, image_size, num_frames):
+    for key, record in synthetic.generate_records(num_patients, seed, image_size, num_frames,
+                                                  clip_fps=clip_fps):
       pid = patient_id(record["patient_key"])
       hidden = pid not in visible
       if splits[pid] != "train" or (not hidden and record["view"] != schema.UNKNOWN_VIEW):

@@ -16,6 +16,7 @@ from flax import nnx
 from scipy import special
 
 from echovlm_jax import scoring
+from echovlm_jax.data import clip_windows
 from echovlm_jax.inference import frames as frames_lib
 
 # ----------------------------------------------------------------------------
@@ -56,6 +57,11 @@ class Pretrained:
     self.batch_size, self.device = int(batch_size), device
     self.res = int(config["input"]["res"])
     self.num_frames = int(config["input"]["num_frames"])
+    # A video artifact reads clips at its frame rate in windows (data/clip_windows.py); older
+    # artifacts, and frame models, read every frame given.
+    self.clip_fps = float(config["input"].get("clip_fps", 0.0))
+    self.window = clip_windows.resolve(self.num_frames, int(config["input"].get("window", 0)))
+    self.eval_windows = int(config["input"].get("eval_windows", 1))
     self.image_size = int(config["input"]["image_size"])
     self.max_text_len = int(config["input"]["max_text_len"])
     self.views: list[str] = list(config["views"])
@@ -91,7 +97,10 @@ class Pretrained:
     return [np.concatenate(parts) for parts in zip(*outs)]
 
   def _embed_images(self, frames: Any) -> tuple[np.ndarray, np.ndarray]:
-    x = self._prepare(frames)
+    x = self._prepare(frames)                                   # [N, T, res, res, C]
+    if x.ndim == 5 and x.shape[1] > self.window and self.num_frames > 1:
+      # Longer clips than a video model reads at once: its evaluation windows, averaged.
+      x = clip_windows.take(x, self.window, self.eval_windows)  # [N, K, window, res, res, C]
     if not len(x):
       d = self.config["model"]["embed_dim"]
       return np.zeros((0, d), np.float32), np.zeros((0, len(self.measurements)), np.float32)

@@ -13,6 +13,7 @@ from flax import nnx
 from echovlm_jax.echo import schema
 from echovlm_jax.models import dense
 from echovlm_jax.models import vit_classifier
+from echovlm_jax.models import vit_regressor
 from echovlm_jax.models.dual_encoder import DualEncoder
 
 Builder = Callable[[], nnx.Module]
@@ -30,6 +31,11 @@ def view_classifier(model_config: Any, *, seed: int = 0) -> Builder:
   """The ViewClassifier of config.model (its image tower): logits [B, len(KNOWN_VIEWS)]."""
   return lambda: vit_classifier.ViewClassifier(model_config, num_classes=vit_classifier.NUM_CLASSES,
                                                rngs=nnx.Rngs(seed))
+
+
+def clip_regressor(model_config: Any, *, seed: int = 0) -> Builder:
+  """The ClipRegressor of config.model (its image tower and a linear head): [B] float32."""
+  return lambda: vit_regressor.ClipRegressor(model_config, rngs=nnx.Rngs(seed))
 
 
 def dense_model(model_config: Any, *, num_outputs: int, decoder_features: int,

@@ -84,7 +84,12 @@ class ViT(nnx.Module):
 
   def __call__(self, frames: jax.Array) -> jax.Array:
     """frames [B, T, H, W, C] float in [-1, 1] -> [B, width]: the mean over T of the per-frame
-    features, after the temporal encoder when there is one."""
+    features, after the temporal encoder when there is one. Evaluation windows [B, K, T, H, W,
+    C] (data/clip_windows.py): each window is encoded alone and their features averaged."""
+    if frames.ndim == 6:
+      b, k = frames.shape[:2]
+      y = self(frames.reshape(b * k, *frames.shape[2:]))
+      return y.reshape(b, k, -1).mean(axis=1)
     b, t = frames.shape[:2]
     x = self.encode(frames)
     if self.pool == "map":

@@ -210,6 +210,10 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
       "source_workdir": workdir, "step": step,
       "model": cfg.model.to_dict(),
       "input": {"res": res, "num_frames": int(cfg.input.num_frames),
+                # How clips are read: their frame rate, the window the model reads, and how
+                # many windows inference averages (data/clip_windows.py).
+                "clip_fps": float(cfg.input.clip_fps), "window": int(cfg.input.window),
+                "eval_windows": int(cfg.input.eval_windows),
                 "max_text_len": int(cfg.input.max_text_len),
                 "image_size": int(cfg.input.image_size),
                 "pixel_range": [-1.0, 1.0]},

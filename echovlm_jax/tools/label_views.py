@@ -143,22 +143,22 @@ def _max_over_hosts(n: int) -> int:
   return int(np.max(multihost_utils.process_allgather(np.array(n))))
 
 
-def _load(path: str, num_frames: int, size: int) -> np.ndarray:
+def _load(path: str, num_frames: int, size: int, fps: float = 0.0) -> np.ndarray:
   if not fileio.isfile(path):
     raise FileNotFoundError(path)
-  return dicom.load_frames(path, num_frames=num_frames, size=size)
+  return dicom.load_frames(path, num_frames=num_frames, size=size, fps=fps)
 
 
 def _batches(todo: list[tuple[str, str]], manual_dir: str, local_batch: int, num_batches: int,
-             num_frames: int, size: int, counts: collections.Counter, workers: int
-             ) -> Iterator[tuple[list[tuple[str, str]], np.ndarray]]:
+             num_frames: int, size: int, counts: collections.Counter, workers: int,
+             fps: float = 0.0) -> Iterator[tuple[list[tuple[str, str]], np.ndarray]]:
   """(the batch's readable files, uint8 frames [local_batch, T, S, S] zero-padded) x
   num_batches; files are decoded on `workers` threads, one batch ahead of the model."""
   guard = bug_guard.BugGuard(counts, "skipped:")
   chunks = [todo[i * local_batch:(i + 1) * local_batch] for i in range(num_batches)]
   with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-    submit = lambda chunk: [(f, pool.submit(_load, fileio.join(manual_dir, f[1]), num_frames, size))
-                            for f in chunk]
+    submit = lambda chunk: [(f, pool.submit(_load, fileio.join(manual_dir, f[1]), num_frames, size,
+                                            fps)) for f in chunk]
     pending = submit(chunks[0]) if chunks else []
     for i in range(num_batches):
       current, pending = pending, submit(chunks[i + 1]) if i + 1 < num_batches else []
@@ -220,7 +220,10 @@ def label_tree(workdir: str, manual_dir: str, out: str, *, step: int | None = No
     writer = csv.writer(f)
     for i, (files, frames) in enumerate(_batches(todo, manual_dir, local_batch, num_batches,
                                                  num_frames, size, counts,
-                                                 workers or os.cpu_count() or 1)):
+                                                 workers or os.cpu_count() or 1,
+                                                 # cines at the rate the build reads them
+                                                 float(config.input.clip_fps) if num_frames > 1
+                                                 else 0.0)):
       x = sharding.shard_batch({"frames": prepare_frames(frames, res)}, mesh)["frames"]
       probs = _local_rows(predict(x))
       writer.writerows(format_row(study, os.path.basename(rel), probs[j])
@@ -249,7 +252,7 @@ def label_synthetic(workdir: str, out: str, *, step: int | None = None, batch_si
   """Writes `out`: a row per image of `splits` of the synthetic dataset RUN was trained on
   (rendered again, patient by patient; patients of other splits are skipped unrendered), in
   image order. Returns the counts: images, right (against the view drawn), step."""
-  from echovlm_jax.data import synthetic, synthetic_views  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.data import build, synthetic, synthetic_views  # pylint: disable=g-import-not-at-top
   config = view_classifier_config(workdir)
   ic = config.input
   if ic.builder_config != "synthetic":
@@ -268,6 +271,7 @@ def label_synthetic(workdir: str, out: str, *, step: int | None = None, batch_si
   n, seed = int(ic.synthetic_patients), int(ic.synthetic_seed)
   size, frames_per, res = int(ic.image_size), int(ic.num_frames), int(ic.res)
   split_of = synthetic_views.split_of(n, seed)
+  fps = build.builder_config_for(ic).clip_fps       # clips as the build draws them
   print(f"Labelling the {','.join(splits)} images of the synthetic dataset ({n} patients, seed "
         f"{seed}, {size} px, {frames_per} frame(s)) with step {ckpt_step} of {workdir} -> {out}",
         flush=True)
@@ -275,7 +279,7 @@ def label_synthetic(workdir: str, out: str, *, step: int | None = None, batch_si
   def images():
     for i in range(n):
       if split_of[synthetic_views.patient_id(synthetic.patient_key(seed, i))] in splits:
-        for key, rec in synthetic.patient_records(seed, i, size, frames_per):
+        for key, rec in synthetic.patient_records(seed, i, size, frames_per, clip_fps=fps):
           yield rec["study_key"], synthetic_views.image_name(key, size, frames_per), rec
 
   rows, counts, t0 = [], collections.Counter(step=ckpt_step), time.time()

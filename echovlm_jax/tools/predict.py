@@ -54,23 +54,24 @@ def _is_dicom(path: str) -> bool:
   return head[128:132] == b"DICM"
 
 
-def read_frames(path: str, num_frames: int, size: int) -> np.ndarray:
+def read_frames(path: str, num_frames: int, size: int, fps: float = 0.0) -> np.ndarray:
   """A file as uint8 [T, size, size] (T = num_frames): DICOMs through data/dicom.load_frames
-  (which masks everything outside the ultrasound region), images converted to grayscale,
-  scaled and padded to a square the same way. Raises UnreadableFile."""
+  (which masks everything outside the ultrasound region; fps > 0: a cine's frames at that
+  rate, as a video model was trained), images converted to grayscale, scaled and padded to a
+  square the same way. Raises UnreadableFile."""
   from echovlm_jax.data import dicom
   from PIL import Image, UnidentifiedImageError
   if not os.path.isfile(path):
     raise UnreadableFile(f"{path}: no such file")
   try:
     if _is_dicom(path):
-      return dicom.load_frames(path, num_frames=num_frames, size=size)
+      return dicom.load_frames(path, num_frames=num_frames, size=size, fps=fps)
     try:
       with Image.open(path) as img:
         gray = np.asarray(img.convert("L"))
     except (UnidentifiedImageError, OSError, ValueError) as e:
       try:  # DICOM without preamble or extension
-        return dicom.load_frames(path, num_frames=num_frames, size=size)
+        return dicom.load_frames(path, num_frames=num_frames, size=size, fps=fps)
       except dicom.DicomError:
         raise UnreadableFile(f"{path}: neither DICOM nor a readable PNG / JPEG "
                              f"({type(e).__name__}: {e})") from None
@@ -88,7 +89,8 @@ def predict_files(model: Any, paths: Sequence[str]) -> tuple[list[dict], list[di
   frames, ok, errors = [], [], []
   for p in expand(paths):
     try:
-      frames.append(read_frames(p, model.num_frames, model.image_size))
+      frames.append(read_frames(p, model.num_frames, model.image_size,
+                                getattr(model, "clip_fps", 0.0)))
       ok.append(p)
     except UnreadableFile as e:
       errors.append({"file": p, "error": str(e)})

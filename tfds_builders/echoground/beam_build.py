@@ -38,9 +38,10 @@ WORK_DIR = "_beam_work"   # under the (incomplete) data_dir: the plan and the in
 class _ReadAndMake(beam.DoFn):
   """WorkItem -> (example key, example), counting every skip as a Beam counter."""
 
-  def __init__(self, manual_dir: str, image_size: int, num_frames: int):
+  def __init__(self, manual_dir: str, image_size: int, num_frames: int, clip_fps: float = 0.0):
     super().__init__()
     self.manual_dir, self.image_size, self.num_frames = manual_dir, image_size, num_frames
+    self.clip_fps = clip_fps
 
   def setup(self):
     # The guards count here (and stop the worker after a few bug-type errors, as a
@@ -53,7 +54,7 @@ class _ReadAndMake(beam.DoFn):
     count = lambda ns, name, n=1: beam.metrics.Metrics.counter(ns, name).inc(n)
     stats, values = collections.Counter(), collections.Counter()
     record = mimic.read_item(self.manual_dir, item, self.image_size, self.num_frames, stats,
-                             self._source_guard)
+                             self._source_guard, self.clip_fps)
     made = None
     if record is not None:
       count(READ_NS, "records_read")
@@ -98,7 +99,7 @@ def _infos_dir(work_dir: str, split: str) -> str:
 
 
 def split_transform(split: str, plan_pattern: str, manual_dir: str, image_size: int,
-                    num_frames: int, work_dir: str) -> beam.PTransform:
+                    num_frames: int, work_dir: str, clip_fps: float = 0.0) -> beam.PTransform:
   """The PTransform TFDS applies to its pipeline for one split: (key, example) pairs.
 
   plan_pattern: the split's work items on disk (beam_plan.write); work_dir: where the
@@ -113,7 +114,8 @@ def split_transform(split: str, plan_pattern: str, manual_dir: str, image_size: 
                 # Reshuffled as lines (plain strings), decoded after.
                 | f"{split}/spread" >> beam.Reshuffle()
                 | f"{split}/items" >> beam.Map(beam_plan.decode)
-                | f"{split}/read" >> beam.ParDo(_ReadAndMake(manual_dir, image_size, num_frames)))
+                | f"{split}/read" >> beam.ParDo(_ReadAndMake(manual_dir, image_size, num_frames,
+                                                                   clip_fps)))
     _ = (examples
          | f"{split}/info" >> beam.MapTuple(split_artifacts.info_of)
          | f"{split}/write_infos" >> fileio.WriteToFiles(

@@ -76,7 +76,7 @@ class BeamPlan:
     from tfds_builders.echoground import beam_build  # pylint: disable=g-import-not-at-top
     cfg = self.builder_config
     return {s: beam_build.split_transform(s, self.plan_files[s], self.manual_dir, cfg.image_size,
-                                          cfg.num_frames, self.work_dir)
+                                          cfg.num_frames, self.work_dir, cfg.clip_fps)
             for s in records_lib.SPLITS}
 
   def finish(self, pipeline_result) -> None:
@@ -109,24 +109,27 @@ def _source_records(cfg, manual_dir: str, source_stats: collections.Counter
                        "labelling experiment renders cycles only.")
     from echovlm_jax.data import synthetic_views
     return synthetic_views.generate_records(cfg.num_patients, cfg.seed, cfg.image_size,
-                                            cfg.num_frames, cfg.synthetic, counts=source_stats)
+                                            cfg.num_frames, cfg.synthetic, counts=source_stats,
+                                            clip_fps=cfg.clip_fps)
   if cfg.source == "synthetic":
     from echovlm_jax.data import synthetic
     return synthetic.generate_records(cfg.num_patients, cfg.seed, image_size=cfg.image_size,
-                                      num_frames=cfg.num_frames, frames_at=cfg.frames_at), None
+                                      num_frames=cfg.num_frames, frames_at=cfg.frames_at,
+                                      clip_fps=cfg.clip_fps), None
   if cfg.source in schema.DENSE_RELEASES:
-    if cfg.num_frames != 2 or cfg.frames_at != "ed_es":
+    from echovlm_jax.data import dense_records
+    if cfg.frames_at == "ed_es" and cfg.num_frames != 2:
       raise ValueError(f"echoground/{cfg.name}: the dense releases give an ED and an ES frame: "
                        "set config.input.num_frames=2 and config.input.frames_at='ed_es' "
                        "(configs/segmentation.py does).")
-    from echovlm_jax.data import dense_records
-    return dense_records.generate_records(cfg.source, manual_dir, cfg.image_size,
-                                          source_stats), None
+    return dense_records.generate_records(cfg.source, manual_dir, cfg.image_size, source_stats,
+                                          cfg.num_frames, cfg.frames_at, cfg.clip_fps), None
   if cfg.source == "mimic":
     from echovlm_jax.data import mimic
     items = mimic.plan(manual_dir, cfg.mimic, source_stats)
     patients = {records_lib.stable_int64("patient", "mimic", i.subject) for i in items}
-    return (mimic.read_items(manual_dir, items, cfg.image_size, cfg.num_frames, source_stats),
+    return (mimic.read_items(manual_dir, items, cfg.image_size, cfg.num_frames, source_stats,
+                             clip_fps=cfg.clip_fps),
             patients)
   raise ValueError(f"EchogroundConfig.source={cfg.source!r}: expected one of {schema.SOURCES}.")
 

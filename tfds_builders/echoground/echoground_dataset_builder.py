@@ -38,6 +38,10 @@ class EchogroundConfig(tfds.core.BuilderConfig):
     num_frames: frames per example, T (1 = still images, the paper's setting).
     frames_at: "cycle" (frames over a cycle; a still at end-diastole) or "ed_es" (T = 2:
       end-diastole, end-systole; synthetic.FRAMES_AT); the dense releases are "ed_es".
+    clip_fps: the frame rate of a clip (T > 1, frames_at "cycle"): synthetic cines are drawn
+      at it (T / clip_fps seconds, one or more cycles at the patient's heart rate), MIMIC
+      cines are sampled at its time step from the DICOM's frame time. 0: T frames spread over
+      one cycle (synthetic) or over the whole file (MIMIC), as before clips had a rate.
     num_shards: shards per split unless the DownloadConfig forces a number; several
       even for small data so per-host reading is exercised.
     vocab_size: requested sentencepiece vocabulary (a small corpus may give fewer).
@@ -50,6 +54,7 @@ class EchogroundConfig(tfds.core.BuilderConfig):
   image_size: int = 128
   num_frames: int = 1
   frames_at: str = "cycle"
+  clip_fps: float = 0.0
   num_shards: int = 4
   vocab_size: int = 1024
   mimic: reader_options.MimicOptions = reader_options.MimicOptions()

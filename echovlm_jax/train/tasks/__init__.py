@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from echovlm_jax.train.tasks import contrastive
 from echovlm_jax.train.tasks import landmarks
+from echovlm_jax.train.tasks import lvef
 from echovlm_jax.train.tasks import segmentation
 from echovlm_jax.train.tasks import view_classifier
 from echovlm_jax.train.tasks.task import Task
@@ -14,6 +15,7 @@ TASKS: dict[str, Task] = {
     "view_classifier": view_classifier.TASK,
     "segmentation": segmentation.TASK,
     "landmarks": landmarks.TASK,
+    "lvef": lvef.TASK,
 }
 
 

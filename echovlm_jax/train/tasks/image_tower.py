@@ -20,6 +20,10 @@ def _put_like(value: Any, old: Any) -> Any:
   return value
 
 
+def _is_temporal(key) -> bool:
+  return any(getattr(k, "key", None) == "temporal" for k in key)
+
+
 def tower_from_artifact(params: nnx.State, path: str, key: str) -> nnx.State:
   """params with the image tower of an exported EchoVLM artifact (python -m
   echovlm_jax.tools.export). ValueError names config.`key` and lists every parameter that
@@ -31,13 +35,29 @@ def tower_from_artifact(params: nnx.State, path: str, key: str) -> nnx.State:
   ours = pure["image"]
   src_flat = dict(jax.tree_util.tree_leaves_with_path(source))
   our_flat = dict(jax.tree_util.tree_leaves_with_path(ours))
+  # A video tower from a frame model's artifact: its temporal encoder keeps its identity
+  # initialisation (models/temporal.py), so the clip embedding starts as the frame model's.
+  added = [k for k in our_flat if k not in src_flat and _is_temporal(k)]
   problems = [f"{jax.tree_util.keystr(k)}: ours {our_flat[k].shape}, artifact "
               f"{np.shape(src_flat[k]) if k in src_flat else 'missing'}"
-              for k in our_flat if k not in src_flat or np.shape(src_flat[k]) != our_flat[k].shape]
+              for k in our_flat if k not in added and
+              (k not in src_flat or np.shape(src_flat[k]) != our_flat[k].shape)]
+  dropped = [k for k in src_flat if k not in our_flat]
+  problems += [f"{jax.tree_util.keystr(k)}: not in ours" for k in dropped if not _is_temporal(k)]
   if problems:
     raise ValueError(f"config.{key}={path}: its image tower does not fit "
                      f"config.model.image ({len(problems)} parameter(s)): " + "; ".join(problems[:10])
                      + ". Use the config size / res / scan_layers the artifact was trained with.")
+  if dropped:
+    logging.warning("Image tower from %s: a video tower's %d temporal arrays are left out (this "
+                    "config averages frames: config.model.image.temporal).", path, len(dropped))
+  if added:
+    src_flat.update({k: our_flat[k] for k in added})
+    logging.info("Image tower from %s: its %d temporal arrays start at the identity.", path,
+                 len(added))
+  treedef = jax.tree_util.tree_structure(ours)
+  source = jax.tree_util.tree_unflatten(treedef, [src_flat[k] for k, _ in
+                                                  jax.tree_util.tree_leaves_with_path(ours)])
   pure["image"] = jax.tree.map(_put_like, source, ours)
   nnx.replace_by_pure_dict(params, pure)
   logging.info("Image tower from %s (%d arrays).", path, len(our_flat))

@@ -1,0 +1,71 @@
+r"""LVEF from motion: the test single frames cannot pass. configs/lvef.py (synthetic 2D cines,
+no M-mode strip, 8 frames at 8 frames per second) trained twice with the same data, steps and
+seed: the video tower (temporal="factorised": a transformer over the frames' features) and
+the frame average (temporal="mean", what the image tower did before clips). Then each run's
+test-split LVEF MAE in points, beside EchoNet-Dynamic's 4.1 on real video.
+
+  .venv/bin/python benchmarks/lvef_from_motion.py --workdir workdir/lvef_motion
+  .venv/bin/python benchmarks/lvef_from_motion.py --workdir wd -- --config.total_steps=500   # extra flags
+
+A run whose workdir already holds test figures is read, not re-run (the trainer resumes an
+unfinished one). Prints a markdown table (docs/results.md) and writes WORKDIR/lvef_from_motion.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+TOWERS = (("video tower (factorised)", "factorised"), ("frame average (mean)", "mean"))
+METRICS = (("test MAE", "test/lvef_regression/mae"), ("test RMSE", "test/lvef_regression/rmse"),
+           ("test R^2", "test/lvef_regression/r2"), ("val MAE", "val/lvef_regression/mae"))
+
+
+def final_metrics(workdir: str) -> dict[str, float] | None:
+  """The merged logged metrics of a finished run (None without test figures)."""
+  from echovlm_jax.train import metrics_log  # pylint: disable=g-import-not-at-top
+  merged: dict[str, float] = {}
+  for row in metrics_log.read_metrics_history(workdir):
+    merged.update(row)
+  return merged if METRICS[0][1] in merged else None
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--workdir", default="workdir/lvef_motion", help="one folder per tower")
+  p.add_argument("--arg", default="", help="extra configs/lvef.py arg string items, e.g. seed=1")
+  p.add_argument("extra", nargs="*", help="flags passed to every run (after --)")
+  args = p.parse_args(argv)
+  rows, walls = {}, {}
+  for name, temporal in TOWERS:
+    wd = os.path.abspath(os.path.join(args.workdir, temporal))
+    if final_metrics(wd) is None:
+      arg = ",".join(x for x in (f"temporal={temporal}", args.arg) if x)
+      cmd = [sys.executable, "-m", "echovlm_jax.main", f"--config=configs/lvef.py:{arg}",
+             f"--workdir={wd}", *args.extra]
+      print("+", " ".join(cmd), flush=True)
+      t0 = time.time()
+      subprocess.run(cmd, cwd=REPO, check=True)
+      walls[temporal] = time.time() - t0
+    rows[name] = final_metrics(wd)
+    if rows[name] is None:
+      raise SystemExit(f"{wd}: the run ended without test figures; see its log.")
+  lines = ["| image tower | " + " | ".join(n for n, _ in METRICS) + " |",
+           "|---" * (len(METRICS) + 1) + "|"]
+  for name, m in rows.items():
+    lines.append(f"| {name} | " + " | ".join(f"{m[k]:.3f}" if "r2" in k else f"{m[k]:.2f}"
+                                            for _, k in METRICS) + " |")
+  print("\n".join(lines))
+  with open(os.path.join(args.workdir, "lvef_from_motion.json"), "w") as f:
+    json.dump({"runs": rows, "wall_s": walls, "arg": args.arg, "extra": args.extra}, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
