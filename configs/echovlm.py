@@ -205,6 +205,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # train_max_batches > 0 caps how many batches of it they embed (0 = all).
   c.evals.test_probes = dict(type="probes", split="test", every=0, train_split="train",
                              train_max_batches=0)
+  # Study embeddings: attention pooling with per-view weights fitted on the train split's
+  # embeddings (the probes' pass, cached), beside the plain mean (evaluation/study_pooling.py).
+  c.evals.test_study = dict(type="study_pooling", split="test", every=0, train_split="train",
+                            train_max_batches=0)
   # What the report compares against, per input.builder_config: evaluator type -> metric ->
   # target (the demo's, on the synthetic data). A builder config with no entry (mimic) gets no
   # targets column; add one (e.g. the paper's 0.951 / 0.865) to compare a MIMIC run.

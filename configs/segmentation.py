@@ -31,6 +31,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   with c.unlocked():
     c.task = "segmentation"
     c.input.frames_at = "ed_es"
+    # The decoders read each frame's patch tokens: an ED / ES pair is two images, not a clip,
+    # and a temporal encoder would be parameters no loss reaches.
+    c.model.image.temporal = "mean"
     c.dense = dict(
         init_artifact="",          # an exported EchoVLM (python -m echovlm_jax.tools.export); or
                                    # config.model_init (CLIP/SigLIP towers); "" = scratch

@@ -147,6 +147,8 @@ def _video_config(ic) -> ml_collections.ConfigDict:
   c.evals = ml_collections.ConfigDict()
   c.evals.test_views = dict(type="zero_shot_views", split="test", every=0)
   c.evals.test_findings = dict(type="zero_shot_findings", split="test", every=0)
+  c.evals.test_study = dict(type="study_pooling", split="test", every=0, train_split="train",
+                            train_max_batches=0)
   return c
 
 
@@ -174,6 +176,9 @@ def test_the_video_tower_trains_end_to_end_and_exports(video_artifact):
   cfg = json.load(open(os.path.join(art, "config.json")))
   assert cfg["input"]["num_frames"] == T and cfg["input"]["window"] == WINDOW
   assert cfg["input"]["clip_fps"] == FPS and cfg["model"]["image"]["temporal"] == "factorised"
+  # The study pooling fitted at the last step travels with the artifact.
+  assert np.isfinite(merged["test/study_pooling/attention/macro_auc"])
+  assert os.path.exists(os.path.join(art, "study_pooling.npz"))
 
 
 def test_a_video_artifact_classifies_clips_and_dicom_cines(video_artifact, clip_data, tmp_path,
@@ -196,6 +201,13 @@ def test_a_video_artifact_classifies_clips_and_dicom_cines(video_artifact, clip_
   mean /= np.linalg.norm(mean, axis=1, keepdims=True)
   emb = model.encode_images(clips)
   assert np.all(np.sum(emb * mean, axis=1) > 0.99)
+  # Studies: the artifact's fitted pooling over each study's clips.
+  studies = model.classify_study_findings(clips, ["s1", "s2", "s1"])
+  assert studies["pooling"] == "attention" and list(studies["studies"]) == ["s1", "s2"]
+  assert studies["probs"].shape == (2, len(model.labels))
+  enc = model.encode_studies(clips, ["s1", "s2", "s1"])
+  assert enc["study_emb"].shape == (2, emb.shape[1])
+  np.testing.assert_allclose(np.linalg.norm(enc["study_emb"], axis=1), 1.0, rtol=1e-5)
   # predict on a multi-frame DICOM cine (50 frames / s): frames at the artifact's 8 / s.
   cine = np.repeat(np.repeat(clips[0], 4, axis=1), 4, axis=2)               # [T, 128, 128]
   cine = np.repeat(cine, 13, axis=0)                                         # ~1 s at 50 / s

@@ -116,7 +116,8 @@ def test_run_evals_all_types_share_one_pass_per_split(setup, tmp_path):
   for key in ("test/zero_shot_views/accuracy", "test/zero_shot_views/balanced_accuracy",
               "test/zero_shot_findings/macro_auc", "test/zero_shot_findings/study_macro_auc",
               "test/retrieval/i2t_r1", "test/retrieval/t2i_median_rank",
-              "test/negation/sensitivity", "test/probes/view_accuracy", "test/probes/mae/lvef"):
+              "test/negation/sensitivity", "test/probes/view_accuracy", "test/probes/mae/lvef",
+              "test/study_pooling/mean/macro_auc", "test/study_pooling/attention/i2t_r1"):
     assert key in flat, key
   # The headline numbers equal an independent NumPy computation on the same embeddings, with
   # echo/prompts.py's classes encoded eagerly, one text at a time.
@@ -135,6 +136,9 @@ def test_run_evals_all_types_share_one_pass_per_split(setup, tmp_path):
   from echovlm_jax.evaluation import report
   path = report.write_report(str(tmp_path), details, [{"step": 10, "train/loss": 1.0}])
   assert os.path.exists(path) and os.path.exists(tmp_path / "report" / "roc_test.png")
+  assert "Study embeddings" in open(path).read()
+  fitted = np.load(tmp_path / "report" / report.STUDY_POOLING_FILE)
+  assert fitted["w"].shape == (len(schema.LABELS) + 1, len(schema.KNOWN_VIEWS))
 
 
 def test_evals_config_errors_name_the_entry():
@@ -147,7 +151,7 @@ def test_evals_config_errors_name_the_entry():
   assert not registry.is_due(dict(every=0), 7)
   assert registry.is_due(dict(every=5), 10) and not registry.is_due(dict(every=5), 11)
   assert set(registry.EVALUATORS) == {"zero_shot_views", "zero_shot_findings", "retrieval",
-                                      "negation", "probes"}
+                                      "negation", "probes", "study_pooling"}
   config = echovlm.get_config("runlocal")
   registry.check_evals_config(config.evals)
   # The trainer's per-step question: runlocal evaluates validation every 5 steps, test at the end.

@@ -1,7 +1,7 @@
 """Evaluators listed in config.evals (big_vision style) and the loop that runs the due ones.
 
 config.evals is a ConfigDict name -> {type, split, every (<= 0: last step only)}; probes
-also take train_split (default "train") and train_max_batches (0 or absent: all). One
+and study_pooling (fitted on a split's embeddings) also take train_split (default "train") and train_max_batches (0 or absent: all). One
 embedding pass per split (and one prompt encoding) per step is shared by every evaluator
 that needs it; `Evaluator` is what the trainer holds, `run_evals` the functional core.
 """
@@ -20,6 +20,7 @@ from echovlm_jax.evaluation import embeddings as emb_lib
 from echovlm_jax.evaluation import probes
 from echovlm_jax.evaluation import report  # matplotlib is imported only when a plot is drawn
 from echovlm_jax.evaluation import retrieval
+from echovlm_jax.evaluation import study_pooling
 from echovlm_jax.evaluation import zero_shot
 
 # Metric keys use a short split name: "validation" -> "val/zero_shot_views/accuracy".
@@ -103,12 +104,26 @@ def _probes(cfg, ctx: _Context):
   return scalars, res
 
 
+def _study_pooling(cfg, ctx: _Context):
+  train = ctx.embeddings(cfg.get("train_split", "train"),
+                         int(cfg.get("train_max_batches", 0)) or None)
+  p = ctx.prompts()
+  params = study_pooling.fit(train, p["views"], p["label_pos"], p["label_neg"])
+  res = study_pooling.evaluate(ctx.embeddings(cfg["split"]), params, p["views"], p["label_pos"],
+                               p["label_neg"])
+  res["params"] = params    # written beside the report: what export copies into an artifact
+  scalars = {f"{pool}/{k}": res[pool][k] for pool in ("mean", "attention")
+             for k in ("macro_auc", "i2t_r1", "i2t_r5", "t2i_r1")}
+  return scalars, res
+
+
 EVALUATORS: dict[str, Callable] = {
     "zero_shot_views": _zero_shot_views,
     "zero_shot_findings": _zero_shot_findings,
     "retrieval": _retrieval,
     "negation": _negation,
     "probes": _probes,
+    "study_pooling": _study_pooling,
 }
 
 

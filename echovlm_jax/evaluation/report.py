@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from echovlm_jax.echo import schema
+from echovlm_jax.inference.artifact import STUDY_POOLING_FILE  # what export copies
 
 # The summary table's metrics ("type/metric" of an evaluator); targets come from the config.
 HEADLINE = {"zero_shot_views/accuracy": "zero-shot view accuracy",
@@ -318,6 +319,31 @@ def _probes_section(name: str, r: dict) -> list[str]:
   return out + [""]
 
 
+def _study_section(name: str, r: dict, workdir: str) -> list[str]:
+  """The study embedding's table; writes the fitted pooling to report/study_pooling.npz (what
+  tools/export puts in an artifact)."""
+  np.savez(os.path.join(workdir, "report", STUDY_POOLING_FILE), step=np.int64(r["step"]),
+           **r["params"])
+  out = [f"## Study embeddings — {r['split']} split", "",
+         f"{r['n_studies']} studies; every image of a study, its view as the model predicts it. "
+         "`mean`: the average of the image embeddings; `attention`: attention pooling with "
+         "per-view weights fitted on the train split (evaluation/study_pooling.py). The zero-shot "
+         "findings section's study AUC instead averages only the images whose true view shows "
+         "the finding.", "",
+         "| pooling | macro AUC | study -> report R@1 | R@5 | report -> study R@1 |",
+         "|---|---|---|---|---|"]
+  for pool in ("mean", "attention"):
+    x = r[pool]
+    out.append(f"| {pool} | {_fmt(x['macro_auc'])} | {_pct(x['i2t_r1'])} | {_pct(x['i2t_r5'])} | "
+               f"{_pct(x['t2i_r1'])} |")
+  out += ["", "Learned view weights (log scale; 0 everywhere is the mean):", "",
+          "| row | " + " | ".join(schema.KNOWN_VIEWS) + " |",
+          "|---" * (len(schema.KNOWN_VIEWS) + 1) + "|"]
+  for row, w in r["view_weights"].items():
+    out.append(f"| {_nice(row)} | " + " | ".join(f"{w[v]:+.2f}" for v in schema.KNOWN_VIEWS) + " |")
+  return out + [""]
+
+
 def write_report(workdir: str, results: Mapping[str, dict], metrics_history: Sequence[Mapping],
                  data_description: str = "the dataset this run was configured with",
                  targets: Mapping[str, float] | None = None) -> str:
@@ -362,6 +388,8 @@ def write_report(workdir: str, results: Mapping[str, dict], metrics_history: Seq
     md += _negation_section(name, r)
   for name, r in _by_type(results, "probes"):
     md += _probes_section(name, r)
+  for name, r in _by_type(results, "study_pooling"):
+    md += _study_section(name, r, workdir)
 
   curves = plot_training_curves(metrics_history, os.path.join(plot_dir, "training_curves.png"))
   if curves:

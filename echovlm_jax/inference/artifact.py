@@ -31,6 +31,7 @@ CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
 TOKENIZER_FILE = artifact_tokenizer.SENTENCEPIECE_FILE
 STATS_FILE = "measurement_stats.json"
+STUDY_POOLING_FILE = "study_pooling.npz"   # optional: the fitted study pooling of the run
 PROMPTS_FILE = "prompts.json"
 CARD_FILE = "README.md"
 MANIFEST_FILE = "MANIFEST.json"

@@ -7,6 +7,7 @@ and no dataset.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -17,6 +18,7 @@ from scipy import special
 
 from echovlm_jax import scoring
 from echovlm_jax.data import clip_windows
+from echovlm_jax.inference import artifact
 from echovlm_jax.inference import frames as frames_lib
 
 # ----------------------------------------------------------------------------
@@ -199,6 +201,39 @@ class Pretrained:
     probs = special.expit(self.logit_scale * diff)
     return dict(labels=list(self.labels), probs=probs.astype(np.float32),
                 prompts=self.label_prompts, label_views=self.label_views)
+
+  def encode_studies(self, frames: Any, study_ids: Sequence[Any]) -> dict[str, Any]:
+    """Study embeddings from the images (clips) of several studies: attention pooling with the
+    per-view weights the run fitted (evaluation/study_pooling.py; the artifact's
+    study_pooling.npz), or the plain mean when the artifact has none. Each image's view is the
+    model's own zero-shot view. frames: as `encode_images`; study_ids [N] (any hashable ids).
+    Returns studies [S] (sorted), study_emb [S, d] (for retrieval), finding_emb [K, S, d] (one
+    pooling per finding) and pooling ("attention" or "mean")."""
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,reimported
+    from echovlm_jax.evaluation import study_pooling  # pylint: disable=g-import-not-at-top
+    emb = self.encode_images(frames)
+    studies, seg = study_pooling.study_index(np.asarray(study_ids))
+    views = study_pooling.zero_shot_view(emb, self.prompt_embeddings()["views"])
+    path = os.path.join(self.path, artifact.STUDY_POOLING_FILE)
+    if os.path.exists(path):
+      with np.load(path) as f:
+        params, kind = {k: jnp.asarray(f[k]) for k in ("w", "q")}, "attention"
+    else:
+      params, kind = study_pooling.init_params(emb.shape[1]), "mean"
+    pooled = np.asarray(study_pooling.pool(params, jnp.asarray(emb), jnp.asarray(views),
+                                           jnp.asarray(seg), len(studies)))
+    return dict(studies=studies, study_emb=pooled[-1], finding_emb=pooled[:-1], pooling=kind)
+
+  def classify_study_findings(self, frames: Any, study_ids: Sequence[Any]) -> dict[str, Any]:
+    """`classify_findings` per study: each finding scored on its own pooling of the study's
+    images (`encode_studies`). Returns studies [S], labels, probs [S, K], pooling."""
+    out = self.encode_studies(frames, study_ids)
+    pe = self.prompt_embeddings()
+    diff = np.stack([scoring.finding_scores(out["finding_emb"][k], pe["label_pos"][k:k + 1],
+                                            pe["label_neg"][k:k + 1])[:, 0]
+                     for k in range(len(self.labels))], axis=1)
+    return dict(studies=out["studies"], labels=list(self.labels), pooling=out["pooling"],
+                probs=special.expit(self.logit_scale * diff).astype(np.float32))
 
   def predict_measurements(self, frames: Any) -> dict[str, Any]:
     """The measurement head de-normalised with the training stats: values [N, M] in units

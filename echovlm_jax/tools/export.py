@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import argparse
 
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from echovlm_jax.echo import prompts as prompts_lib
@@ -165,6 +166,16 @@ def _write_atomically(out: str, model, write_rest, format_version: int) -> None:
     raise
 
 
+def _study_pooling_of(workdir: str, step: int) -> str | None:
+  """The study pooling the run's report fitted (evaluation/study_pooling.py), when it was
+  fitted on this step's embeddings; None otherwise (the artifact then pools by the mean)."""
+  path = os.path.join(workdir, "report", artifact.STUDY_POOLING_FILE)
+  if not os.path.exists(path):
+    return None
+  with np.load(path) as f:
+    return path if int(f["step"]) == int(step) else None
+
+
 def export(workdir: str, out: str, step: int | None = None, data_dir: str | None = None,
            overwrite: bool = False, tokenizer: str | None = None) -> str:
   """Writes the artifact for `step` (None = latest) of `workdir` to `out`; returns `out`.
@@ -235,6 +246,9 @@ def export(workdir: str, out: str, step: int | None = None, data_dir: str | None
     else:
       shutil.copyfile(tok_path, os.path.join(tmp, artifact.TOKENIZER_FILE))
     shutil.copyfile(stats_path, os.path.join(tmp, artifact.STATS_FILE))
+    pooling = _study_pooling_of(workdir, step)
+    if pooling:
+      shutil.copyfile(pooling, os.path.join(tmp, artifact.STUDY_POOLING_FILE))
     for name, obj in ((artifact.CONFIG_FILE, artifact_config), (artifact.PROMPTS_FILE, prompts)):
       with open(os.path.join(tmp, name), "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
