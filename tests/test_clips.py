@@ -305,3 +305,24 @@ def test_echonet_dynamic_videos_as_clips_train_configs_echonet_ef(tmp_path):
   # A release without a clip reader refuses clips, naming the setting that fits it.
   with pytest.raises(ValueError, match="frames_at='ed_es'"):
     build.builder_config_for(dict(c.input.to_dict(), builder_config="camus", num_frames=4))
+
+
+def test_mimic_cines_at_the_clip_rate_and_stills_counted(release_tree):
+  """A mimic build with clips reads each cine at clip_fps (here 15 / s from the tree's 30 / s
+  cines: every second frame, centred) and counts the stills whose one frame is repeated."""
+  import collections
+  from echovlm_jax.data import dicom, mimic, reader_options
+  root = release_tree["root"]
+  stats = collections.Counter()
+  items = mimic.plan(root, reader_options.MimicOptions(), stats)[:5]       # one study's files
+  records = dict(mimic.read_items(root, items, 32, T, stats, clip_fps=15.0))
+  assert len(records) == 5
+  kinds = collections.Counter(r["image_kind"] for r in records.values())
+  assert stats["frames:still_repeated"] == kinds["spectral"] >= 1
+  for item in items:
+    r = records[item.key]
+    if r["image_kind"] != "2d":
+      continue
+    path = os.path.join(root, item.rel)
+    np.testing.assert_array_equal(r["frames"], dicom.load_frames(path, T, 32, fps=15.0))
+    assert not np.array_equal(r["frames"], dicom.load_frames(path, T, 32))   # not even bins
