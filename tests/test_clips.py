@@ -326,3 +326,25 @@ def test_mimic_cines_at_the_clip_rate_and_stills_counted(release_tree):
     path = os.path.join(root, item.rel)
     np.testing.assert_array_equal(r["frames"], dicom.load_frames(path, T, 32, fps=15.0))
     assert not np.array_equal(r["frames"], dicom.load_frames(path, T, 32))   # not even bins
+
+
+def test_a_video_tower_from_a_frame_artifact_starts_as_the_frame_model(tmp_path_factory):
+  """configs/lvef.py's video tower initialised from an exported frame model (no temporal
+  encoder in it): the spatial weights are the artifact's and the new temporal encoder the
+  identity, so a clip's features are the frame model's mean frame features."""
+  from configs import lvef as lvef_config
+  from echovlm_jax.train.tasks import lvef
+  from tests import test_export
+  art = test_export.make_artifact(tmp_path_factory)
+  frame_image = art["config"].model.image
+  assert frame_image.temporal == "mean"
+  c = lvef_config.get_config("frames=3,res=32,runlocal")
+  for k in ("width", "depth", "heads", "mlp_ratio", "patch"):
+    c.model.image[k] = frame_image[k]
+  assert c.model.image.temporal == "factorised" and c.model.image.frames == 3
+  c.lvef.init_artifact = art["artifact"]
+  model = lvef.TASK.model(c, 0)()
+  nnx.update(model, lvef.TASK.init_params(nnx.state(model, nnx.Param), c, None))
+  clip = np.random.default_rng(0).uniform(-1, 1, (2, 3, 32, 32, 1)).astype(np.float32)
+  enc = nnx.jit(lambda m, x: m.image(x))
+  np.testing.assert_allclose(enc(model, clip), enc(art["reference"], clip), atol=1e-5)
