@@ -2,6 +2,8 @@
 
   .venv/bin/python benchmarks/input_speed.py --data_dir /tmp/bench_tfds            # default dataset
   .venv/bin/python benchmarks/input_speed.py --data_dir /tmp/bench_tfds --batches 200
+  .venv/bin/python benchmarks/input_speed.py --data_dir /tmp/bench_t16 --arg frames=16 \
+      --set input.window=8 --set input.synthetic_patients=300          # 16-frame clips
 
 Builds the default synthetic `echoground` dataset into --data_dir (timed; skipped when it is
 already there), then times the training iterator (decode, augment, tokenise, batch, global
@@ -9,10 +11,14 @@ jax.Array assembly) on one CPU device. Compare with `train/examples_per_s` of a 
 """
 
 import argparse
+import os
+import sys
 import time
 
 import jax
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import common  # noqa: E402
 from configs import echovlm
 from echovlm_jax import distributed
 from echovlm_jax.data import build
@@ -24,12 +30,15 @@ def main() -> None:
   parser.add_argument("--data_dir", required=True)
   parser.add_argument("--batches", type=int, default=100)
   parser.add_argument("--batch_size", type=int, default=64)
+  parser.add_argument("--arg", default="", help="configs/echovlm.py arg string, e.g. frames=16")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   args = parser.parse_args()
   input_pipeline.keep_tf_off_accelerators()
 
-  config = echovlm.get_config()
+  config = echovlm.get_config(args.arg or None)
   with config.unlocked():
     config.input.data_dir = args.data_dir
+    common.apply_overrides(config, args.set)
   t0 = time.perf_counter()
   builder = build.ensure_dataset(config.input)
   build_s = time.perf_counter() - t0
@@ -45,7 +54,8 @@ def main() -> None:
   jax.block_until_ready(batch)
   dt = time.perf_counter() - t0
   print(f"train iterator: {args.batches} batches of {args.batch_size} in {dt:.1f} s = "
-        f"{args.batches * args.batch_size / dt:.0f} examples/s (res {config.input.res})")
+        f"{args.batches * args.batch_size / dt:.0f} examples/s (res {config.input.res}, frames "
+        f"{tuple(batch['frames'].shape[1:-3])} of {config.input.num_frames} stored)")
 
 
 if __name__ == "__main__":
