@@ -23,6 +23,7 @@ from configs import echovlm
 from echovlm_jax import distributed
 from echovlm_jax.data import build
 from echovlm_jax.data import input_pipeline
+from echovlm_jax.data import mixture_iterator
 
 
 def main() -> None:
@@ -46,7 +47,8 @@ def main() -> None:
   print(f"build (or reuse): {build_s:.1f} s for {n} examples = {n / build_s:.0f} examples/s")
 
   mesh = distributed.create_mesh(config.mesh)
-  it = input_pipeline.make_train_iterator(config.input, args.batch_size, mesh, seed=0)
+  # One build or a mixture of several (--arg data=site_b:0.5+synthetic:0.5).
+  it = mixture_iterator.make_train_iterator(config.input, args.batch_size, mesh, seed=0)
   jax.block_until_ready(next(it))  # warm-up: opens the files, fills the shuffle buffer
   t0 = time.perf_counter()
   for _ in range(args.batches):

@@ -6,7 +6,9 @@ measurement-grounded contrastive objectives on the `echoground` dataset.
 
 Arg string keys (see `ARG_SPEC`): size (ti|s|b|l), res, frames (T > 1: clips, the video
 tower), objective (see `OBJECTIVES`), runlocal (tiny smoke run), seed, temporal (how frames
-combine: "" = "mean" for frames=1, "factorised" for clips; models/temporal.py).
+combine: "" = "mean" for frames=1, "factorised" for clips; models/temporal.py), data (a
+weighted mixture of builds, "site_b:0.5+synthetic:0.5": names from `SOURCE_PRESETS`, weights
+after the colon; "" = config.input's one build; data/mixture.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,32 @@ from configs import common
 from echovlm_jax.data import reader_options
 
 ARG_SPEC = dict(size="ti", res=128, frames=1, objective="echovlm", runlocal=False, seed=0,
-                temporal="")
+                temporal="", data="")
+
+# The builds a `data=` mixture can name: each entry's config.input keys (data/mixture.py); what
+# an entry leaves out is config.input's. "synthetic" is config.input's own build (site a);
+# "site_b" a second, scarce synthetic lab (data/synthetic_sites.py); "mimic" MIMIC-IV-ECHO from
+# --config.input.manual_dir (docs/mimic.md).
+SOURCE_PRESETS = {
+    "synthetic": {},
+    "site_b": dict(builder_config="synthetic", synthetic_patients=150, synthetic_seed=1,
+                   synthetic=dict(site="b")),
+    "mimic": dict(builder_config="mimic"),
+}
+
+
+def parse_data(spec: str) -> dict[str, dict]:
+  """"site_b:0.5+synthetic:0.5" -> config.input.data entries (weight 1 when left out)."""
+  out = {}
+  for item in filter(None, (x.strip() for x in spec.split("+"))):
+    name, _, weight = item.partition(":")
+    if name not in SOURCE_PRESETS:
+      raise ValueError(f"data={spec!r}: unknown source {name!r}; known: "
+                       f"{', '.join(SOURCE_PRESETS)} (or write config.input.data in a config file).")
+    if name in out:
+      raise ValueError(f"data={spec!r}: {name!r} is listed twice.")
+    out[name] = dict(weight=float(weight or 1.0), split="train", **SOURCE_PRESETS[name])
+  return out
 
 # Tower sizes. `ti` is the CPU demo; `b` is ViT-B/16 with a 12-layer text transformer.
 # `ti` has a 2-layer text tower: two captions per example made text most of the step's cost;
@@ -107,6 +134,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # echovlm_jax/data/reader_options.py.
       synthetic=reader_options.as_config(reader_options.SyntheticViewOptions()),
       mimic=reader_options.as_config(reader_options.MimicOptions()),
+      # A weighted mixture of builds (data/mixture.py): name -> {weight, split, and the keys
+      # above that choose its build}; {} = the one build above. Set by the arg `data=`.
+      data=parse_data(arg.data),
   )
 
   # --- Model ----------------------------------------------------------------
@@ -197,18 +227,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Evaluators (echovlm_jax/evaluation/registry.py): name -> {type, split, every}; every <= 0 =
   # only at the last step. Evaluators of one split share one embedding pass per step; metrics
   # are logged as "<split>/<type>/<metric>" (validation -> "val").
+  # A mixture evaluates each source on its own splits (`source`, metrics
+  # "<split>/<source>/<type>/..."); the study pooling only its first source's (the artifact's).
   c.evals = ml_collections.ConfigDict()
-  for split, every in (("validation", 750), ("test", 0)):
-    for kind in ("zero_shot_views", "zero_shot_findings", "retrieval", "negation"):
-      c.evals[f"{split}_{kind}"] = dict(type=kind, split=split, every=every)
-  # Probes fit on the train split's embeddings: only at the end (they embed the train split);
-  # train_max_batches > 0 caps how many batches of it they embed (0 = all).
-  c.evals.test_probes = dict(type="probes", split="test", every=0, train_split="train",
-                             train_max_batches=0)
+  mixed = list(c.input.data) or [""]
+  for src in mixed:
+    at = dict(source=src) if src else {}
+    tail = f"_{src}" if src else ""
+    for split, every in (("validation", 750), ("test", 0)):
+      for kind in ("zero_shot_views", "zero_shot_findings", "retrieval", "negation"):
+        c.evals[f"{split}_{kind}{tail}"] = dict(type=kind, split=split, every=every, **at)
+    # Probes fit on the train split's embeddings: only at the end (they embed the train split);
+    # train_max_batches > 0 caps how many batches of it they embed (0 = all).
+    c.evals[f"test_probes{tail}"] = dict(type="probes", split="test", every=0,
+                                         train_split="train", train_max_batches=0, **at)
   # Study embeddings: attention pooling with per-view weights fitted on the train split's
   # embeddings (the probes' pass, cached), beside the plain mean (evaluation/study_pooling.py).
   c.evals.test_study = dict(type="study_pooling", split="test", every=0, train_split="train",
-                            train_max_batches=0)
+                            train_max_batches=0, **(dict(source=mixed[0]) if mixed[0] else {}))
   # What the report compares against, per input.builder_config: evaluator type -> metric ->
   # target (the demo's, on the synthetic data). A builder config with no entry (mimic) gets no
   # targets column; add one (e.g. the paper's 0.951 / 0.865) to compare a MIMIC run.

@@ -29,6 +29,7 @@ CONTENT_MODULES = (
     "echovlm_jax.echo.negation", "echovlm_jax.echo.grades", "echovlm_jax.data.synthetic",
     "echovlm_jax.data.synthetic_anatomy", "echovlm_jax.data.synthetic_render",
     "echovlm_jax.data.synthetic_layout", "echovlm_jax.data.synthetic_views",
+    "echovlm_jax.data.synthetic_sites",
     "echovlm_jax.data.labelled", "echovlm_jax.data.mimic", "echovlm_jax.data.mimic_mapping",
     "echovlm_jax.data.mimic_grades", "echovlm_jax.data.echoview", "echovlm_jax.data.dicom",
     "tfds_builders.echoground.records",

@@ -62,3 +62,8 @@ def write_bytes(path: str, data: bytes) -> None:
   with open(tmp, "wb") as f:
     f.write(data)
   os.replace(tmp, path)
+
+
+def makedirs(path: str) -> None:
+  """Creates a directory and its parents (no-op when it exists)."""
+  epath.Path(path).mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,9 @@ of steps on every host (the remainder is dropped, a different one each epoch), s
 the position is just the number of batches consumed. Resuming at step s rebuilds
 epoch s // steps_per_epoch and skips its first s % steps_per_epoch batches (raw
 records are skipped before augmentation), which gives exactly the batches an
-uninterrupted run would have produced.
+uninterrupted run would have produced. A mixture of builds (config.input.data,
+data/mixture.py) is read by data/mixture_iterator.py from the same per-source pieces; its
+make_train_iterator takes one build or several.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from echovlm_jax.data import caption_augment
 from echovlm_jax.data import clip_windows
 from echovlm_jax.data import dense_transforms
 from echovlm_jax.data import labelled
+from echovlm_jax.data import mixture
 from echovlm_jax.data import tokenizer as tokenizer_lib
 from echovlm_jax.echo import schema
 from echovlm_jax.data import artifacts
@@ -43,7 +46,7 @@ GAMMA_LOG_RANGE = 0.25        # gamma = exp(U(-r, r)): depth / compression setti
 GAIN_RANGE = (0.85, 1.15)     # overall gain; multiplicative so the black background stays black
 
 BATCH_KEYS = ("frames", "text", "neg_text", "has_negation", "view", "measurements", "meas_mask",
-              "text_meas_mask", "labels", "study_id", "caption_id", "valid")
+              "text_meas_mask", "labels", "study_id", "caption_id", "valid", "source")
 
 
 def keep_tf_off_accelerators() -> None:
@@ -62,12 +65,15 @@ def keep_tf_off_accelerators() -> None:
 # ----------------------------------------------------------------------------
 def load_tokenizer(input_config: Mapping[str, Any], data_dir: str | None = None
                    ) -> tokenizer_lib.Tokenizer:
-  """The sentencepiece tokenizer trained on the train split (built with the dataset), or the
-  checkpoint tokenizer at input_config.tokenizer (set by
-  interop.init_from_checkpoint.configure). data_dir: the prepared dataset's directory, when
-  the caller has its builder already."""
+  """The sentencepiece tokenizer trained on the train split (built with the dataset), the
+  mixture's one over its sources' captions (data/mixture.py), or the checkpoint tokenizer at
+  input_config.tokenizer (set by interop.init_from_checkpoint.configure). data_dir: the
+  prepared dataset's directory, when the caller has its builder already (one source)."""
   if input_config["tokenizer"]:
     return _checkpoint_tokenizer(input_config["tokenizer"])
+  if mixture.is_mixture(input_config):
+    mixture.check_artifacts(input_config)  # never one source's tokenizer for all of them
+    return _tokenizer_in(mixture.mixture_dir(input_config))
   return _tokenizer_in(data_dir or build.get_builder(input_config).data_dir)
 
 
@@ -85,13 +91,15 @@ def _tokenizer_in(data_dir: str) -> tokenizer_lib.Tokenizer:
 
 
 def load_measurement_stats(input_config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-  """Train-split (mean [M], std [M]) used to z-score `measurements`."""
-  return artifacts.load_stats(build.get_builder(input_config).data_dir)
+  """Train-split (mean [M], std [M]) used to z-score `measurements` (a mixture's: pooled)."""
+  return artifacts.load_stats(mixture.shared_dir(input_config))
 
 
-def num_examples(input_config: Mapping[str, Any], split: str) -> int:
-  """Examples in a split of the prepared dataset (all hosts together)."""
-  return build.get_builder(input_config).info.splits[split].num_examples
+def num_examples(input_config: Mapping[str, Any], split: str, source: str | None = None) -> int:
+  """Examples in a split of the prepared dataset (all hosts together); of a mixture's
+  `source` (None: its first)."""
+  cfg = mixture.source(input_config, source).input_config
+  return build.get_builder(cfg).info.splits[split].num_examples
 
 
 def view_measurement_mask() -> np.ndarray:
@@ -173,7 +181,7 @@ def _clip_frames(frames: tf.Tensor, num_frames: int, window: int, eval_windows: 
 
 
 def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray, num_frames: int = 1,
-                     window: int = 0, eval_windows: int = 1):
+                     window: int = 0, eval_windows: int = 1, source_index: int = 0):
   view_mask = tf.constant(view_measurement_mask())
   mean_t, std_t = tf.constant(mean, tf.float32), tf.constant(std, tf.float32)
   window = clip_windows.resolve(num_frames, window)
@@ -211,6 +219,7 @@ def _make_preprocess(res: int, mean: np.ndarray, std: np.ndarray, num_frames: in
         "labels": tf.cast(ex["labels"], tf.int32),
         "study_id": tf.bitcast(tf.cast(folded, tf.uint32), tf.int32),
         "valid": tf.constant(1.0, tf.float32),
+        "source": tf.constant(source_index, tf.int32),   # which of a mixture's sources
         # The generator caption_augment uses for this example; -1: not augmented.
         "text_seed": tf.constant(-1, tf.int64) if text_seed is None else tf.random.stateless_uniform(
             [], tf.random.experimental.stateless_fold_in(text_seed, 11), minval=0,
@@ -266,16 +275,26 @@ KINDS = ("contrastive", "dense")
 
 
 class EchogroundData:
-  """What both iterators share: the prepared builder, tokenizer, stats and transforms."""
+  """What both iterators share: the prepared builder, tokenizer, stats and transforms.
 
-  def __init__(self, input_config: Mapping[str, Any], kind: str = "contrastive"):
+  source: which of a mixture's sources (config.input.data; None: the first, or the only one).
+  Its build is read; the tokenizer and measurement stats are the run's (one for all sources).
+  """
+
+  def __init__(self, input_config: Mapping[str, Any], kind: str = "contrastive",
+               source: str | None = None):
     if kind not in KINDS:
       raise ValueError(f"batch kind {kind!r}: expected one of {KINDS}.")
     self.kind = kind
-    self.builder = build.get_builder(input_config)
+    self.source = mixture.source(input_config, source)
+    if kind == "dense" and mixture.is_mixture(input_config):
+      raise ValueError("config.input.data: the dense tasks read one build; mixtures are for the "
+                       "contrastive task.")
+    self.train_split = self.source.split
+    self.builder = build.get_builder(self.source.input_config)
     self.res = int(input_config["res"])
     self.max_len = int(input_config["max_text_len"])
-    self.mean, self.std = artifacts.load_stats(self.builder.data_dir)  # [M] each
+    self.mean, self.std = load_measurement_stats(input_config)  # [M] each
     if kind == "dense":
       self.batch_keys = dense_transforms.BATCH_KEYS
       self.preprocess = dense_transforms.make_preprocess(
@@ -289,8 +308,9 @@ class EchogroundData:
     self.preprocess = _make_preprocess(self.res, self.mean, self.std,
                                        self.builder.builder_config.num_frames,
                                        int(input_config["window"]),
-                                       int(input_config["eval_windows"]))
-    self.tokenizer = load_tokenizer(input_config, self.builder.data_dir)
+                                       int(input_config["eval_windows"]), self.source.index)
+    self.tokenizer = load_tokenizer(
+        input_config, None if mixture.is_mixture(input_config) else self.builder.data_dir)
     # `augment` switches off frame augmentation and statement subsampling; fitting long
     # captions is its own switch (without it the tokenizer cuts their tail).
     augment = bool(input_config["augment"])
@@ -345,8 +365,9 @@ class TrainIterator:
     self.mesh, self.seed, self.keep = mesh, int(seed), keep
     self.local_batch = sharding.check_batch_size(batch_size, mesh)
     self._data = EchogroundData(input_config, kind)
-    self._split, _, _ = self._data.host_split("train")
-    n_train, pc = self._data.builder.info.splits["train"].num_examples, jax.process_count()
+    self._split, _, _ = self._data.host_split(self._data.train_split)
+    n_train = self._data.builder.info.splits[self._data.train_split].num_examples
+    pc = jax.process_count()
     # Every host runs the same number of steps per epoch: the smallest host slice decides.
     self.steps_per_epoch = (n_train // pc) // self.local_batch
     self.view_counts = None  # [len(VIEWS)] kept training examples by view, with `keep`
@@ -411,31 +432,39 @@ def make_train_iterator(input_config: Mapping[str, Any], batch_size: int, mesh: 
   iterator at `start_step` (batches already consumed) to resume. keep: a predicate on raw
   examples (`labelled.keep_labelled`): only those are read; `view_counts` then counts them by view.
   kind "dense": the dense tasks' batches instead (dense_transforms.BATCH_KEYS).
+  One source only: several (config.input.data) are read by mixture_iterator.make_train_iterator,
+  which takes any config.input.
   """
+  if len(mixture.sources(input_config)) > 1:
+    raise ValueError("config.input.data lists several sources: read them with "
+                     "echovlm_jax.data.mixture_iterator.make_train_iterator.")
   return TrainIterator(input_config, batch_size, mesh, seed, start_step, keep, kind)
 
 
 # ----------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------
-def eval_num_batches(input_config: Mapping[str, Any], split: str, batch_size: int) -> int:
+def eval_num_batches(input_config: Mapping[str, Any], split: str, batch_size: int,
+                     source: str | None = None) -> int:
   """Batches an eval iterator yields (the same on every host)."""
   pc = jax.process_count()
-  per_host = -(-num_examples(input_config, split) // pc)
+  per_host = -(-num_examples(input_config, split, source) // pc)
   return -(-per_host // (batch_size // pc))
 
 
 def make_eval_iterator(input_config: Mapping[str, Any], split: str, batch_size: int,
                        mesh: jax.sharding.Mesh, keep: Callable | None = None,
-                       kind: str = "contrastive") -> Iterator[dict[str, jax.Array]]:
+                       kind: str = "contrastive", source: str | None = None
+                       ) -> Iterator[dict[str, jax.Array]]:
   """One pass over `split`: every example exactly once, in a fixed order, no augmentation.
 
   The last batches are padded (valid = 0, zeros elsewhere) so every host yields the
   same number of full batches; weight any metric by `valid`. keep: only the examples this
   predicate on raw examples keeps (`labelled.keep_labelled`). kind: as make_train_iterator's.
+  source: which of a mixture's sources (None: the first) is read.
   """
   local_batch = sharding.check_batch_size(batch_size, mesh)
-  data = EchogroundData(input_config, kind)
+  data = EchogroundData(input_config, kind, source)
   sub, n_local, n_max = data.host_split(split)
   if keep is not None:
     n_local = int(labelled.count_kept(data.builder, sub, keep).sum())

@@ -31,8 +31,12 @@ class MimicOptions:
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticViewOptions:
-  """builder_config=synthetic: the views of the unlabelled majority, simulated
-  (echovlm_jax/data/synthetic_views.py). Any non-default value gives the dataset another name."""
+  """builder_config=synthetic: which simulated lab (echovlm_jax/data/synthetic_sites.py) and the
+  views of the unlabelled majority, simulated (echovlm_jax/data/synthetic_views.py). Any
+  non-default value gives the dataset another name."""
+  # The lab: "a" (the default dataset) or "b" (another scanner's look, a sicker, heavier
+  # population, no LA volume index in its reports: the mixture experiments' scarce site).
+  site: str = "a"
   hidden_view_fraction: float = 0.0  # share of the patients whose train-split views are hidden
   # python -m echovlm_jax.tools.label_views --synthetic: labels the hidden views
   view_predictions: str = ""

@@ -26,6 +26,7 @@ import numpy as np
 
 from echovlm_jax.data import synthetic_anatomy as anat
 from echovlm_jax.data import synthetic_render
+from echovlm_jax.data import synthetic_sites
 from echovlm_jax.data.synthetic_layout import sector_mask  # noqa: F401  (public re-export)
 from echovlm_jax.echo import schema
 
@@ -45,23 +46,26 @@ def _u(rng, lo, hi):
   return float(rng.uniform(lo, hi))
 
 
-def sample_patient(rng: np.random.Generator) -> dict:
+def sample_patient(rng: np.random.Generator, site: str = "a") -> dict:
   """One patient: sex, age, height/weight/BSA, phenotype flags and true measurements.
 
   Phenotypes are drawn so each guideline label has both classes often (roughly
   25-50 % positive): healthy, dilated cardiomyopathy (low EF, large LV),
   ischaemic dysfunction, hypertrophy, LA enlargement, RV disease, aortic
   stenosis, pulmonary hypertension, diastolic dysfunction, effusion, and their
-  combinations (AS brings hypertrophy, DCM brings LA enlargement and PH, ...).
+  combinations (AS brings hypertrophy, DCM brings LA enlargement and PH, ...). `site`
+  (synthetic_sites) shifts the population: more disease, other body sizes; the random draws
+  are the same, so site "a" is the default population exactly.
   """
+  lab = synthetic_sites.get(site)
   sex = "M" if rng.random() < 0.5 else "F"
   male = sex == "M"
   age = int(rng.integers(20, 91))
-  height = rng.normal(176 if male else 163, 7)
-  weight = float(np.clip(rng.normal(82 if male else 68, 14), 42, 160))
+  height = rng.normal((176 if male else 163) + lab.height_shift_cm, 7)
+  weight = float(np.clip(rng.normal((82 if male else 68) + lab.weight_shift_kg, 14), 42, 160))
   bsa = math.sqrt(height * weight / 3600.0)
-  healthy = rng.random() < 0.2
-  p = (lambda q: (not healthy) and rng.random() < q)
+  healthy = rng.random() < lab.healthy_rate
+  p = (lambda q: (not healthy) and rng.random() < min(1.0, q * lab.disease_scale))
   old = age > 65
   f = {"dcm": p(0.3), "ischaemic": p(0.15), "as": p(0.42 if old else 0.28)}
   f["hypertrophy"] = p(0.3) or (f["as"] and rng.random() < 0.6)
@@ -155,12 +159,13 @@ def phases_for(frames_at: str, num_frames: int) -> np.ndarray | None:
 
 
 def patient_records(seed: int, index: int, image_size: int = 128, num_frames: int = 1,
-                    frames_at: str = "cycle", clip_fps: float = 0.0
+                    frames_at: str = "cycle", clip_fps: float = 0.0, site: str = "a"
                     ) -> Iterator[tuple[str, dict]]:
   """All records of patient `index` (1-2 studies, 4-7 views each); see generate_records."""
   phases = phases_for(frames_at, num_frames)
+  lab = synthetic_sites.get(site)
   rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
-  patient = sample_patient(rng)
+  patient = sample_patient(rng, site)
   pkey = patient_key(seed, index)
   names = list(_VIEW_WEIGHTS)
   weights = np.array([_VIEW_WEIGHTS[v] for v in names])
@@ -169,13 +174,15 @@ def patient_records(seed: int, index: int, image_size: int = 128, num_frames: in
     true = _study_measurements(patient["true"], rng, first=j == 0)
     # The report omits some measurements; the heart in the images still has them.
     reported = {k: v for k, v in true.items() if rng.random() >= MISSING_RATE}
+    reported = {k: v for k, v in reported.items() if k not in lab.unreported}
     skey = f"{pkey}-s{j}"
     n_views = int(rng.integers(4, 8))
     views = rng.choice(len(names), size=n_views, replace=False, p=weights / weights.sum())
     for i, vi in enumerate(sorted(views)):
       view = names[vi]
       shown = synthetic_render.render(view, true, patient["sex"], rng, image_size, num_frames,
-                                      bsa=patient["bsa"], phases=phases, fps=clip_fps)
+                                      bsa=patient["bsa"], phases=phases, fps=clip_fps,
+                                      site=site)
       label = schema.UNKNOWN_VIEW if rng.random() < UNKNOWN_RATE else view
       # A Doppler display is told apart by its layout even when its view was not recorded,
       # as a real DICOM's ultrasound regions tell.
@@ -190,8 +197,8 @@ def patient_records(seed: int, index: int, image_size: int = 128, num_frames: in
 
 
 def generate_records(num_patients: int, seed: int, image_size: int = 128,
-                     num_frames: int = 1, frames_at: str = "cycle", clip_fps: float = 0.0
-                     ) -> Iterator[tuple[str, dict]]:
+                     num_frames: int = 1, frames_at: str = "cycle", clip_fps: float = 0.0,
+                     site: str = "a") -> Iterator[tuple[str, dict]]:
   """Yields (key, record) for patients 0..num_patients-1 (see tfds_builders/echoground/records.py).
 
   record: frames uint8 [T, H, W] (T = num_frames, H = W = image_size; a clip spans one cycle,
@@ -204,7 +211,8 @@ def generate_records(num_patients: int, seed: int, image_size: int = 128,
   landmarks float32 [T, K, 2], phases float32 [T], pixel_spacing_mm: synthetic_render.Rendered);
   measurements (study-level, canonical names, ~10 % absent), sex,
   patient_key, study_key, source='synthetic'.
+  site: the simulated lab (synthetic_sites; "a" = the default dataset).
   The builder owns the split (by patient_key); `patient_records` renders one patient.
   """
   for index in range(num_patients):
-    yield from patient_records(seed, index, image_size, num_frames, frames_at, clip_fps)
+    yield from patient_records(seed, index, image_size, num_frames, frames_at, clip_fps, site)

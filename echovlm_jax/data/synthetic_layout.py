@@ -34,17 +34,19 @@ class Layout:
 
 
 @functools.lru_cache(maxsize=64)
-def layout_for(view: str, image_size: int, num_frames: int = 1) -> Layout:
-  """The display mode a rendered `view` uses (`view` is the view actually drawn)."""
+def layout_for(view: str, image_size: int, num_frames: int = 1, half_angle_deg: float = 35.0
+               ) -> Layout:
+  """The display mode a rendered `view` uses (`view` is the view actually drawn); a B-mode
+  sector opens `half_angle_deg` either side of its axis (synthetic_sites: a lab's probe)."""
   s = image_size
   ecg = (int(0.875 * s), int(0.985 * s), int(0.03 * s), int(0.97 * s))
   if schema.VIEW_INFO[view].kind == "doppler":
     return Layout(s, "doppler", (0.02 * s, 0.5 * s), 0.22 * s, math.radians(30),
                   (int(0.30 * s), int(0.845 * s), int(0.03 * s), int(0.82 * s)), ecg)
   if num_frames == 1 and view in MMODE_VIEWS:
-    return Layout(s, "sector_mmode", (0.03 * s, 0.5 * s), 0.45 * s, math.radians(35),
+    return Layout(s, "sector_mmode", (0.03 * s, 0.5 * s), 0.45 * s, math.radians(half_angle_deg),
                   (int(0.50 * s), int(0.85 * s), int(0.05 * s), int(0.87 * s)), ecg)
-  return Layout(s, "sector", (0.07 * s, 0.5 * s), 0.74 * s, math.radians(35), None, ecg)
+  return Layout(s, "sector", (0.07 * s, 0.5 * s), 0.74 * s, math.radians(half_angle_deg), None, ecg)
 
 
 @functools.lru_cache(maxsize=64)

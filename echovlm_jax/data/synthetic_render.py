@@ -15,10 +15,8 @@ import numpy as np
 
 from echovlm_jax.data import synthetic_anatomy as anat
 from echovlm_jax.data import synthetic_layout as lay_mod
+from echovlm_jax.data import synthetic_sites
 from echovlm_jax.echo import schema
-
-_VENDORS = ("SIMSCAN", "ECHOSIM", "SYNUS", "PSEUDO")
-
 
 def _blur(img: np.ndarray, axis_rows: int = 1, axis_cols: int = 2) -> np.ndarray:
   """Separable [1 2 1]-style point spread: short axially, wider laterally. [..., H, W]."""
@@ -72,7 +70,8 @@ class _Probe:
 
 
 def _bmode(view: str, heart: anat.Heart, lay: lay_mod.Layout, phases: np.ndarray, depth: float,
-           rng: np.random.Generator, gain: float, dyn_range: float
+           rng: np.random.Generator, gain: float, dyn_range: float,
+           lab: synthetic_sites.Site = synthetic_sites.SITES["a"]
            ) -> tuple[np.ndarray, np.ndarray, _Probe]:
   """(float [T, H, W] in 0..255 inside the fan, 0 outside; int8 [T, H, W] structure labels,
   0 outside the fan; the probe's placement)."""
@@ -90,7 +89,8 @@ def _bmode(view: str, heart: anat.Heart, lay: lay_mod.Layout, phases: np.ndarray
   refl = np.stack([cv.out for cv in canvases])                                # [T, H, W]
   labels = np.where(fan, np.stack([cv.labels for cv in canvases]), np.int8(0))
   # Speckle lives on the beam grid (axial x lateral), so it stretches with depth.
-  n_ax, n_lat = s, max(8, s // 3)
+  # A coarser grain (another transducer's resolution cell) is fewer beam-grid cells.
+  n_ax, n_lat = s // lab.speckle_axial_px, max(8, s // lab.speckle_lateral_px)
   ri = np.clip((rho * n_ax).astype(np.int32), 0, n_ax - 1)
   ti = np.clip(((theta / lay.half_angle + 1) * 0.5 * n_lat).astype(np.int32), 0, n_lat - 1)
   base = _rayleigh(rng, (n_ax, n_lat))
@@ -189,17 +189,21 @@ def _thumbnail(lay: lay_mod.Layout, view: str, rng) -> np.ndarray:
   return np.where(fan, img, 0.0)
 
 
-def _overlays(layer, mask, view, lay, depth, rng, vscale, base_row, span):
+def _overlays(layer, mask, view, lay, depth, rng, vscale, base_row, span,
+              lab: synthetic_sites.Site = synthetic_sites.SITES["a"]):
   """Scanner text, scales and ECG outside the ultrasound region (uint8 layer, in place)."""
   s = lay.size
   fp = lay_mod.font_px(s)
   white = int(rng.integers(190, 256))
-  vendor = _VENDORS[int(rng.integers(len(_VENDORS)))]
+  vendor = lab.vendors[int(rng.integers(len(lab.vendors)))]
   mode = "CW" if lay.kind == "doppler" else ("2D/M" if lay.kind == "sector_mmode" else "2D")
-  lay_mod.draw_text(layer, mask, vendor, 1, 1, white)
-  lay_mod.draw_text(layer, mask, f"{mode} {int(rng.integers(30, 80))}Hz", 2 + fp, 1, white)
-  lay_mod.draw_text(layer, mask, f"MI {rng.uniform(0.6, 1.4):.1f}", 1, s - 1, white, "right")
-  lay_mod.draw_text(layer, mask, f"G{int(rng.integers(40, 70))}", 2 + fp, s - 1, white, "right")
+  # Each vendor puts its header text somewhere of its own: site b mirrors site a's.
+  (c_l, a_l), (c_r, a_r) = ((s - 1, "right"), (1, "left")) if lab.text_mirrored else \
+      ((1, "left"), (s - 1, "right"))
+  lay_mod.draw_text(layer, mask, vendor, 1, c_l, white, a_l)
+  lay_mod.draw_text(layer, mask, f"{mode} {int(rng.integers(30, 80))}Hz", 2 + fp, c_l, white, a_l)
+  lay_mod.draw_text(layer, mask, f"MI {rng.uniform(0.6, 1.4):.1f}", 1, c_r, white, a_r)
+  lay_mod.draw_text(layer, mask, f"G{int(rng.integers(40, 70))}", 2 + fp, c_r, white, a_r)
   if lay.kind == "doppler":
     r0, r1, c0, c1 = lay.strip
     px_v = (r1 - r0 - int(0.14 * (r1 - r0)) - 2) / vscale
@@ -255,7 +259,7 @@ def render(view: str, measurements: Mapping[str, float], sex: str | None,
            rng: np.random.Generator, image_size: int = 128, num_frames: int = 1, *,
            bsa: float = 1.9, depth_cm: float | None = None,
            velocity_scale: int | None = None, overlays: bool = True,
-           phases: np.ndarray | None = None, fps: float = 0.0) -> Rendered:
+           phases: np.ndarray | None = None, fps: float = 0.0, site: str = "a") -> Rendered:
   """Renders one image / clip of a known `view` with its ground truth (`Rendered`).
 
   `measurements` are the patient's true values (absent ones default to normal);
@@ -265,17 +269,19 @@ def render(view: str, measurements: Mapping[str, float], sex: str | None,
   end-diastole (T = 1) or T frames from a random phase: over one cycle, or with `fps` > 0 at
   that frame rate (a cine of T / fps seconds at the drawn heart rate, 55-100 bpm); the same
   random draws are made either way.
-  `sex` is accepted for symmetry with the captions; the anatomy is set by the values.
+  `site` (synthetic_sites) is the lab's scanner: gain, dynamic range, speckle, sector width,
+  text layout. `sex` is accepted for symmetry with the captions; the anatomy is set by the values.
   """
   del sex
+  lab = synthetic_sites.get(site)
   info = schema.VIEW_INFO[schema.check_view(view)]
   if info.kind == "unknown":
     raise ValueError("render_view draws a real view; label it 'unknown' afterwards if needed.")
   m = _defaults(measurements)
   heart = anat.heart_from_measurements(m, bsa)
-  lay = lay_mod.layout_for(view, image_size, num_frames)
-  gain = rng.uniform(0.75, 1.1)
-  dyn_range = rng.uniform(1.4, 1.9)      # B-mode dynamic range (decades); Doppler has its own map
+  lay = lay_mod.layout_for(view, image_size, num_frames, lab.half_angle_deg)
+  gain = rng.uniform(*lab.gain)
+  dyn_range = rng.uniform(*lab.dyn_range)  # B-mode dynamic range (decades); Doppler has its own map
   hr = rng.uniform(55, 100)
   phase0 = rng.random()
   mask = lay_mod.ultrasound_mask(lay)
@@ -304,8 +310,8 @@ def render(view: str, measurements: Mapping[str, float], sex: str | None,
     phases = np.array([0.0]) if num_frames == 1 else phase0 + np.arange(num_frames) * per_frame
     if given_phases is not None:
       phases = np.asarray(given_phases, np.float64).reshape(num_frames)
-    frames[:], lab, probe = _bmode(view, heart, lay, phases, depth, rng, gain, dyn_range)
-    labels[:] = lab
+    frames[:], lab_map, probe = _bmode(view, heart, lay, phases, depth, rng, gain, dyn_range, lab)
+    labels[:] = lab_map
     for t, p in enumerate(phases):
       for name, (xa, ya) in anat.landmarks(view, float(p), heart).items():
         points[t, anat.LANDMARKS.index(name)] = probe.to_pixel(lay, xa, ya)
@@ -316,7 +322,7 @@ def render(view: str, measurements: Mapping[str, float], sex: str | None,
       span = max(rng.uniform(7.0, 10.0), 2 * (heart.rd + heart.ts + heart.tp) + 2.0)
       frames[:, r0:r1, c0:c1] = _mmode(view, heart, lay, span, phase0, cycles, rng, gain, dyn_range)
   layer = np.zeros((image_size, image_size), np.uint8)
-  _overlays(layer, mask, view, lay, depth, rng, vscale, base_row, span)
+  _overlays(layer, mask, view, lay, depth, rng, vscale, base_row, span, lab)
   e_r0, e_r1, e_c0, e_c1 = lay.ecg
   if lay.strip is not None:       # the ECG runs in step with the strip's time axis
     per_col = cycles / (lay.strip[3] - lay.strip[2])

@@ -134,7 +134,7 @@ def generate_records(num_patients: int, seed: int, image_size: int, num_frames: 
   def stream():
     needing = matched = 0
     for key, record in synthetic.generate_records(num_patients, seed, image_size, num_frames,
-                                                  clip_fps=clip_fps):
+                                                  clip_fps=clip_fps, site=options.site):
       pid = patient_id(record["patient_key"])
       hidden = pid not in visible
       if splits[pid] != "train" or (not hidden and record["view"] != schema.UNKNOWN_VIEW):

@@ -1,6 +1,7 @@
 """Evaluators listed in config.evals (big_vision style) and the loop that runs the due ones.
 
-config.evals is a ConfigDict name -> {type, split, every (<= 0: last step only)}; probes
+config.evals is a ConfigDict name -> {type, split, every (<= 0: last step only), and for a
+mixture of builds (config.input.data) the `source` whose split it scores}; probes
 and study_pooling (fitted on a split's embeddings) also take train_split (default "train") and train_max_batches (0 or absent: all). One
 embedding pass per split (and one prompt encoding) per step is shared by every evaluator
 that needs it; `Evaluator` is what the trainer holds, `run_evals` the functional core.
@@ -40,10 +41,12 @@ class _Context:
     self.cache, self.batch_size = cache, batch_size
     self.make_iterator, self.meas_std = make_iterator, meas_std
 
-  def embeddings(self, split: str, max_batches: int | None = None) -> dict[str, np.ndarray]:
-    key = ("embeddings", split, max_batches, self.step)
+  def embeddings(self, split: str, max_batches: int | None = None, source: str | None = None
+                 ) -> dict[str, np.ndarray]:
+    key = ("embeddings", split, max_batches, source, self.step)
     if key not in self.cache:
-      it = self.make_iterator(self.input_config, split, self.batch_size, self.mesh)
+      it = self.make_iterator(self.input_config, split, self.batch_size, self.mesh,
+                              **({"source": source} if source else {}))
       self.cache[key] = emb_lib.compute_embeddings(self.model, it, self.mesh,
                                                    max_batches=max_batches)
       logging.info("Embedded %d examples of split %r at step %s.",
@@ -60,8 +63,13 @@ class _Context:
 
 # Each evaluator: (entry config, context) -> (scalars, details for the report).
 
+def _emb(cfg, ctx: _Context, split: str | None = None, max_batches: int | None = None):
+  """The embeddings of the entry's split (or `split`) of the entry's source."""
+  return ctx.embeddings(split or cfg["split"], max_batches, cfg.get("source") or None)
+
+
 def _zero_shot_views(cfg, ctx: _Context):
-  res = zero_shot.zero_shot_views(ctx.embeddings(cfg["split"]), ctx.prompts()["views"])
+  res = zero_shot.zero_shot_views(_emb(cfg, ctx), ctx.prompts()["views"])
   scalars = {k: res[k] for k in ("accuracy", "balanced_accuracy")}
   scalars.update({f"recall/{v}": r for v, r in res["per_view_recall"].items()})
   return scalars, res
@@ -69,7 +77,7 @@ def _zero_shot_views(cfg, ctx: _Context):
 
 def _zero_shot_findings(cfg, ctx: _Context):
   p = ctx.prompts()
-  res = zero_shot.zero_shot_findings(ctx.embeddings(cfg["split"]), p["label_pos"], p["label_neg"])
+  res = zero_shot.zero_shot_findings(_emb(cfg, ctx), p["label_pos"], p["label_neg"])
   scalars = {"macro_auc": res["macro_auc"], "study_macro_auc": res["study_macro_auc"]}
   for label, r in res["per_label"].items():
     scalars[f"auc/{label}"] = r["auc"]
@@ -78,20 +86,20 @@ def _zero_shot_findings(cfg, ctx: _Context):
 
 
 def _retrieval(cfg, ctx: _Context):
-  res = retrieval.retrieval(ctx.embeddings(cfg["split"]))
+  res = retrieval.retrieval(_emb(cfg, ctx))
   return {k: v for k, v in res.items() if k not in ("n", "n_captions")}, res
 
 
 def _negation(cfg, ctx: _Context):
-  res = retrieval.negation(ctx.embeddings(cfg["split"]))
+  res = retrieval.negation(_emb(cfg, ctx))
   return {"sensitivity": res["sensitivity"], "mean_margin": res["mean_margin"]}, res
 
 
 def _probes(cfg, ctx: _Context):
   # Both keys are declared in configs/echovlm.py; entries written by hand may leave them out.
-  train = ctx.embeddings(cfg.get("train_split", "train"),
-                         int(cfg.get("train_max_batches", 0)) or None)
-  test = ctx.embeddings(cfg["split"])
+  train = _emb(cfg, ctx, cfg.get("train_split", "train"),
+               int(cfg.get("train_max_batches", 0)) or None)
+  test = _emb(cfg, ctx)
   res = dict(views=probes.view_probe(train, test), labels=probes.label_probes(train, test),
              measurements=probes.measurement_probes(train, test, ctx.meas_std))
   scalars = {"view_accuracy": res["views"]["accuracy"],
@@ -105,11 +113,11 @@ def _probes(cfg, ctx: _Context):
 
 
 def _study_pooling(cfg, ctx: _Context):
-  train = ctx.embeddings(cfg.get("train_split", "train"),
-                         int(cfg.get("train_max_batches", 0)) or None)
+  train = _emb(cfg, ctx, cfg.get("train_split", "train"),
+               int(cfg.get("train_max_batches", 0)) or None)
   p = ctx.prompts()
   params = study_pooling.fit(train, p["views"], p["label_pos"], p["label_neg"])
-  res = study_pooling.evaluate(ctx.embeddings(cfg["split"]), params, p["views"], p["label_pos"],
+  res = study_pooling.evaluate(_emb(cfg, ctx), params, p["views"], p["label_pos"],
                                p["label_neg"])
   res["params"] = params    # written beside the report: what export copies into an artifact
   scalars = {f"{pool}/{k}": res[pool][k] for pool in ("mean", "attention")
@@ -138,11 +146,24 @@ def check_evals_config(evals_config: Mapping[str, Any],
                        f"{', '.join(types)}.")
     if "split" not in cfg:
       raise ValueError(f"config.evals.{name}: needs a split (e.g. 'validation' or 'test').")
-    key = (cfg["split"], cfg["type"])
+    key = (cfg["split"], cfg["type"], cfg.get("source") or "")
     if key in seen:
       raise ValueError(f"config.evals.{name} and config.evals.{seen[key]} both run {key[1]!r} on "
-                       f"split {key[0]!r}: their metrics would collide; drop one.")
+                       f"split {key[0]!r}{f' of {key[2]}' if key[2] else ''}: their metrics "
+                       "would collide; drop one.")
     seen[key] = name
+
+
+def check_eval_sources(evals_config: Mapping[str, Any], input_config) -> None:
+  """Each entry's `source` names an entry of config.input.data (and only a mixture has any)."""
+  from echovlm_jax.data import mixture  # pylint: disable=g-import-not-at-top
+  names = list(mixture.entries(input_config))
+  for name, cfg in evals_config.items():
+    src = cfg.get("source") or ""
+    if src and src not in names:
+      raise ValueError(f"config.evals.{name}.source={src!r}: "
+                       + (f"config.input.data has {names}." if names else
+                          "config.input.data is empty (one build): leave source out."))
 
 
 def is_due(cfg: Mapping[str, Any], step: int, last_step: bool = False) -> bool:
@@ -159,12 +180,15 @@ def log_metrics(step: int, flat: Mapping[str, float]) -> None:
 
 
 def metric_prefix(cfg: Mapping[str, Any]) -> str:
-  return f"{SPLIT_PREFIX.get(cfg['split'], cfg['split'])}/{cfg['type']}"
+  """"<split>/<type>", or "<split>/<source>/<type>" for an entry scoring a mixture's source."""
+  split = SPLIT_PREFIX.get(cfg["split"], cfg["split"])
+  src = cfg.get("source") or ""
+  return f"{split}/{src}/{cfg['type']}" if src else f"{split}/{cfg['type']}"
 
 
-def _default_make_iterator(input_config, split, batch_size, mesh):
+def _default_make_iterator(input_config, split, batch_size, mesh, source=None):
   from echovlm_jax.data import input_pipeline
-  return input_pipeline.make_eval_iterator(input_config, split, batch_size, mesh)
+  return input_pipeline.make_eval_iterator(input_config, split, batch_size, mesh, source=source)
 
 
 def run_evals_with_details(evals_config: Mapping[str, Any], model: nnx.Module, step: int,
@@ -197,7 +221,7 @@ def run_evals_with_details(evals_config: Mapping[str, Any], model: nnx.Module, s
     entry = {f"{prefix}/{k}": float(v) for k, v in scalars.items()}
     flat.update(entry)
     details[name] = dict(type=cfg["type"], split=cfg["split"], step=int(step), metrics=entry,
-                         **res)
+                         source=cfg.get("source") or "", **res)
   return flat, details
 
 

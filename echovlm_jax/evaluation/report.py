@@ -64,6 +64,17 @@ def _jsonable(x: Any) -> Any:
   return x
 
 
+def _where(r: Mapping[str, Any], short: bool = False) -> str:
+  """"test split" / "test split of site_b": what an entry scored (a mixture's source)."""
+  src = r.get("source") or ""
+  return (r["split"] if short else f"{r['split']} split") + (f" of {src}" if src else "")
+
+
+def _tag(r: Mapping[str, Any]) -> str:
+  """A file-name part for an entry's plots: "test" or "test_site_b"."""
+  return r["split"] + (f"_{r['source']}" if r.get("source") else "")
+
+
 def _by_type(results: Mapping[str, dict], kind: str) -> list[tuple[str, dict]]:
   order = {"test": 0, "validation": 1, "train": 2}
   found = [(n, r) for n, r in results.items() if r.get("type") == kind]
@@ -240,7 +251,7 @@ def _headline(results: Mapping[str, dict], targets: Mapping[str, float]) -> list
     kind, metric = key.split("/", 1)
     for _, r in _by_type(results, kind):
       v = r.get(metric)
-      row = f"| {HEADLINE.get(key, key)} | {r['split']} | {_fmt(v)} |"
+      row = f"| {HEADLINE.get(key, key)} | {_where(r, short=True)} | {_fmt(v)} |"
       if targets:
         target = targets.get(key)
         status = ("" if target is None else "(not measurable)" if v is None or v != v else
@@ -262,7 +273,7 @@ def per_view_table(r: Mapping[str, Any]) -> list[str]:
 
 
 def _views_section(name: str, r: dict, plot: str | None) -> list[str]:
-  out = [f"## View classification (zero-shot) — {r['split']} split", "",
+  out = [f"## View classification (zero-shot) — {_where(r)}", "",
          f"Accuracy **{_pct(r['accuracy'])}**, balanced accuracy **{_pct(r['balanced_accuracy'])}** "
          f"on {r['n']} images with a known view.", ""] + per_view_table(r)
   if plot:
@@ -271,7 +282,7 @@ def _views_section(name: str, r: dict, plot: str | None) -> list[str]:
 
 
 def _findings_section(name: str, r: dict, plot: str | None) -> list[str]:
-  out = [f"## Findings (zero-shot) — {r['split']} split", "",
+  out = [f"## Findings (zero-shot) — {_where(r)}", "",
          f"Macro AUC **{_fmt(r['macro_auc'])}** (image level), **{_fmt(r['study_macro_auc'])}** "
          "(study level), over the findings with both positive and negative cases.", "",
          "| finding | AUC (image) | n+ | n- | AUC (study) | studies + | studies - |",
@@ -285,7 +296,7 @@ def _findings_section(name: str, r: dict, plot: str | None) -> list[str]:
 
 
 def _retrieval_section(name: str, r: dict) -> list[str]:
-  return [f"## Image-report retrieval — {r['split']} split", "",
+  return [f"## Image-report retrieval — {_where(r)}", "",
           f"{r['n']} images, {r['n_captions']} distinct report sentences.", "",
           "| direction | R@1 | R@5 | R@10 | median rank |", "|---|---|---|---|---|",
           f"| image -> report | {_pct(r['i2t_r1'])} | {_pct(r['i2t_r5'])} | {_pct(r['i2t_r10'])} | "
@@ -295,14 +306,14 @@ def _retrieval_section(name: str, r: dict) -> list[str]:
 
 
 def _negation_section(name: str, r: dict) -> list[str]:
-  return [f"## Negation sensitivity — {r['split']} split", "",
+  return [f"## Negation sensitivity — {_where(r)}", "",
           f"**{_pct(r['sensitivity'])}** of {r['n']} images prefer their report sentence to its "
           f"negated version (chance is 50 %); mean similarity margin {_fmt(r['mean_margin'])}.", ""]
 
 
 def _probes_section(name: str, r: dict) -> list[str]:
   v = r["views"]
-  out = [f"## Linear probes on frozen image embeddings — {r['split']} split", "",
+  out = [f"## Linear probes on frozen image embeddings — {_where(r)}", "",
          f"View: accuracy {_pct(v['accuracy'])}, balanced accuracy {_pct(v['balanced_accuracy'])} "
          f"({v['n_train']} training / {v['n_test']} test images).", "",
          "| finding | probe AUC | n+ | n- |", "|---|---|---|---|"]
@@ -324,7 +335,7 @@ def _study_section(name: str, r: dict, workdir: str) -> list[str]:
   tools/export puts in an artifact)."""
   np.savez(os.path.join(workdir, "report", STUDY_POOLING_FILE), step=np.int64(r["step"]),
            **r["params"])
-  out = [f"## Study embeddings — {r['split']} split", "",
+  out = [f"## Study embeddings — {_where(r)}", "",
          f"{r['n_studies']} studies; every image of a study, its view as the model predicts it. "
          "`mean`: the average of the image embeddings; `attention`: attention pooling with "
          "per-view weights fitted on the train split (evaluation/study_pooling.py). The zero-shot "
@@ -341,6 +352,26 @@ def _study_section(name: str, r: dict, workdir: str) -> list[str]:
           "|---" * (len(schema.KNOWN_VIEWS) + 1) + "|"]
   for row, w in r["view_weights"].items():
     out.append(f"| {_nice(row)} | " + " | ".join(f"{w[v]:+.2f}" for v in schema.KNOWN_VIEWS) + " |")
+  return out + [""]
+
+
+def _source_losses_section(history: Sequence[Mapping]) -> list[str]:
+  """A mixture's last logged losses per source ("train/loss/<source>/<term>"); [] otherwise."""
+  last: dict[str, float] = {}
+  for h in history:
+    last.update({k: float(v) for k, v in h.items()
+                 if k.startswith("train/loss/") and k.count("/") == 3 and v is not None})
+  if not last:
+    return []
+  sources = sorted({k.split("/")[2] for k in last})
+  terms = sorted({k.split("/")[3] for k in last}, key=lambda t: (t != "total", t))
+  out = ["## Training losses by source", "",
+         "Each source's losses over its own examples of the last logged batch (its rows and "
+         "columns of the contrastive matrix).", "",
+         "| source | " + " | ".join(terms) + " |", "|---" * (len(terms) + 1) + "|"]
+  for src in sources:
+    out.append(f"| {src} | " + " | ".join(_fmt(last.get(f"train/loss/{src}/{t}")) for t in terms)
+               + " |")
   return out + [""]
 
 
@@ -375,11 +406,11 @@ def write_report(workdir: str, results: Mapping[str, dict], metrics_history: Seq
            "real MIMIC-IV-ECHO data; numbers on other data are not directly comparable.", ""]
 
   for name, r in _by_type(results, "zero_shot_views"):
-    plot = plot_confusion(r, os.path.join(plot_dir, f"confusion_{r['split']}.png"),
+    plot = plot_confusion(r, os.path.join(plot_dir, f"confusion_{_tag(r)}.png"),
                           f"Zero-shot view classification ({r['split']}, step {r['step']})")
     md += _views_section(name, r, rel(plot))
   for name, r in _by_type(results, "zero_shot_findings"):
-    plot = plot_roc_curves(r, os.path.join(plot_dir, f"roc_{r['split']}.png"),
+    plot = plot_roc_curves(r, os.path.join(plot_dir, f"roc_{_tag(r)}.png"),
                            f"Zero-shot findings, image level ({r['split']}, step {r['step']})")
     md += _findings_section(name, r, rel(plot))
   for name, r in _by_type(results, "retrieval"):
@@ -391,6 +422,7 @@ def write_report(workdir: str, results: Mapping[str, dict], metrics_history: Seq
   for name, r in _by_type(results, "study_pooling"):
     md += _study_section(name, r, workdir)
 
+  md += _source_losses_section(metrics_history)
   curves = plot_training_curves(metrics_history, os.path.join(plot_dir, "training_curves.png"))
   if curves:
     md += ["## Training", "", "Every loss term logged during training, against the step.", "",

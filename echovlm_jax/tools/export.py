@@ -39,11 +39,12 @@ def package_version() -> str:
 
 
 def dataset_dir(train_config: ml_collections.ConfigDict, data_dir: str | None) -> str:
-  """Where the tokenizer and measurement stats of the training data live."""
+  """Where the tokenizer and measurement stats of the training data live (a mixture's: the
+  ones its sources share, data/mixture.py)."""
   if data_dir:
     return data_dir
-  from echovlm_jax.data import build  # tfds: only the exporter needs it
-  return build.get_builder(train_config.input).data_dir
+  from echovlm_jax.data import mixture  # tfds: only the exporter needs it
+  return mixture.shared_dir(train_config.input)
 
 
 def _metrics(workdir: str) -> dict[str, Any]:
@@ -55,11 +56,19 @@ def _metrics(workdir: str) -> dict[str, Any]:
 
 
 def _data_description(cfg: ml_collections.ConfigDict) -> str:
+  from echovlm_jax.data import mixture  # pylint: disable=g-import-not-at-top
   inp = cfg.input
+  if mixture.is_mixture(inp):
+    parts = []
+    for s in mixture.sources(inp):
+      one = ml_collections.ConfigDict(dict(cfg.to_dict(), input=s.input_config))
+      parts.append(f"{s.weight:.0%} `{s.name}`: {_data_description(one)}")
+    return "a weighted mixture of builds (one tokenizer over their captions): " + "; ".join(parts)
   if inp.builder_config == "synthetic":
+    site = dict(inp.synthetic).get("site", "a")
     return (f"the synthetic `echoground` dataset ({inp.synthetic_patients} procedurally rendered "
-            f"patients, seed {inp.synthetic_seed}): captions, measurements and labels come from "
-            "a simulator, not from patients")
+            f"patients, seed {inp.synthetic_seed}, simulated lab {site!r}): captions, "
+            "measurements and labels come from a simulator, not from patients")
   return ("`echoground` built from MIMIC-IV-ECHO (DICOM clips of one hospital's echo lab, "
           "captions generated from the structured measurements)")
 

@@ -43,7 +43,9 @@ from echovlm_jax.train.step import NonFiniteLossError, check_step_metrics, make_
 # ----------------------------------------------------------------------------
 def progress_line(step: int, total: int, scalars: dict[str, float], eta_s: float) -> str:
   """One readable line: loss and its terms, lr, temperature, grad norm, speed, ETA."""
-  terms = " ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(scalars.items()) if k.startswith("loss/"))
+  # A mixture's per-source terms ("loss/<source>/<term>") go to the logs, not this line.
+  terms = " ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(scalars.items())
+                   if k.startswith("loss/") and "/" not in k[5:])
   return (f"step {step:>6}/{total}  loss {scalars['loss']:.4f}" + (f" ({terms})" if terms else "")
           + f"  lr {scalars['lr']:.2e}"
           + (f"  T {scalars['temperature']:.2f}" if "temperature" in scalars else "")
@@ -76,6 +78,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   from clu import metric_writers
   from echovlm_jax.data import build as data_build
   from echovlm_jax.data import input_pipeline
+  from echovlm_jax.data import mixture_iterator
 
   # --- Setup ---------------------------------------------------------------
   # The checkpoint's architecture, text length and tokenizer (config.model_init).
@@ -124,7 +127,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
   # The stream is deterministic in (seed, position, process count): rebuilding it at the
   # saved position gives exactly the batches an uninterrupted run would have seen.
-  train_iter = input_pipeline.make_train_iterator(
+  train_iter = mixture_iterator.make_train_iterator(
       config.input, config.batch_size, mesh, seed=config.seed, start_step=data_position,
       keep=task.keep(config), kind=task.batch_kind)
   loss_fn = task.make_loss_fn(config, graphdef, mesh, train_iter)

@@ -103,7 +103,8 @@ def _source_records(cfg, manual_dir: str, source_stats: collections.Counter
   patient, so the split does not depend on which files decode; synthetic with hidden views:
   every patient, as synthetic_views split them; plain synthetic: None)."""
   # pylint: disable=g-import-not-at-top
-  if cfg.source == "synthetic" and cfg.synthetic != reader_options.SyntheticViewOptions():
+  site_only = reader_options.SyntheticViewOptions(site=cfg.synthetic.site)
+  if cfg.source == "synthetic" and cfg.synthetic != site_only:
     if cfg.frames_at != "cycle":
       raise ValueError("config.input.frames_at='ed_es' with hidden or predicted views: the view "
                        "labelling experiment renders cycles only.")
@@ -115,7 +116,7 @@ def _source_records(cfg, manual_dir: str, source_stats: collections.Counter
     from echovlm_jax.data import synthetic
     return synthetic.generate_records(cfg.num_patients, cfg.seed, image_size=cfg.image_size,
                                       num_frames=cfg.num_frames, frames_at=cfg.frames_at,
-                                      clip_fps=cfg.clip_fps), None
+                                      clip_fps=cfg.clip_fps, site=cfg.synthetic.site), None
   if cfg.source in schema.DENSE_RELEASES:
     from echovlm_jax.data import dense_records
     if cfg.frames_at == "ed_es" and cfg.num_frames != 2:

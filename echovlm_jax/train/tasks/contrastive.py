@@ -6,9 +6,11 @@ retrieval and by probes, exported as an artifact.
 
 from __future__ import annotations
 
+import jax
 from flax import nnx
 
 from echovlm_jax import losses
+from echovlm_jax.data import mixture
 from echovlm_jax.models import factory
 from echovlm_jax.train.tasks.task import Task
 
@@ -26,12 +28,24 @@ def _init_params(params: nnx.State, config, init_checkpoint) -> nnx.State:
 
 
 def _make_loss_fn(config, graphdef, mesh, train_iter):
-  """The contrastive losses of config.loss; the temperature is logged."""
+  """The contrastive losses of config.loss; the temperature is logged. With several sources
+  (config.input.data) each source's losses over its own examples of the batch (its rows and
+  columns) are logged too, as "<source>/<term>" (not differentiated: monitoring only)."""
   del train_iter  # every example counts the same
+  srcs = mixture.sources(config.input)
+  names = [(s.index, s.name) for s in srcs if s.weight > 0] if len(srcs) > 1 else []
 
   def loss_fn(params, batch):
     outputs = nnx.merge(graphdef, params)(batch)
     total, terms = losses.compute_losses(outputs, batch, config.loss, mesh=mesh)
+    if names:
+      quiet = jax.tree.map(jax.lax.stop_gradient, outputs)
+      for i, name in names:
+        mine = (batch["source"] == i).astype(batch["valid"].dtype)
+        sub_total, sub = losses.compute_losses(
+            quiet, dict(batch, valid=batch["valid"] * mine), config.loss, mesh=mesh)
+        terms.update({f"{name}/{k}": v for k, v in sub.items()})
+        terms[f"{name}/total"] = sub_total
     return total, (terms, outputs["logit_scale"])
   return loss_fn
 
@@ -42,6 +56,8 @@ def _check_config(config) -> None:
     # lazily: sklearn/matplotlib cost start-up time
     from echovlm_jax.evaluation import registry  # pylint: disable=g-import-not-at-top
     registry.check_evals_config(config.evals)
+    registry.check_eval_sources(config.evals, config.input)
+  mixture.sources(config.input)  # ValueError naming config.input.data's bad key
 
 
 def _make_evaluator(config, mesh, tokenizer):
