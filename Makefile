@@ -30,7 +30,7 @@ demo: $(VENV)/.installed
 
 # The whole suite, slow tests included (this is what CI runs).
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=25
 
 # Local iteration: skip the slow end-to-end tests.
 test-fast: $(VENV)/.installed-test

@@ -39,7 +39,7 @@ def test_train_batch_is_global_sharded_and_shaped(tiny_echoground, mesh):
               "meas_mask": ((BATCH, m), np.float32), "text_meas_mask": ((BATCH, m), np.float32),
               "labels": ((BATCH, k), np.int32),
               "study_id": ((BATCH,), np.int32), "caption_id": ((BATCH,), np.int32),
-              "valid": ((BATCH,), np.float32)}
+              "valid": ((BATCH,), np.float32), "source": ((BATCH,), np.int32)}
   assert set(batch) == set(expected)
   for key, (shape, dtype) in expected.items():
     x = batch[key]

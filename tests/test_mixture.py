@@ -241,6 +241,15 @@ def test_a_mixture_trains_resumes_with_the_same_losses_and_reports_each_source(t
   report = open(os.path.join(wd, "report.md")).read()
   assert "test split of a" in report and "test split of b" in report
   assert "## Training losses by source" in report and "| b | " in report
+  # The artifact carries the mixture's tokenizer, which a user of it needs for every source.
+  from echovlm_jax.inference import artifact  # pylint: disable=g-import-not-at-top
+  from echovlm_jax.tools import export  # pylint: disable=g-import-not-at-top
+  out = export.export(wd, str(tmp_path / "artifact"))
+  shared = mixture.mixture_dir(ic)
+  for name, ours in ((artifact.TOKENIZER_FILE, tokenizer_lib.TOKENIZER_FILENAME),
+                     (artifact.STATS_FILE, artifacts.STATS_FILENAME)):
+    assert open(os.path.join(out, name), "rb").read() == open(os.path.join(shared, ours), "rb").read()
+  assert "a weighted mixture of builds" in open(os.path.join(out, "README.md")).read()
 
 
 def test_a_source_of_weight_zero_is_only_evaluated(two_sites, mesh):

@@ -121,7 +121,7 @@ def test_run_evals_all_types_share_one_pass_per_split(setup, tmp_path):
     assert key in flat, key
   # The headline numbers equal an independent NumPy computation on the same embeddings, with
   # echo/prompts.py's classes encoded eagerly, one text at a time.
-  eval_reference.check(flat, "test", cache[("embeddings", "test", None, 10)],
+  eval_reference.check(flat, "test", cache[("embeddings", "test", None, None, 10)],
                        eval_reference.prompt_classes(model, tokenizer, config.input.max_text_len),
                        cache[("prompts", 10)])
   assert details["probes"]["measurements"]["lvef"]["unit"] == "%"

@@ -278,7 +278,7 @@ def test_evaluate_a_checkpoint_from_the_command_line(runner, reference):
   assert flat.keys() == {k for k in metrics if k not in ("step", "workdir")}
   for key, value in flat.items():
     assert metrics[key] == pytest.approx(value, rel=1e-3, abs=1e-3, nan_ok=True), key
-  eval_reference.check(flat, "test", evaluator.cache[("embeddings", "test", None, 4)],
+  eval_reference.check(flat, "test", evaluator.cache[("embeddings", "test", None, None, 4)],
                        eval_reference.prompt_classes(model, tokenizer, config.input.max_text_len),
                        evaluator.cache[("prompts", 4)])
   assert os.path.exists(os.path.join(out_dir, "metrics.json"))
