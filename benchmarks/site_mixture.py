@@ -1,7 +1,9 @@
 r"""Synthetic and real together, measured where the "real" side is scarce: site b (150 patients of
 another lab: data/synthetic_sites.py) alone, the default synthetic site a alone, and a + b at
 three weights, every run the same recipe and step budget (configs/echovlm.py at 64 px, one
-tokenizer over both sites' captions), each scored on site b's test split (and on site a's).
+tokenizer over the sites' captions). Each run is scored on site b's test split (~15 patients),
+on the test split of 1,000 other patients of site b (`site_b_holdout`, never trained on: the
+tight figure) and on site a's.
 
   .venv/bin/python benchmarks/site_mixture.py --workdir workdir/site_mixture
   .venv/bin/python benchmarks/site_mixture.py --workdir wd --steps 500 -- --config.seed=1
@@ -24,11 +26,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 # (row, data= spec): the share of site b in the batches.
-RUNS = (("site b alone", "site_b:1+synthetic:0"),
-        ("site a alone", "site_b:0+synthetic:1"),
-        ("a + b, b at 50 %", "site_b:0.5+synthetic:0.5"),
-        ("a + b, b at 25 %", "site_b:0.25+synthetic:0.75"),
-        ("a + b, b at 10 %", "site_b:0.1+synthetic:0.9"))
+HOLDOUT = "+site_b_holdout:0"
+RUNS = (("site b alone", "site_b:1+synthetic:0" + HOLDOUT),
+        ("site a alone", "site_b:0+synthetic:1" + HOLDOUT),
+        ("a + b, b at 50 %", "site_b:0.5+synthetic:0.5" + HOLDOUT),
+        ("a + b, b at 25 %", "site_b:0.25+synthetic:0.75" + HOLDOUT),
+        ("a + b, b at 10 %", "site_b:0.1+synthetic:0.9" + HOLDOUT))
+SITES = (("b", "site_b"), ("b held out", "site_b_holdout"), ("a", "synthetic"))
 HEADLINE = (("views", "zero_shot_views/accuracy"), ("macro AUC", "zero_shot_findings/macro_auc"),
             ("negation", "negation/sensitivity"), ("probe label AUC", "probes/label_macro_auc"))
 
@@ -39,27 +43,28 @@ def final_metrics(workdir: str) -> dict[str, float] | None:
   merged: dict[str, float] = {}
   for row in metrics_log.read_metrics_history(workdir):
     merged.update(row)
-  return merged if "test/site_b/zero_shot_views/accuracy" in merged else None
+  return merged if "test/site_b_holdout/zero_shot_views/accuracy" in merged else None
 
 
 def tables(rows: dict[str, dict[str, float]]) -> str:
-  """The headline table (both sites' test splits) and site b's per-finding AUCs."""
-  head = ["| run | " + " | ".join(f"b: {n}" for n, _ in HEADLINE) + " | "
-          + " | ".join(f"a: {n}" for n, _ in HEADLINE[:3]) + " |",
-          "|---" * (len(HEADLINE) + 4) + "|"]
+  """One headline table per site's test split, and the held-out site b's per-finding AUCs."""
+  out = []
+  for site, src in SITES:
+    out += [f"test split of {site} (`{src}`)", "",
+            "| run | " + " | ".join(n for n, _ in HEADLINE) + " |", "|---" * (len(HEADLINE) + 1) + "|"]
+    for name, m in rows.items():
+      out.append(f"| {name} | " + " | ".join(f"{m.get(f'test/{src}/{k}', float('nan')):.3f}"
+                                           for _, k in HEADLINE) + " |")
+    out.append("")
+  pre = "test/site_b_holdout/zero_shot_findings/auc/"
+  labels = sorted({k[len(pre):] for m in rows.values() for k in m if k.startswith(pre)})
+  out += ["zero-shot AUC per finding, test split of b held out", "",
+          "| run | " + " | ".join(l.replace("_", " ") for l in labels) + " |",
+          "|---" * (len(labels) + 1) + "|"]
   for name, m in rows.items():
-    cells = [m.get(f"test/site_b/{k}", float("nan")) for _, k in HEADLINE]
-    cells += [m.get(f"test/synthetic/{k}", float("nan")) for _, k in HEADLINE[:3]]
-    head.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in cells) + " |")
-  labels = sorted({k.rsplit("/", 1)[1] for m in rows.values() for k in m
-                   if k.startswith("test/site_b/zero_shot_findings/auc/")})
-  per = ["| run | " + " | ".join(l.replace("_", " ") for l in labels) + " |",
-         "|---" * (len(labels) + 1) + "|"]
-  for name, m in rows.items():
-    per.append(f"| {name} | " + " | ".join(
-        f"{m.get(f'test/site_b/zero_shot_findings/auc/{l}', float('nan')):.3f}" for l in labels)
-        + " |")
-  return "\n".join(head + [""] + per)
+    out.append(f"| {name} | " + " | ".join(f"{m.get(pre + l, float('nan')):.3f}" for l in labels)
+               + " |")
+  return "\n".join(out)
 
 
 def main(argv=None) -> None:
@@ -75,8 +80,9 @@ def main(argv=None) -> None:
       cmd = [sys.executable, "-m", "echovlm_jax.main",
              f"--config=configs/echovlm.py:res=64,data={spec}", "--config.input.image_size=64",
              f"--config.total_steps={args.steps}",
-             # Site a's probes are context here: 20 batches of its train split are plenty.
+             # Probes fit on 20 batches of the big builds' train splits (site b's whole one).
              "--config.evals.test_probes_synthetic.train_max_batches=20",
+             "--config.evals.test_probes_site_b_holdout.train_max_batches=20",
              f"--workdir={wd}", *args.extra]
       print("+", " ".join(cmd), flush=True)
       t0 = time.time()

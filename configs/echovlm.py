@@ -25,12 +25,17 @@ ARG_SPEC = dict(size="ti", res=128, frames=1, objective="echovlm", runlocal=Fals
 
 # The builds a `data=` mixture can name: each entry's config.input keys (data/mixture.py); what
 # an entry leaves out is config.input's. "synthetic" is config.input's own build (site a);
-# "site_b" a second, scarce synthetic lab (data/synthetic_sites.py); "mimic" MIMIC-IV-ECHO from
+# "site_b" a second, scarce synthetic lab (data/synthetic_sites.py), "site_b_holdout" 1,000 other
+# patients of that lab to evaluate on; "mimic" MIMIC-IV-ECHO from
 # --config.input.manual_dir (docs/mimic.md).
 SOURCE_PRESETS = {
     "synthetic": {},
     "site_b": dict(builder_config="synthetic", synthetic_patients=150, synthetic_seed=1,
                    synthetic=dict(site="b")),
+    # Other patients of the same lab, for evaluation (weight 0): its test split (~100
+    # patients) measures site b far more tightly than site b's own (~15 patients).
+    "site_b_holdout": dict(builder_config="synthetic", synthetic_patients=1000, synthetic_seed=2,
+                           synthetic=dict(site="b")),
     "mimic": dict(builder_config="mimic"),
 }
 
@@ -230,7 +235,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # A mixture evaluates each source on its own splits (`source`, metrics
   # "<split>/<source>/<type>/..."); the study pooling only its first source's (the artifact's).
   c.evals = ml_collections.ConfigDict()
-  mixed = list(c.input.data) or [""]
+  mixed = sorted(c.input.data) or [""]   # name order, as data/mixture.py numbers the sources
   for src in mixed:
     at = dict(source=src) if src else {}
     tail = f"_{src}" if src else ""

@@ -46,7 +46,7 @@ BUILD_COMMAND = "python -m echovlm_jax.data.build --config <your config, with it
 class Source:
   """One source of a run's training data."""
   name: str                     # its entry in config.input.data ("" for a plain config.input)
-  index: int                    # its position: the batch's `source` value
+  index: int                    # its position in name order: the batch's `source` value
   weight: float                 # sampling probability (the weights normalised to sum to 1)
   split: str                    # what it trains on
   input_config: dict            # config.input for this source alone (no `data`)
@@ -57,9 +57,11 @@ def _plain(x: Any) -> Any:
 
 
 def entries(input_config: Mapping[str, Any]) -> dict[str, dict]:
-  """config.input.data as plain dicts, in config order ({} when absent or empty)."""
-  data = input_config["data"] if "data" in input_config else None
-  return {str(k): _plain(v) for k, v in (_plain(data) or {}).items()}
+  """config.input.data as plain dicts in name order, whatever order they were written in (a
+  source's index in the batches; the first is the one the study pooling is fitted on); {} when
+  absent or empty."""
+  data = _plain(input_config["data"] if "data" in input_config else None) or {}
+  return {str(k): _plain(data[k]) for k in sorted(data)}
 
 
 def is_mixture(input_config: Mapping[str, Any]) -> bool:
