@@ -11,6 +11,16 @@ from typing import Any, Sequence
 import numpy as np
 
 
+def final_metrics(workdir: str, required: str) -> dict[str, float] | None:
+  """A finished run's logged metrics, every step's merged (later steps win); None while the
+  key `required` (a test figure the run writes last) is missing."""
+  from echovlm_jax.train import metrics_log  # pylint: disable=g-import-not-at-top
+  merged: dict[str, float] = {}
+  for row in metrics_log.read_metrics_history(workdir):
+    merged.update(row)
+  return merged if required in merged else None
+
+
 def apply_overrides(config: Any, items: Sequence[str]) -> None:
   """Sets each "dotted.key=value" of items on config: the value parsed as JSON (booleans also
   as 1 / 0) and cast to the type of the value it replaces; a string is taken as written."""

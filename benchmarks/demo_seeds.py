@@ -22,6 +22,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks import common  # noqa: E402 - after the repository root is on sys.path
+
 # (column, metric key, target): the demo's targets, on the test split.
 TARGETS = (
     ("view accuracy", "test/zero_shot_views/accuracy", 0.95),
@@ -34,13 +36,7 @@ EXTRA = (("a2c recall", "test/zero_shot_views/recall/a2c"),
 
 
 def final_metrics(workdir: str) -> dict[str, float] | None:
-  """The last logged step's metrics of a finished run (None if it has no test figures yet)."""
-  from echovlm_jax.train import metrics_log  # pylint: disable=g-import-not-at-top
-  history = metrics_log.read_metrics_history(workdir)
-  merged: dict[str, float] = {}
-  for row in history:
-    merged.update(row)
-  return merged if TARGETS[0][1] in merged else None
+  return common.final_metrics(workdir, TARGETS[0][1])
 
 
 def run_seed(seed: int, workdir: str, extra: list[str]) -> float:

@@ -33,6 +33,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks import common  # noqa: E402 - after the repository root is on sys.path
+
 # (row name, run folder, configs/lvef.py temporal); the pretrained run is added by --init_artifact.
 TOWERS = (("video tower (factorised)", "factorised", "factorised"),
           ("frame average (mean)", "mean", "mean"))
@@ -45,12 +47,7 @@ METRICS = (("test MAE", "test/lvef_regression/mae"), ("test RMSE", "test/lvef_re
 
 
 def final_metrics(workdir: str) -> dict[str, float] | None:
-  """The merged logged metrics of a finished run (None without test figures)."""
-  from echovlm_jax.train import metrics_log  # pylint: disable=g-import-not-at-top
-  merged: dict[str, float] = {}
-  for row in metrics_log.read_metrics_history(workdir):
-    merged.update(row)
-  return merged if METRICS[0][1] in merged else None
+  return common.final_metrics(workdir, METRICS[0][1])
 
 
 def main(argv=None) -> None:

@@ -25,6 +25,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks import common  # noqa: E402 - after the repository root is on sys.path
+
 # (row, data= spec): the share of site b in the batches.
 HOLDOUT = "+site_b_holdout:0"
 RUNS = (("site b alone", "site_b:1+synthetic:0" + HOLDOUT),
@@ -38,12 +40,7 @@ HEADLINE = (("views", "zero_shot_views/accuracy"), ("macro AUC", "zero_shot_find
 
 
 def final_metrics(workdir: str) -> dict[str, float] | None:
-  """The merged logged metrics of a finished run (None without test figures)."""
-  from echovlm_jax.train import metrics_log  # pylint: disable=g-import-not-at-top
-  merged: dict[str, float] = {}
-  for row in metrics_log.read_metrics_history(workdir):
-    merged.update(row)
-  return merged if "test/site_b_holdout/zero_shot_views/accuracy" in merged else None
+  return common.final_metrics(workdir, "test/site_b_holdout/zero_shot_views/accuracy")
 
 
 def tables(rows: dict[str, dict[str, float]]) -> str:
