@@ -249,3 +249,29 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, num_devices):
   assert extra == {"s": stopped_at, "stopped": True}
   assert int(state["step"]) == stopped_at
   np.testing.assert_array_equal(state["w"], np.arange(4096, dtype=np.float32) + stopped_at)
+
+
+def test_saving_replicated_arrays_on_cpu_compiles_nothing(tmp_path, num_devices):
+  """On CPU a replicated array is written from one replica: Orbax's default would slice it
+  per replica, one XLA compile per (shape, device) on the first save (8 here per shape)."""
+  mesh = create_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+  shapes = [(24, 3), (40,), (16, 3, 2)]  # divisible by 8 replicas; saved by no other test
+  state = {f"a{i}": jax.device_put(jnp.ones(s, jnp.float32), NamedSharding(mesh, P()))
+           for i, s in enumerate(shapes)}
+  compiles = []
+
+  def count(event, duration, **_):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(duration)
+
+  jax.monitoring.register_event_duration_secs_listener(count)
+  try:
+    with checkpointing.Checkpointer(tmp_path) as ckpt:
+      assert ckpt.save(1, state)
+      ckpt.wait()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(count)
+  assert compiles == []
+  with checkpointing.Checkpointer(tmp_path) as ckpt:
+    restored, _ = ckpt.restore(1, checkpointing.abstract_like(state))
+  _assert_same_values(restored, state)
