@@ -19,15 +19,22 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def prompt_classes(model, tokenizer, max_len: int) -> dict[str, np.ndarray]:
-  """echo/prompts.py's class embeddings, encoded eagerly (no jit, no batching): per class
-  the renormalised mean of its L2-normalised phrasings."""
-  def cls(texts):
-    tokens = np.asarray(tokenizer.encode_batch(list(texts), max_len), np.int32)
-    return _unit(_unit(np.asarray(model.encode_text(tokens))).mean(axis=0))
-  return dict(
-      views=np.stack([cls(prompts.VIEW_PROMPTS[v]) for v in schema.KNOWN_VIEWS]),
-      label_pos=np.stack([cls(prompts.LABEL_PROMPTS[l]["positive"]) for l in schema.LABELS]),
-      label_neg=np.stack([cls(prompts.LABEL_PROMPTS[l]["negative"]) for l in schema.LABELS]))
+  """echo/prompts.py's class embeddings, encoded eagerly (no jit): per class the
+  renormalised mean of its L2-normalised phrasings.
+
+  Every phrasing goes through the text tower in one eager batch: eager ops compile once per
+  shape, so one batch per class (27 shapes) cost ~30 s of compiles per call on CPU.
+  """
+  classes = ([prompts.VIEW_PROMPTS[v] for v in schema.KNOWN_VIEWS]
+             + [prompts.LABEL_PROMPTS[l]["positive"] for l in schema.LABELS]
+             + [prompts.LABEL_PROMPTS[l]["negative"] for l in schema.LABELS])
+  texts = [t for c in classes for t in c]
+  tokens = np.asarray(tokenizer.encode_batch(texts, max_len), np.int32)
+  emb = _unit(np.asarray(model.encode_text(tokens)))
+  ends = np.cumsum([len(c) for c in classes])
+  means = np.stack([_unit(part.mean(axis=0)) for part in np.split(emb, ends[:-1])])
+  v, k = len(schema.KNOWN_VIEWS), len(schema.LABELS)
+  return dict(views=means[:v], label_pos=means[v:v + k], label_neg=means[v + k:])
 
 
 def headline_metrics(emb: dict[str, np.ndarray], classes: dict[str, np.ndarray]) -> dict:

@@ -80,11 +80,16 @@ def test_schedule_warms_up_then_decays_to_zero():
 
 @pytest.mark.slow
 def test_one_step_same_params_on_every_mesh(num_devices):
-  """Issue 4: make_train_step on (8,1,1), (2,2,2), (4,1,2) == on one device."""
+  """Issue 4: make_train_step on a (2,2,2) mesh == on one device.
+
+  (2,2,2) shards the batch, the parameters and the optimizer state over all three axes at
+  once; the loss and gradients on (8,1,1) and (4,1,2) are compared with one device in
+  tests/test_sharding.py (the optimizer's update is elementwise, so it adds no new layout).
+  """
   c = _config()
   host_batch = _batch(8, c)
   results = {}
-  for shape in ((1, 1, 1), (8, 1, 1), (2, 2, 2), (4, 1, 2)):
+  for shape in ((1, 1, 1), (2, 2, 2)):
     devices = jax.devices()[:int(np.prod(shape))]
     mesh = distributed.create_mesh(dict(zip(distributed.MESH_AXES, shape)), devices=devices)
     graphdef, state, shardings, tx = train_state.create_state(c, mesh, VOCAB)

@@ -3,8 +3,9 @@ dataset: checkpoints / metrics / TensorBoard events, SIGTERM and kill -9 with id
 losses after resume, a NaN stopping the run cleanly, restore onto another mesh, two
 processes matching one, and `--mode=evaluate` on a trained workdir.
 
-Subprocesses share a persistent XLA compilation cache: the first run compiles, the
-others load the same executables (the losses below show the runs are deterministic).
+Subprocesses share the session's persistent XLA compilation cache (conftest.py): the first
+run compiles, the others load the same executables (the losses below show the runs are
+deterministic).
 """
 
 from __future__ import annotations
@@ -37,19 +38,12 @@ PROGRESS = re.compile(r"^step\s+(\d+)/(\d+)\s+loss")
 class Runner:
   """Starts `python -m echovlm_jax.main` (or another module) on the tiny config."""
 
-  def __init__(self, data_dir: str, cache_dir: str, log_dir: str):
-    self.data_dir, self.cache_dir, self.log_dir = data_dir, cache_dir, log_dir
+  def __init__(self, data_dir: str, log_dir: str):
+    self.data_dir, self.log_dir = data_dir, log_dir
     self.count = 0
 
   def env(self, devices: int = 8) -> dict[str, str]:
-    env = multiprocess_utils.worker_env(0, 1, devices, 0)
-    env.update(self.cache_env())
-    return env
-
-  def cache_env(self) -> dict[str, str]:
-    return dict(JAX_COMPILATION_CACHE_DIR=self.cache_dir,
-                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+    return multiprocess_utils.worker_env(0, 1, devices, 0)
 
   def argv(self, workdir: str, *overrides: str, module: str = "echovlm_jax.main",
            config_arg: str = "") -> list[str]:
@@ -116,8 +110,7 @@ def tiny_config(data_dir: str, **overrides):
 @pytest.fixture(scope="module")
 def runner(tiny_echoground, tmp_path_factory):
   input_config, _ = tiny_echoground
-  return Runner(input_config.data_dir, str(tmp_path_factory.mktemp("xla_cache")),
-                str(tmp_path_factory.mktemp("logs")))
+  return Runner(input_config.data_dir, str(tmp_path_factory.mktemp("logs")))
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +236,7 @@ def test_two_processes_match_one_process(runner, tmp_path):
   # Two real processes with 4 devices each, through the real entry point.
   multi = str(tmp_path / "multi")
   outs = multiprocess_utils.run_workers(runner.argv(multi, "--config.ckpt_every=8"), 2, 4,
-                                        timeout=300, extra_env=runner.cache_env())
+                                        timeout=300)
   assert any(PROGRESS.match(l) for l in outs[0].splitlines())
   assert not any(PROGRESS.match(l) for l in outs[1].splitlines())  # progress on process 0 only
   one, two = losses_by_step(emulated), losses_by_step(multi)

@@ -30,10 +30,15 @@ def moved_by_decay(config, vocab_size: int) -> dict[str, tuple[str, bool]]:
   params all 1."""
   mesh = distributed.create_mesh(config.mesh, devices=jax.devices()[:1])
   _, abstract = checkpointing.abstract_params(config, mesh, vocab_size)
-  params = jax.tree.map(lambda a: jnp.ones(a.shape, a.dtype), abstract)
   tx = optimizer.make_optimizer(config)
-  zeros = jax.tree.map(jnp.zeros_like, params)
-  updates, _ = tx.update(zeros, tx.init(params), params)
+
+  @jax.jit  # one compile; eager, every leaf's shape and op compiled on its own (~10 s)
+  def zero_grad_updates():
+    params = jax.tree.map(lambda a: jnp.ones(a.shape, a.dtype), abstract)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    return tx.update(zeros, tx.init(params), params)[0]
+
+  updates = zero_grad_updates()
   return {jax.tree_util.keystr(p): (leaf_name(p), bool(np.any(np.asarray(u) != 0)))
           for p, u in jax.tree_util.tree_leaves_with_path(updates)}
 
