@@ -1,5 +1,5 @@
 """The trainer's pieces in-process: the lr schedule, the weight-decay mask, one train step
-giving the same parameters on every mesh as on one device, gradient accumulation as the
+giving the same parameters on a (2,2,2) mesh as on one device, gradient accumulation as the
 mean of micro-batch gradients, a NaN gradient leaving the state as it was, the non-finite
 message, and config errors at start."""
 
@@ -79,7 +79,7 @@ def test_schedule_warms_up_then_decays_to_zero():
 
 
 @pytest.mark.slow
-def test_one_step_same_params_on_every_mesh(num_devices):
+def test_one_step_on_a_2x2x2_mesh_gives_the_single_device_params(num_devices):
   """Issue 4: make_train_step on a (2,2,2) mesh == on one device.
 
   (2,2,2) shards the batch, the parameters and the optimizer state over all three axes at

@@ -32,7 +32,7 @@ def moved_by_decay(config, vocab_size: int) -> dict[str, tuple[str, bool]]:
   _, abstract = checkpointing.abstract_params(config, mesh, vocab_size)
   tx = optimizer.make_optimizer(config)
 
-  @jax.jit  # one compile; eager, every leaf's shape and op compiled on its own (~10 s)
+  @jax.jit  # one compile; eager, every leaf's shape and op compiled on its own (10-15 s)
   def zero_grad_updates():
     params = jax.tree.map(lambda a: jnp.ones(a.shape, a.dtype), abstract)
     zeros = jax.tree.map(jnp.zeros_like, params)
